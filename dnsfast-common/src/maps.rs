@@ -1,0 +1,310 @@
+//! BPF map layout shared by the XDP program (reader) and the daemon (writer).
+//!
+//! The layout is described in `docs/architecture.md` ("Map design"). In short:
+//!
+//! ```text
+//! HOT_<C>[HotKey<C>{qtype, region, name}] ─► HotRef{entry}          (hash, one per name size class)
+//! ANSWER_INDEX[entry]                     ─► slot                   (array, mmapped, flipped atomically)
+//! ANSWERS_SMALL[slot] / ANSWERS_LARGE[slot & !SLOT_LARGE] ─► answer (arrays, immutable while reachable)
+//! ```
+//!
+//! Invariants the daemon keeps so that the XDP program never reads a half-written answer:
+//! - a `HOT_*` element is written once, when its name is added, and never updated in place;
+//! - an answer slot is written only while no `ANSWER_INDEX` entry points at it and no program that
+//!   could have read the old index is still running (one RCU grace period after it was unlinked);
+//! - an answer changes by writing a fresh slot, then storing its id into `ANSWER_INDEX[entry]` with
+//!   one aligned 32-bit store through the mmapped array.
+//!
+//! Every type here is `#[repr(C)]` without implicit padding and has its size asserted, because the
+//! kernel copies them byte for byte between the two sides.
+
+use core::mem::size_of;
+
+/// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
+/// so a daemon of another layout never opens maps it would misread.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Name of the XDP program that answers queries.
+pub const PROG_DNSFAST: &str = "dnsfast";
+/// Name of the XDP program that passes every packet (for the far end of a veth pair: native XDP
+/// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
+pub const PROG_PASS: &str = "dnsfast_pass";
+
+/// `XdpConfig` singleton.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Per-CPU counters, indexed by [`crate::stats::Counter`].
+pub const MAP_STATS: &str = "STATS";
+/// Per-CPU scratch space for the message and the key (the BPF stack holds 512 bytes).
+pub const MAP_SCRATCH: &str = "SCRATCH";
+/// Hot-name maps, one per name size class, in the order of [`NAME_CLASSES`].
+pub const MAP_HOT: [&str; 4] = ["HOT_32", "HOT_64", "HOT_128", "HOT_256"];
+/// Entry → answer slot indirection.
+pub const MAP_ANSWER_INDEX: &str = "ANSWER_INDEX";
+/// Answer slots with up to [`SMALL_RDATA`] bytes of address data.
+pub const MAP_ANSWERS_SMALL: &str = "ANSWERS_SMALL";
+/// Answer slots with up to [`LARGE_RDATA`] bytes of address data.
+pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
+
+/// Map-of-maps the daemon updates to wait for running programs to finish (RCU grace period).
+pub const MAP_GRACE: &str = "GRACE";
+
+/// Every map the daemon pins, for listing and cleanup.
+pub const ALL_MAPS: [&str; 11] = [
+    MAP_GRACE,
+    MAP_CONFIG,
+    MAP_STATS,
+    MAP_SCRATCH,
+    MAP_HOT[0],
+    MAP_HOT[1],
+    MAP_HOT[2],
+    MAP_HOT[3],
+    MAP_ANSWER_INDEX,
+    MAP_ANSWERS_SMALL,
+    MAP_ANSWERS_LARGE,
+];
+
+/// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
+pub const BPF_F_NO_PREALLOC: usize = 1;
+/// `BPF_F_MMAPABLE`: the daemon maps `ANSWER_INDEX` and flips entries with atomic stores.
+pub const BPF_F_MMAPABLE: usize = 1 << 10;
+
+/// Capacities compiled into the object; the daemon sets the real ones from its configuration
+/// before loading (`[xdp] max_hot_names`, `max_answers`).
+pub const DEFAULT_HOT_ENTRIES: usize = 65_536;
+/// Default number of small answer slots (and of `ANSWER_INDEX` entries).
+pub const DEFAULT_SMALL_SLOTS: usize = 2 * DEFAULT_HOT_ENTRIES;
+/// Default number of large answer slots.
+pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
+
+/// Name size classes: a name of `n` wire octets is keyed in the first class `>= n`, zero-padded.
+/// Wire-format names are prefix-free (each label carries its length), so zero padding can never
+/// make two different names equal.
+pub const NAME_CLASSES: [usize; 4] = [32, 64, 128, 256];
+
+/// Index into [`NAME_CLASSES`] / [`MAP_HOT`] for a wire name of `name_len` octets (1..=255).
+#[inline(always)]
+#[must_use]
+pub const fn name_class(name_len: usize) -> usize {
+    if name_len <= 32 {
+        0
+    } else if name_len <= 64 {
+        1
+    } else if name_len <= 128 {
+        2
+    } else {
+        3
+    }
+}
+
+/// Region of answers that apply to every client. Steering adds per-region entries next to it;
+/// the skeleton only writes this one.
+pub const REGION_ANY: u16 = 0;
+
+macro_rules! hot_key {
+    ($(#[$doc:meta])* $name:ident, $n:expr) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name {
+            /// Query type (host order): 1 = A, 28 = AAAA.
+            pub qtype: u16,
+            /// Geo region of the client; [`REGION_ANY`] for unsteered names.
+            pub region: u16,
+            /// The name in wire form, ASCII-lowercased, zero-padded.
+            pub name: [u8; $n],
+        }
+
+        impl $name {
+            /// An all-zero key.
+            #[must_use]
+            pub const fn zeroed() -> Self {
+                Self { qtype: 0, region: 0, name: [0; $n] }
+            }
+        }
+
+        const _: () = assert!(size_of::<$name>() == 4 + $n);
+        #[cfg(feature = "user")]
+        // SAFETY: repr(C), only integer fields, no padding (asserted above).
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
+hot_key!(
+    /// Key of `HOT_32`.
+    HotKey32,
+    32
+);
+hot_key!(
+    /// Key of `HOT_64`.
+    HotKey64,
+    64
+);
+hot_key!(
+    /// Key of `HOT_128`.
+    HotKey128,
+    128
+);
+hot_key!(
+    /// Key of `HOT_256`; also the XDP program's scratch key, whose prefix is a valid key of
+    /// every smaller class.
+    HotKey256,
+    256
+);
+
+/// Value of the `HOT_*` maps: the name's stable entry number in `ANSWER_INDEX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotRef {
+    /// Index into `ANSWER_INDEX`.
+    pub entry: u32,
+}
+const _: () = assert!(size_of::<HotRef>() == 4);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), one u32.
+unsafe impl aya::Pod for HotRef {}
+
+/// Bit set in a slot id that lives in `ANSWERS_LARGE`.
+pub const SLOT_LARGE: u32 = 1 << 31;
+/// `ANSWER_INDEX` value of an entry that has no answer (never followed by the XDP program).
+pub const SLOT_NONE: u32 = u32::MAX;
+
+/// Most records a hot answer carries; larger RRsets are answered by the daemon.
+pub const MAX_HOT_RECORDS: usize = 16;
+/// Address bytes in a small slot: four A records or one AAAA.
+pub const SMALL_RDATA: usize = 16;
+/// Address bytes in a large slot: [`MAX_HOT_RECORDS`] AAAA records.
+pub const LARGE_RDATA: usize = 256;
+
+macro_rules! answer_slot {
+    ($(#[$doc:meta])* $name:ident, $n:expr) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name {
+            /// TTL of the RRset, seconds.
+            pub ttl: u32,
+            /// 1 (A) or 28 (AAAA).
+            pub rrtype: u16,
+            /// Number of records, 1..=[`MAX_HOT_RECORDS`].
+            pub count: u16,
+            /// `count` addresses of 4 (A) or 16 (AAAA) bytes, network order, back to back.
+            pub rdata: [u8; $n],
+        }
+
+        impl $name {
+            /// An empty slot.
+            #[must_use]
+            pub const fn zeroed() -> Self {
+                Self { ttl: 0, rrtype: 0, count: 0, rdata: [0; $n] }
+            }
+        }
+
+        impl crate::wire::AnswerData for $name {
+            const RDATA_CAPACITY: usize = $n;
+            #[inline(always)]
+            fn ttl(&self) -> u32 {
+                self.ttl
+            }
+            #[inline(always)]
+            fn rrtype(&self) -> u16 {
+                self.rrtype
+            }
+            #[inline(always)]
+            fn count(&self) -> usize {
+                self.count as usize
+            }
+            #[inline(always)]
+            fn rdata4(&self, offset: usize) -> [u8; 4] {
+                // Callers keep offset + 4 <= RDATA_CAPACITY; the mask restates it for the
+                // verifier (and the compiler, which then needs no bounds check).
+                let i = offset & ($n - 4);
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&self.rdata[i..i + 4]);
+                w
+            }
+        }
+
+        const _: () = assert!(size_of::<$name>() == 8 + $n);
+        #[cfg(feature = "user")]
+        // SAFETY: repr(C), only integer fields, no padding (asserted above).
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
+answer_slot!(
+    /// Value of `ANSWERS_SMALL`.
+    AnswerSmall,
+    SMALL_RDATA
+);
+answer_slot!(
+    /// Value of `ANSWERS_LARGE`.
+    AnswerLarge,
+    LARGE_RDATA
+);
+
+/// `XdpConfig::flags`: answer hot queries. Clear (as in a fresh map) means pass everything.
+pub const CFG_ANSWER: u32 = 1;
+/// `XdpConfig::flags`: accept any IPv4 destination (listen on 0.0.0.0).
+pub const CFG_ANY_V4: u32 = 1 << 1;
+/// `XdpConfig::flags`: accept any IPv6 destination (listen on `::`).
+pub const CFG_ANY_V6: u32 = 1 << 2;
+/// Most explicit addresses per family the XDP program matches.
+pub const MAX_LISTEN_ADDRS: usize = 8;
+
+/// Value of the `CONFIG` singleton (key 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// `CFG_*` bits.
+    pub flags: u32,
+    /// UDP destination port of DNS queries (host order).
+    pub port: u16,
+    /// Used entries of `v4`.
+    pub v4_count: u8,
+    /// Used entries of `v6`.
+    pub v6_count: u8,
+    /// Our IPv4 addresses, network order.
+    pub v4: [[u8; 4]; MAX_LISTEN_ADDRS],
+    /// Our IPv6 addresses, network order.
+    pub v6: [[u8; 16]; MAX_LISTEN_ADDRS],
+}
+const _: () = assert!(size_of::<XdpConfig>() == 8 + 4 * 8 + 16 * 8);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields, no padding (asserted above).
+unsafe impl aya::Pod for XdpConfig {}
+
+impl XdpConfig {
+    /// A configuration that passes every packet.
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self { flags: 0, port: 0, v4_count: 0, v6_count: 0, v4: [[0; 4]; 8], v6: [[0; 16]; 8] }
+    }
+}
+
+/// Size of the message area in [`Scratch`]: a power of two, so masking an offset with
+/// `MSG_MASK` keeps it in bounds for the verifier.
+pub const MSG_AREA: usize = 1024;
+/// Mask for offsets into the message area.
+pub const MSG_MASK: usize = MSG_AREA - 1;
+/// Bytes past `MSG_AREA` so that a masked offset can take a 16-byte write.
+pub const MSG_SLACK: usize = 64;
+/// Largest query the XDP program copies and answers; bigger ones are passed up.
+pub const MAX_XDP_QUERY: usize = 512;
+
+/// Per-CPU scratch of the XDP program (value of `SCRATCH`, one entry).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// Verifier-opaque cell for `Wire::launder`.
+    pub cell: u64,
+    /// The DNS message: the query is copied in, the answer built in place.
+    pub msg: [u8; MSG_AREA + MSG_SLACK],
+    /// The lookup key being built.
+    pub key: HotKey256,
+    /// Explicit tail padding to the struct's 8-byte alignment.
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only byte arrays and integers, padding explicit (asserted above).
+unsafe impl aya::Pod for Scratch {}

@@ -1,0 +1,861 @@
+//! The DNS wire code both executors run: the query validator and the hot-answer builder.
+//!
+//! The XDP program runs these on a per-CPU copy of the DNS payload ([`MsgBuf`]); the daemon runs
+//! [`parse_query`] on every query it receives and [`write_hot_answer`] for every hot answer it
+//! sends, so the two paths agree on what a query is and produce the same bytes for the same hot
+//! answer (only the rotation of the records differs).
+//!
+//! The code is written for the BPF verifier as much as for people: every loop has a constant
+//! bound, every buffer index is masked to the buffer size, and values that leave a loop are
+//! passed through [`Wire::launder`] so that the verifier sees one state, not one per iteration.
+
+use crate::maps::{
+    HotKey256, MAX_HOT_RECORDS, MSG_AREA, MSG_MASK, MSG_SLACK, NAME_CLASSES, name_class,
+};
+
+/// Length of the DNS header.
+pub const HEADER_LEN: usize = 12;
+/// Longest name in wire form (RFC 1035 §2.3.4), root label included.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most labels a 255-octet name can hold, root included.
+const MAX_LABELS: usize = 128;
+
+/// RR type A.
+pub const TYPE_A: u16 = 1;
+/// RR type NS.
+pub const TYPE_NS: u16 = 2;
+/// RR type CNAME.
+pub const TYPE_CNAME: u16 = 5;
+/// RR type SOA.
+pub const TYPE_SOA: u16 = 6;
+/// RR type AAAA.
+pub const TYPE_AAAA: u16 = 28;
+/// RR type OPT (RFC 6891).
+pub const TYPE_OPT: u16 = 41;
+/// RR type TSIG (RFC 8945).
+pub const TYPE_TSIG: u16 = 250;
+/// Class IN.
+pub const CLASS_IN: u16 = 1;
+
+/// UDP payload size we advertise and the most we send over UDP (DNS flag day 2020).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+/// Smallest UDP payload every client accepts (RFC 1035, RFC 6891 §6.2.5).
+pub const MIN_UDP_SIZE: usize = 512;
+/// DO bit in the OPT TTL flags.
+pub const EDNS_DO: u16 = 0x8000;
+/// Size of the OPT record we append: root, type, class, TTL, RDLENGTH 0.
+pub const OPT_RR_LEN: usize = 11;
+
+/// EDNS option NSID (RFC 5001).
+pub const OPTION_NSID: u16 = 3;
+/// EDNS option Client Subnet (RFC 7871).
+pub const OPTION_ECS: u16 = 8;
+/// EDNS option COOKIE (RFC 7873).
+pub const OPTION_COOKIE: u16 = 10;
+
+/// Response codes we produce.
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u16 = 0;
+    /// Format error.
+    pub const FORMERR: u16 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u16 = 2;
+    /// Name does not exist.
+    pub const NXDOMAIN: u16 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u16 = 4;
+    /// Refused.
+    pub const REFUSED: u16 = 5;
+    /// Not authorized (RFC 8945: TSIG with a key we do not hold).
+    pub const NOTAUTH: u16 = 9;
+    /// Bad EDNS version (extended rcode 16, RFC 6891).
+    pub const BADVERS: u16 = 16;
+}
+
+/// Read access to a DNS message.
+///
+/// Implemented by [`MsgBuf`] (the XDP program's masked, fixed-size buffer, also used by the daemon
+/// for hot answers) and [`SliceWire`] (any received message in the daemon).
+pub trait Wire {
+    /// Length of the message.
+    fn len(&self) -> usize;
+
+    /// Whether the message is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Byte at `i`. Callers check `i < len()` first; out of range reads return an unspecified
+    /// byte, never fault.
+    fn byte(&self, i: usize) -> u8;
+
+    /// Eight bytes from `i`, little-endian; bytes past the end are unspecified (callers mask).
+    fn u64_le_at(&self, i: usize) -> u64;
+
+    /// Returns `v` unchanged. The XDP implementation round-trips it through memory the verifier
+    /// cannot see into, so that states reached through different loop iterations become one.
+    #[inline(always)]
+    fn launder(&mut self, v: usize) -> usize {
+        v
+    }
+
+    /// Big-endian u16 at `i`.
+    #[inline(always)]
+    fn u16_at(&self, i: usize) -> u16 {
+        (u16::from(self.byte(i)) << 8) | u16::from(self.byte(i + 1))
+    }
+}
+
+/// A received message in a slice.
+pub struct SliceWire<'a>(pub &'a [u8]);
+
+impl Wire for SliceWire<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline]
+    fn byte(&self, i: usize) -> u8 {
+        self.0.get(i).copied().unwrap_or(0)
+    }
+    #[inline]
+    fn u64_le_at(&self, i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        for (k, b) in w.iter_mut().enumerate() {
+            *b = self.byte(i + k);
+        }
+        u64::from_le_bytes(w)
+    }
+}
+
+/// Size of the buffer behind a [`MsgBuf`].
+pub const MSG_BUF_LEN: usize = MSG_AREA + MSG_SLACK;
+
+/// A message in a fixed buffer whose offsets are masked to [`MSG_AREA`], with [`MSG_SLACK`]
+/// bytes after it so a masked offset can take a multi-byte access. This is the shape the BPF
+/// verifier can prove in bounds; the daemon uses the same type so both paths run the same code.
+pub struct MsgBuf<'a> {
+    buf: &'a mut [u8; MSG_BUF_LEN],
+    len: usize,
+    /// Verifier-opaque cell for [`Wire::launder`] (a map value in the XDP program).
+    cell: &'a mut u64,
+}
+
+impl<'a> MsgBuf<'a> {
+    /// Wraps `buf`, of which the first `len` bytes (at most [`MSG_AREA`]) are the message; `cell`
+    /// is scratch for [`Wire::launder`].
+    #[inline(always)]
+    pub fn new(buf: &'a mut [u8; MSG_BUF_LEN], len: usize, cell: &'a mut u64) -> Self {
+        Self { buf, len: len & MSG_MASK, cell }
+    }
+
+    /// The message bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The whole buffer (the XDP program checksums and copies from it).
+    #[must_use]
+    pub fn buffer(&self) -> &[u8; MSG_BUF_LEN] {
+        self.buf
+    }
+
+    /// Sets the message length (after building an answer).
+    #[inline(always)]
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len & MSG_MASK;
+    }
+
+    #[inline(always)]
+    fn put_u8(&mut self, off: usize, v: u8) {
+        self.buf[off & MSG_MASK] = v;
+    }
+
+    #[inline(always)]
+    fn put_u16(&mut self, off: usize, v: u16) {
+        let i = off & MSG_MASK;
+        self.buf[i..i + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn put_u32(&mut self, off: usize, v: u32) {
+        self.put4(off, v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn put4(&mut self, off: usize, v: [u8; 4]) {
+        let i = off & MSG_MASK;
+        self.buf[i..i + 4].copy_from_slice(&v);
+    }
+}
+
+impl Wire for MsgBuf<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline(always)]
+    fn byte(&self, i: usize) -> u8 {
+        self.buf[i & MSG_MASK]
+    }
+    #[inline(always)]
+    fn u64_le_at(&self, i: usize) -> u64 {
+        let i = i & MSG_MASK;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.buf[i..i + 8]);
+        u64::from_le_bytes(w)
+    }
+    #[inline(always)]
+    fn launder(&mut self, v: usize) -> usize {
+        // SAFETY: `cell` is a valid, exclusive u64; volatile keeps the compiler from forwarding
+        // the stored value, so the program really reloads it.
+        unsafe {
+            core::ptr::write_volatile(self.cell, v as u64);
+            core::ptr::read_volatile(self.cell) as usize
+        }
+    }
+}
+
+/// How far the validator walks. The XDP program stops early and passes the rest up; the daemon
+/// walks everything.
+pub trait Limits {
+    /// Most additional records examined.
+    const MAX_ADDITIONAL: usize;
+    /// Most EDNS options examined.
+    const MAX_OPTIONS: usize;
+    /// Whether owner names in the additional section are walked (compression allowed). Without
+    /// it an OPT owner must be the root byte and anything else fails with
+    /// [`QueryError::OtherAdditional`] (the XDP program passes such queries up).
+    const WALK_NAMES: bool;
+    /// Whether additional records other than OPT (TSIG, stray records) are accepted and
+    /// reported in [`Query::tsig`], instead of failing with [`QueryError::OtherAdditional`].
+    const OTHER_ADDITIONAL: bool;
+}
+
+/// The XDP program's limits: one OPT record with a few options; anything else is passed up.
+pub struct XdpLimits;
+impl Limits for XdpLimits {
+    const MAX_ADDITIONAL: usize = 1;
+    const MAX_OPTIONS: usize = 8;
+    const WALK_NAMES: bool = false;
+    const OTHER_ADDITIONAL: bool = false;
+}
+
+/// The daemon's limits: as many as a 64 KiB message can hold.
+pub struct FullLimits;
+impl Limits for FullLimits {
+    const MAX_ADDITIONAL: usize = 65_535;
+    const MAX_OPTIONS: usize = 16_384;
+    const WALK_NAMES: bool = true;
+    const OTHER_ADDITIONAL: bool = true;
+}
+
+/// Why a message is not a query we can answer as-is. [`QueryError::rcode`] says what the daemon
+/// answers; the XDP program drops the first two and passes everything else up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// Shorter than a DNS header: nothing to answer with.
+    ShortHeader,
+    /// QR=1: a response, never answered (it would make us a reflector).
+    Response,
+    /// Opcode other than QUERY.
+    Opcode,
+    /// QDCOUNT = 0.
+    NoQuestion,
+    /// QDCOUNT > 1.
+    QuestionCount,
+    /// ANCOUNT or NSCOUNT non-zero: a query carries no answer or authority records.
+    Sections,
+    /// A label type other than a plain label (0x40 or 0x80 in the length byte).
+    LabelType,
+    /// A compression pointer in the QNAME: it can only point into the header or loop.
+    Pointer,
+    /// QNAME longer than 255 octets.
+    NameTooLong,
+    /// The message ends inside the question or an additional record.
+    Truncated,
+    /// More additional records than the limits allow (the XDP program's limit is one).
+    TooManyAdditional,
+    /// An additional record other than OPT (TSIG, SIG(0), stray data): the XDP program passes
+    /// it up; the daemon's limits accept it and report it in [`Query::tsig`].
+    OtherAdditional,
+    /// Two OPT records.
+    DuplicateOpt,
+    /// An OPT record whose owner is not the root.
+    OptOwner,
+    /// An EDNS option runs past the end of the OPT RDATA.
+    OptionOverrun,
+    /// More EDNS options than the limits allow.
+    TooManyOptions,
+    /// A malformed Client Subnet option (RFC 7871 §7.1.2).
+    BadEcs,
+    /// A malformed COOKIE option (RFC 7873 §5.2.2).
+    BadCookie,
+    /// EDNS version other than 0.
+    BadVersion,
+    /// Bytes after the last record.
+    TrailingData,
+}
+
+impl QueryError {
+    /// The rcode the daemon answers with, or `None` for no answer at all.
+    #[must_use]
+    pub const fn rcode(self) -> Option<u16> {
+        match self {
+            Self::ShortHeader | Self::Response => None,
+            Self::Opcode => Some(rcode::NOTIMP),
+            Self::BadVersion => Some(rcode::BADVERS),
+            _ => Some(rcode::FORMERR),
+        }
+    }
+
+    /// Whether the XDP program drops the packet instead of passing it up.
+    #[must_use]
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Self::ShortHeader | Self::Response)
+    }
+}
+
+/// A validated Client Subnet option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ecs {
+    /// 1 = IPv4, 2 = IPv6.
+    pub family: u16,
+    /// Source prefix length.
+    pub source_prefix: u8,
+    /// Address bytes, zero past the prefix.
+    pub address: [u8; 16],
+}
+
+/// The EDNS part of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size, as sent.
+    pub udp_size: u16,
+    /// EDNS version (only 0 gets past the validator).
+    pub version: u8,
+    /// The 16 flag bits of the OPT TTL (DO is [`EDNS_DO`]).
+    pub flags: u16,
+    /// Client Subnet, if present and valid.
+    pub ecs: Option<Ecs>,
+    /// Whether a COOKIE option was present.
+    pub cookie: bool,
+    /// Whether the client asked for NSID.
+    pub nsid: bool,
+}
+
+impl Edns {
+    /// Whether the DO bit is set.
+    #[must_use]
+    pub const fn dnssec_ok(&self) -> bool {
+        self.flags & EDNS_DO != 0
+    }
+}
+
+/// A validated query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Query {
+    /// Message ID.
+    pub id: u16,
+    /// Header flags as sent (bytes 2..4).
+    pub flags: u16,
+    /// Length of the QNAME in wire form, root label included.
+    pub name_len: usize,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
+    /// Offset just past the question.
+    pub question_end: usize,
+    /// The OPT record, if any.
+    pub edns: Option<Edns>,
+    /// Whether the additional section holds a TSIG record (only with [`FullLimits`]).
+    pub tsig: bool,
+}
+
+/// Header flag RD.
+pub const FLAG_RD: u16 = 0x0100;
+/// Header flag CD.
+pub const FLAG_CD: u16 = 0x0010;
+/// Header flag QR.
+pub const FLAG_QR: u16 = 0x8000;
+/// Header flag AA.
+pub const FLAG_AA: u16 = 0x0400;
+/// Header flag TC.
+pub const FLAG_TC: u16 = 0x0200;
+
+impl Query {
+    /// Whether the client set RD.
+    #[must_use]
+    pub const fn recursion_desired(&self) -> bool {
+        self.flags & FLAG_RD != 0
+    }
+
+    /// Whether the client set CD.
+    #[must_use]
+    pub const fn checking_disabled(&self) -> bool {
+        self.flags & FLAG_CD != 0
+    }
+
+    /// The most bytes an answer over UDP may have: 512 without EDNS, else the client's size
+    /// (at least 512) capped at [`EDNS_UDP_SIZE`].
+    #[must_use]
+    pub const fn udp_limit(&self) -> usize {
+        match self.edns {
+            None => MIN_UDP_SIZE,
+            Some(e) => {
+                let s = e.udp_size as usize;
+                if s < MIN_UDP_SIZE {
+                    MIN_UDP_SIZE
+                } else if s > EDNS_UDP_SIZE as usize {
+                    EDNS_UDP_SIZE as usize
+                } else {
+                    s
+                }
+            }
+        }
+    }
+}
+
+/// Validates a query: header, exactly one question, and the additional section (OPT and its
+/// options). Runs in the XDP program with [`XdpLimits`] and in the daemon with [`FullLimits`].
+pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError> {
+    let len = msg.len();
+    // The header is fixed size; anything shorter carries no ID to answer with.
+    if len < HEADER_LEN {
+        return Err(QueryError::ShortHeader);
+    }
+    let id = msg.u16_at(0);
+    let flags = msg.u16_at(2);
+    if flags & FLAG_QR != 0 {
+        return Err(QueryError::Response);
+    }
+    if (flags >> 11) & 0xF != 0 {
+        return Err(QueryError::Opcode);
+    }
+    let qdcount = msg.u16_at(4);
+    let ancount = msg.u16_at(6);
+    let nscount = msg.u16_at(8);
+    let arcount = msg.u16_at(10) as usize;
+    if qdcount == 0 {
+        return Err(QueryError::NoQuestion);
+    }
+    if qdcount > 1 {
+        return Err(QueryError::QuestionCount);
+    }
+    if ancount != 0 || nscount != 0 {
+        return Err(QueryError::Sections);
+    }
+
+    let name_len = qname_len(msg, len)?;
+    // One verifier state from here on, whichever iteration the name walk ended in.
+    let name_len = msg.launder(name_len);
+    if name_len == 0 || name_len > MAX_NAME_LEN {
+        return Err(QueryError::NameTooLong);
+    }
+    let mut off = HEADER_LEN + name_len;
+    if off + 4 > len {
+        return Err(QueryError::Truncated);
+    }
+    let qtype = msg.u16_at(off);
+    let qclass = msg.u16_at(off + 2);
+    off += 4;
+    let question_end = off;
+
+    let mut edns = None;
+    let mut tsig = false;
+    if arcount > L::MAX_ADDITIONAL {
+        return Err(QueryError::TooManyAdditional);
+    }
+    for i in 0..L::MAX_ADDITIONAL {
+        if i >= arcount {
+            break;
+        }
+        off = additional_record::<L, W>(msg, off, &mut edns, &mut tsig)?;
+        off = msg.launder(off);
+        if off > len {
+            return Err(QueryError::Truncated);
+        }
+    }
+    if off != len {
+        return Err(QueryError::TrailingData);
+    }
+    if let Some(e) = edns
+        && e.version != 0
+    {
+        return Err(QueryError::BadVersion);
+    }
+    Ok(Query { id, flags, name_len, qtype, qclass, question_end, edns, tsig })
+}
+
+/// Length of the QNAME starting at the header's end: one bounded loop over the labels.
+#[inline(always)]
+fn qname_len<W: Wire>(msg: &W, len: usize) -> Result<usize, QueryError> {
+    let mut off = HEADER_LEN;
+    for _ in 0..MAX_LABELS {
+        if off >= len {
+            return Err(QueryError::Truncated);
+        }
+        let b = msg.byte(off) as usize;
+        match b & 0xC0 {
+            0 => {}
+            0xC0 => return Err(QueryError::Pointer),
+            _ => return Err(QueryError::LabelType),
+        }
+        off += 1;
+        if b == 0 {
+            return Ok(off - HEADER_LEN);
+        }
+        off += b;
+        // The root label still has to fit.
+        if off - HEADER_LEN >= MAX_NAME_LEN {
+            return Err(QueryError::NameTooLong);
+        }
+    }
+    Err(QueryError::NameTooLong)
+}
+
+/// Skips a name in the additional section (compression allowed there); returns the offset after
+/// it and whether it was the root.
+#[inline(always)]
+fn skip_name<W: Wire>(msg: &W, mut off: usize, len: usize) -> Result<(usize, bool), QueryError> {
+    let start = off;
+    for _ in 0..MAX_LABELS {
+        if off >= len {
+            return Err(QueryError::Truncated);
+        }
+        let b = msg.byte(off) as usize;
+        match b & 0xC0 {
+            0 => {}
+            // A pointer ends the name; where it points does not matter for skipping.
+            0xC0 => return Ok((off + 2, false)),
+            _ => return Err(QueryError::LabelType),
+        }
+        off += 1 + b;
+        if b == 0 {
+            return Ok((off, off == start + 1));
+        }
+        if off - start > MAX_NAME_LEN {
+            return Err(QueryError::NameTooLong);
+        }
+    }
+    Err(QueryError::NameTooLong)
+}
+
+/// Validates one additional record at `off`, recording an OPT in `edns`; returns the offset after
+/// the record.
+#[inline(always)]
+fn additional_record<L: Limits, W: Wire>(
+    msg: &mut W,
+    off: usize,
+    edns: &mut Option<Edns>,
+    tsig: &mut bool,
+) -> Result<usize, QueryError> {
+    let len = msg.len();
+    let (off, root) = if L::WALK_NAMES {
+        skip_name(msg, off, len)?
+    } else if off < len && msg.byte(off) == 0 {
+        (off + 1, true)
+    } else {
+        return Err(QueryError::OtherAdditional);
+    };
+    let off = msg.launder(off);
+    if off + 10 > len {
+        return Err(QueryError::Truncated);
+    }
+    let rrtype = msg.u16_at(off);
+    let class = msg.u16_at(off + 2);
+    let ttl_hi = msg.u16_at(off + 4);
+    let ttl_lo = msg.u16_at(off + 6);
+    let rdlen = msg.u16_at(off + 8) as usize;
+    let rdata = off + 10;
+    let end = rdata + rdlen;
+    if end > len {
+        return Err(QueryError::Truncated);
+    }
+    if rrtype != TYPE_OPT {
+        if !L::OTHER_ADDITIONAL {
+            return Err(QueryError::OtherAdditional);
+        }
+        *tsig |= rrtype == TYPE_TSIG;
+        return Ok(end);
+    }
+    if edns.is_some() {
+        return Err(QueryError::DuplicateOpt);
+    }
+    if !root {
+        return Err(QueryError::OptOwner);
+    }
+    let mut e = Edns {
+        udp_size: class,
+        version: (ttl_hi & 0xFF) as u8,
+        flags: ttl_lo,
+        ecs: None,
+        cookie: false,
+        nsid: false,
+    };
+    // Options of another EDNS version have another syntax: answer BADVERS without reading them.
+    if e.version == 0 {
+        options::<L, W>(msg, rdata, end, &mut e)?;
+    }
+    *edns = Some(e);
+    Ok(end)
+}
+
+/// Walks the EDNS options in `off..end`.
+#[inline(always)]
+fn options<L: Limits, W: Wire>(
+    msg: &mut W,
+    mut off: usize,
+    end: usize,
+    e: &mut Edns,
+) -> Result<(), QueryError> {
+    for _ in 0..L::MAX_OPTIONS {
+        if off == end {
+            return Ok(());
+        }
+        if off + 4 > end {
+            return Err(QueryError::OptionOverrun);
+        }
+        let code = msg.u16_at(off);
+        let olen = msg.u16_at(off + 2) as usize;
+        let data = off + 4;
+        if data + olen > end {
+            return Err(QueryError::OptionOverrun);
+        }
+        match code {
+            OPTION_ECS => e.ecs = Some(ecs(msg, data, olen)?),
+            OPTION_COOKIE => {
+                // A client cookie alone is 8 bytes; with a server cookie 16 to 40.
+                if olen != 8 && !(16..=40).contains(&olen) {
+                    return Err(QueryError::BadCookie);
+                }
+                e.cookie = true;
+            }
+            // RFC 5001: the request carries an empty NSID option; ignore a non-empty one.
+            OPTION_NSID => e.nsid = true,
+            // Unknown options are ignored (RFC 6891 §6.1.2) and never echoed.
+            _ => {}
+        }
+        off = msg.launder(data + olen);
+    }
+    if off == end { Ok(()) } else { Err(QueryError::TooManyOptions) }
+}
+
+/// Validates a Client Subnet option per RFC 7871 §6 and §7.1.2.
+#[inline(always)]
+fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
+    if olen < 4 {
+        return Err(QueryError::BadEcs);
+    }
+    let family = msg.u16_at(data);
+    let source = msg.byte(data + 2);
+    let scope = msg.byte(data + 3);
+    let max_prefix = match family {
+        1 => 32,
+        2 => 128,
+        _ => return Err(QueryError::BadEcs),
+    };
+    // SCOPE PREFIX-LENGTH must be 0 in queries.
+    if source > max_prefix || scope != 0 {
+        return Err(QueryError::BadEcs);
+    }
+    let addr_len = (source as usize).div_ceil(8);
+    // ADDRESS must be exactly as long as the prefix needs, no more.
+    if olen - 4 != addr_len {
+        return Err(QueryError::BadEcs);
+    }
+    // Read the address as two words (no byte loop: one verifier state), keeping only the
+    // prefix's bytes, then check that no bit past the prefix is set.
+    let hi = msg.u64_le_at(data + 4);
+    let lo = msg.u64_le_at(data + 12);
+    let (hi_bytes, lo_bytes) = if addr_len > 8 { (8, addr_len - 8) } else { (addr_len, 0) };
+    let hi = hi & low_bytes_mask(hi_bytes);
+    let lo = lo & low_bytes_mask(lo_bytes);
+    let mut address = [0u8; 16];
+    address[..8].copy_from_slice(&hi.to_le_bytes());
+    address[8..].copy_from_slice(&lo.to_le_bytes());
+    let tail_bits = (addr_len * 8) - source as usize;
+    if addr_len > 0 && tail_bits > 0 {
+        let last = address[(addr_len - 1) & 15];
+        if last & ((1u8 << tail_bits) - 1) != 0 {
+            return Err(QueryError::BadEcs);
+        }
+    }
+    Ok(Ecs { family, source_prefix: source, address })
+}
+
+/// Mask keeping the first `n` (0..=8) bytes of a little-endian word.
+#[inline(always)]
+const fn low_bytes_mask(n: usize) -> u64 {
+    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+}
+
+/// ASCII-lowercases the eight bytes of `w` at once (only `A`–`Z` change, exactly like
+/// [`u8::to_ascii_lowercase`]). Label length bytes are at most 63, below `A`, so a whole wire name
+/// can go through this word by word.
+#[inline(always)]
+#[must_use]
+pub const fn ascii_lower_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    // Adding to the low seven bits never carries into the next byte (max 0x7F + 0x3F).
+    let at_least_a = low7 + ONES * (0x80 - b'A' as u64);
+    let above_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = at_least_a & !above_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// Builds the lookup key for the QNAME at offset 12 of `msg` into `key`: lowercased, zero-padded
+/// to its size class. Returns the class index (see [`NAME_CLASSES`]).
+#[inline(always)]
+pub fn build_key<W: Wire>(
+    msg: &W,
+    name_len: usize,
+    qtype: u16,
+    region: u16,
+    key: &mut HotKey256,
+) -> usize {
+    let class = name_class(name_len);
+    let words = NAME_CLASSES[class & 3] / 8;
+    key.qtype = qtype;
+    key.region = region;
+    for w in 0..NAME_CLASSES[3] / 8 {
+        if w >= words {
+            break;
+        }
+        let base = w * 8;
+        let word = if base >= name_len {
+            0
+        } else {
+            let lower = ascii_lower_word(msg.u64_le_at(HEADER_LEN + base));
+            lower & low_bytes_mask(name_len - base)
+        };
+        key.name[base..base + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    class
+}
+
+/// Read access to a compiled hot answer (an `ANSWERS_*` slot).
+pub trait AnswerData {
+    /// Bytes of address data the slot can hold.
+    const RDATA_CAPACITY: usize;
+    /// TTL of the RRset.
+    fn ttl(&self) -> u32;
+    /// A or AAAA.
+    fn rrtype(&self) -> u16;
+    /// Number of records.
+    fn count(&self) -> usize;
+    /// Four address bytes at `offset` (a multiple of 4 below the capacity).
+    fn rdata4(&self, offset: usize) -> [u8; 4];
+}
+
+/// Why a hot answer was not built. The XDP program passes the query up; the daemon answers it
+/// on its general path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The slot is not a valid A/AAAA answer (never written, or torn: should not happen).
+    BadSlot,
+    /// The answer exceeds the size limit (the client's UDP size).
+    TooBig,
+}
+
+/// Size of one answer record with a compressed owner: pointer, type, class, TTL, RDLENGTH, RDATA.
+#[inline(always)]
+const fn record_len(rdlen: usize) -> usize {
+    2 + 2 + 2 + 4 + 2 + rdlen
+}
+
+/// Turns the validated query in `msg` into the hot answer: header flags and counts rewritten,
+/// the question kept byte for byte (0x20 case survives), `answer`'s records compressed to the
+/// question name starting at record `rotation % count`, and an OPT record (our UDP size, DO
+/// copied, no options) if the query had one. Returns the answer's length, at most `limit`.
+pub fn write_hot_answer<A: AnswerData>(
+    msg: &mut MsgBuf<'_>,
+    q: &Query,
+    answer: &A,
+    rotation: u32,
+    limit: usize,
+) -> Result<usize, BuildError> {
+    let rrtype = answer.rrtype();
+    let rdlen = match rrtype {
+        TYPE_A => 4,
+        TYPE_AAAA => 16,
+        _ => return Err(BuildError::BadSlot),
+    };
+    if rrtype != q.qtype {
+        return Err(BuildError::BadSlot);
+    }
+    let count = answer.count();
+    if count == 0 || count > MAX_HOT_RECORDS || count * rdlen > A::RDATA_CAPACITY {
+        return Err(BuildError::BadSlot);
+    }
+    let rec = record_len(rdlen);
+    let opt = if q.edns.is_some() { OPT_RR_LEN } else { 0 };
+    // One verifier state whatever the name length and count were: the record loop below is then
+    // verified once per iteration, not once per (question length, count, limit) combination.
+    let question_end = msg.launder(q.question_end);
+    let count = msg.launder(count);
+    if question_end > HEADER_LEN + MAX_NAME_LEN + 4 || count == 0 || count > MAX_HOT_RECORDS {
+        return Err(BuildError::BadSlot);
+    }
+    let records_end = question_end + count * rec;
+    let total = records_end + opt;
+    if total > limit || total > MSG_AREA {
+        return Err(BuildError::TooBig);
+    }
+    // From here the verifier need not tell apart the limits and counts that led here.
+    let records_end = msg.launder(records_end);
+    let total = msg.launder(total);
+
+    // Header: QR, AA, RD and CD copied, opcode 0 (validated), everything else 0, NOERROR.
+    let flags = FLAG_QR | FLAG_AA | (q.flags & (FLAG_RD | FLAG_CD));
+    msg.put_u16(2, flags);
+    msg.put_u16(4, 1);
+    msg.put_u16(6, count as u16);
+    msg.put_u16(8, 0);
+    msg.put_u16(10, if q.edns.is_some() { 1 } else { 0 });
+
+    let ttl = answer.ttl();
+    let first = rotation as usize % count;
+    for i in 0..MAX_HOT_RECORDS {
+        if i >= count {
+            break;
+        }
+        // A modulo, not a compare-and-subtract: a branch here would double the verifier's
+        // states on every iteration.
+        let j = (first + i) % count;
+        let off = question_end + i * rec;
+        msg.put_u16(off, 0xC000 | HEADER_LEN as u16);
+        msg.put_u16(off + 2, rrtype);
+        msg.put_u16(off + 4, CLASS_IN);
+        msg.put_u32(off + 6, ttl);
+        msg.put_u16(off + 10, rdlen as u16);
+        let src = j * rdlen;
+        msg.put4(off + 12, answer.rdata4(src));
+        if rdlen == 16 {
+            msg.put4(off + 16, answer.rdata4(src + 4));
+            msg.put4(off + 20, answer.rdata4(src + 8));
+            msg.put4(off + 24, answer.rdata4(src + 12));
+        }
+    }
+
+    if let Some(e) = q.edns {
+        let off = records_end;
+        msg.put_u8(off, 0);
+        msg.put_u16(off + 1, TYPE_OPT);
+        msg.put_u16(off + 3, EDNS_UDP_SIZE);
+        msg.put_u8(off + 5, 0);
+        msg.put_u8(off + 6, 0);
+        msg.put_u16(off + 7, e.flags & EDNS_DO);
+        msg.put_u16(off + 9, 0);
+    }
+    msg.set_len(total);
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! The dnsfast XDP program: answers hot A/AAAA queries from BPF maps with `XDP_TX` and passes
+//! everything else up unchanged.
+//!
+//! This file is only the entry point: [`try_answer`] returns either `Ok` (the frame now holds the
+//! answer) or a [`Verdict`] naming the counter and the action, and [`dnsfast`] maps that to an XDP
+//! action. Parsing the frame is in [`parse`], the DNS work in `dnsfast_common::wire` (shared with
+//! the daemon), the map lookups in [`lookup`], and the rewrite into a reply in [`respond`].
+#![no_std]
+#![no_main]
+
+mod checksum;
+mod config;
+mod lookup;
+mod packet;
+mod parse;
+mod respond;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use dnsfast_common::{
+    maps::{CFG_ANSWER, REGION_ANY},
+    stats::Counter,
+    wire::{
+        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, XdpLimits, build_key,
+        parse_query, write_hot_answer,
+    },
+};
+
+/// Why a packet is not answered here, and the counter that records it.
+#[derive(Clone, Copy)]
+pub enum Verdict {
+    /// Hand the packet to the kernel stack unchanged (the daemon or someone else handles it).
+    Pass(Counter),
+    /// Discard the packet.
+    Drop(Counter),
+}
+
+/// Answers hot DNS queries; passes everything else.
+#[xdp]
+pub fn dnsfast(ctx: XdpContext) -> u32 {
+    stats::bump(Counter::Seen);
+    let (action, counter) = match try_answer(&ctx) {
+        Ok(()) => (xdp_action::XDP_TX, Counter::Answered),
+        Err(Verdict::Pass(c)) => (xdp_action::XDP_PASS, c),
+        Err(Verdict::Drop(c)) => (xdp_action::XDP_DROP, c),
+    };
+    stats::bump(counter);
+    action
+}
+
+/// Passes every packet. Attached to the far end of a veth pair, where native XDP needs a program
+/// for `XDP_TX` frames to arrive.
+#[xdp]
+pub fn dnsfast_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
+    let cfg = config::get().ok_or(Verdict::Pass(Counter::PassDisabled))?;
+    if cfg.flags & CFG_ANSWER == 0 {
+        return Err(Verdict::Pass(Counter::PassDisabled));
+    }
+    let frame = parse::frame(ctx, cfg)?;
+    let scratch = lookup::scratch().ok_or(Verdict::Pass(Counter::PassRewrite))?;
+    packet::load(ctx, frame.dns, &mut scratch.msg, frame.dns_len)?;
+
+    let mut msg = MsgBuf::new(&mut scratch.msg, frame.dns_len, &mut scratch.cell);
+    let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
+    if q.qclass != CLASS_IN || (q.qtype != TYPE_A && q.qtype != TYPE_AAAA) {
+        return Err(Verdict::Pass(Counter::PassNotHot));
+    }
+    // Client Subnet steers the answer; until steering lands the daemon answers it.
+    if q.edns.is_some_and(|e| e.ecs.is_some()) {
+        return Err(Verdict::Pass(Counter::PassEdns));
+    }
+
+    let class = build_key(&msg, q.name_len, q.qtype, REGION_ANY, &mut scratch.key);
+    let answer = lookup::find(class, &scratch.key).ok_or(Verdict::Pass(Counter::PassMiss))?;
+    // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
+    let rotation = stats::get(Counter::Answered) as u32;
+    let limit = q.udp_limit();
+    let built = match answer {
+        lookup::Answer::Small(a) => write_hot_answer(&mut msg, &q, a, rotation, limit),
+        lookup::Answer::Large(a) => write_hot_answer(&mut msg, &q, a, rotation, limit),
+    };
+    let len = built.map_err(|e| match e {
+        BuildError::TooBig => Verdict::Pass(Counter::PassTooBig),
+        BuildError::BadSlot => Verdict::Pass(Counter::PassBadSlot),
+    })?;
+    respond::reply(ctx, &frame, &mut scratch.msg, len)
+}
+
+/// The counter and action for a query the validator rejected.
+#[inline(always)]
+fn query_verdict(e: QueryError) -> Verdict {
+    match e {
+        QueryError::Response => Verdict::Drop(Counter::DropResponse),
+        QueryError::ShortHeader => Verdict::Drop(Counter::DropShortHeader),
+        QueryError::BadVersion => Verdict::Pass(Counter::PassEdns),
+        QueryError::Opcode
+        | QueryError::NoQuestion
+        | QueryError::QuestionCount
+        | QueryError::Sections
+        | QueryError::TooManyAdditional
+        | QueryError::OtherAdditional => Verdict::Pass(Counter::PassNotHot),
+        _ => Verdict::Pass(Counter::PassMalformed),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Every index is masked or checked, so no panic path survives optimisation; if one did, the
+    // verifier would reject this infinite loop at load time rather than let it run.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

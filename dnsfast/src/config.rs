@@ -1,0 +1,391 @@
+//! The configuration file (TOML): what to serve, where, and how.
+//!
+//! Every key, its default and its meaning is listed in the README ("Configuration"). Errors name
+//! the file, the line and the key; unknown keys are errors, so a typo never silently falls back
+//! to a default.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver (falls back to generic with a warning when the driver cannot).
+    Native,
+    /// In the kernel's generic path (any interface; checks logic, not speed).
+    Generic,
+    /// No XDP: the daemon answers everything.
+    Off,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// A configuration error: file, line, key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// The key, dotted (`xdp.interface`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    instance: Option<Spanned<String>>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    xdp: RawXdp,
+    #[serde(default, rename = "zone")]
+    zones: Vec<Spanned<RawZone>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Vec<Spanned<String>>>,
+    udp_workers: Option<Spanned<i64>>,
+    tcp_idle_timeout: Option<Spanned<i64>>,
+    tcp_max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXdp {
+    mode: Option<Spanned<XdpMode>>,
+    interface: Option<Spanned<String>>,
+    max_hot_names: Option<Spanned<i64>>,
+    max_answers: Option<Spanned<i64>>,
+    max_large_answers: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    origin: Spanned<String>,
+    file: Spanned<String>,
+}
+
+/// A zone to load.
+#[derive(Clone, Debug)]
+pub struct ZoneSource {
+    /// The zone's apex.
+    pub origin: Name,
+    /// Its master file (relative paths are relative to the configuration file).
+    pub file: PathBuf,
+}
+
+/// XDP settings.
+#[derive(Clone, Debug)]
+pub struct XdpSettings {
+    /// How to attach.
+    pub mode: XdpMode,
+    /// Interface to attach to (required unless `mode` is off).
+    pub interface: Option<String>,
+    /// Capacity of the hot-name maps (names × types × regions).
+    pub max_hot_names: u32,
+    /// Small answer slots (up to 4 A or 1 AAAA records).
+    pub max_answers: u32,
+    /// Large answer slots (up to 16 records).
+    pub max_large_answers: u32,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Instance name: pins, control socket and logs are keyed by it.
+    pub instance: String,
+    /// Addresses to answer on (UDP and TCP).
+    pub listen: Vec<SocketAddr>,
+    /// UDP sockets (`SO_REUSEPORT`) and threads per listen address.
+    pub udp_workers: usize,
+    /// Close an idle TCP connection after this long.
+    pub tcp_idle_timeout: Duration,
+    /// Most TCP connections open at once.
+    pub tcp_max_connections: usize,
+    /// XDP settings.
+    pub xdp: XdpSettings,
+    /// The zones.
+    pub zones: Vec<ZoneSource>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration `text` read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let err = |span: Range<usize>, key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            line: line_of(text, span.start),
+            key: key.to_string(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            err(span, "(syntax)", e.message().to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let instance = match raw.instance {
+            None => "default".to_string(),
+            Some(s) => {
+                let v = s.get_ref();
+                let ok = !v.is_empty()
+                    && v.len() <= 32
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !ok {
+                    return Err(err(
+                        s.span(),
+                        "instance",
+                        format!("{v:?} must be 1-32 characters of a-z, A-Z, 0-9, '-' or '_'"),
+                    ));
+                }
+                v.clone()
+            }
+        };
+
+        let listen = match raw.server.listen {
+            None => vec!["0.0.0.0:53".parse().expect("literal"), "[::]:53".parse().expect("literal")],
+            Some(list) => {
+                let mut out = Vec::new();
+                for s in list {
+                    let addr: SocketAddr = s.get_ref().parse().map_err(|_| {
+                        err(
+                            s.span(),
+                            "server.listen",
+                            format!(
+                                "{:?} is not an address:port (IPv6 in brackets: \"[2001:2::1]:53\")",
+                                s.get_ref()
+                            ),
+                        )
+                    })?;
+                    if out.contains(&addr) {
+                        return Err(err(s.span(), "server.listen", format!("{addr} listed twice")));
+                    }
+                    out.push(addr);
+                }
+                if out.is_empty() {
+                    return Err(err(0..0, "server.listen", "no address to listen on".into()));
+                }
+                out
+            }
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let udp_workers = bounded(raw.server.udp_workers, cpus as i64, 1, 256, "server.udp_workers", &err)?;
+        let tcp_idle = bounded(raw.server.tcp_idle_timeout, 10, 1, 3600, "server.tcp_idle_timeout", &err)?;
+        let tcp_max = bounded(
+            raw.server.tcp_max_connections,
+            1024,
+            1,
+            1_000_000,
+            "server.tcp_max_connections",
+            &err,
+        )?;
+
+        let mode = raw.xdp.mode.as_ref().map_or(XdpMode::Native, |m| *m.get_ref());
+        let interface = raw.xdp.interface.as_ref().map(|s| s.get_ref().clone());
+        if let Some(s) = &raw.xdp.interface
+            && (s.get_ref().is_empty() || s.get_ref().len() > 15 || s.get_ref().contains('/'))
+        {
+            return Err(err(s.span(), "xdp.interface", format!("{:?} is not an interface name", s.get_ref())));
+        }
+        if mode != XdpMode::Off && interface.is_none() {
+            let span = raw.xdp.mode.as_ref().map_or(0..0, Spanned::span);
+            return Err(err(
+                span,
+                "xdp.interface",
+                format!("required with xdp.mode = \"{mode}\" (or set xdp.mode = \"off\")"),
+            ));
+        }
+        if mode != XdpMode::Off {
+            let ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
+            if ports.iter().any(|p| *p != ports[0]) {
+                return Err(err(
+                    0..0,
+                    "server.listen",
+                    "with XDP on, every listen address must use the same port".into(),
+                ));
+            }
+        }
+        let max_hot = bounded(raw.xdp.max_hot_names, 65_536, 1, 16_777_216, "xdp.max_hot_names", &err)?;
+        let max_answers =
+            bounded(raw.xdp.max_answers, 2 * max_hot, 2, 33_554_432, "xdp.max_answers", &err)?;
+        let max_large =
+            bounded(raw.xdp.max_large_answers, 16_384, 2, 4_194_304, "xdp.max_large_answers", &err)?;
+
+        let mut zones: Vec<ZoneSource> = Vec::new();
+        for z in &raw.zones {
+            let z = z.get_ref();
+            let origin = Name::from_ascii(z.origin.get_ref())
+                .map(|mut n| {
+                    n.set_fqdn(true);
+                    n
+                })
+                .map_err(|e| {
+                    err(z.origin.span(), "zone.origin", format!("{:?}: {e}", z.origin.get_ref()))
+                })?;
+            if zones.iter().any(|o| o.origin.eq_case(&origin) || o.origin == origin) {
+                return Err(err(z.origin.span(), "zone.origin", format!("zone {origin} listed twice")));
+            }
+            let file = base.join(z.file.get_ref());
+            zones.push(ZoneSource { origin, file });
+        }
+        if zones.is_empty() {
+            return Err(err(0..0, "zone", "no [[zone]] configured: nothing to serve".into()));
+        }
+
+        Ok(Self {
+            path: path.to_path_buf(),
+            instance,
+            listen,
+            udp_workers: udp_workers as usize,
+            tcp_idle_timeout: Duration::from_secs(tcp_idle as u64),
+            tcp_max_connections: tcp_max as usize,
+            xdp: XdpSettings {
+                mode,
+                interface,
+                max_hot_names: max_hot as u32,
+                max_answers: max_answers as u32,
+                max_large_answers: max_large as u32,
+            },
+            zones,
+        })
+    }
+
+    /// The UDP port the XDP program answers on.
+    #[must_use]
+    pub fn dns_port(&self) -> u16 {
+        self.listen.first().map_or(53, SocketAddr::port)
+    }
+
+    /// Listen addresses of one family, and whether a wildcard covers the family.
+    #[must_use]
+    pub fn addresses(&self, v6: bool) -> (Vec<IpAddr>, bool) {
+        let mut addrs = Vec::new();
+        let mut any = false;
+        for a in &self.listen {
+            if a.is_ipv6() != v6 {
+                continue;
+            }
+            if a.ip().is_unspecified() {
+                any = true;
+            } else {
+                addrs.push(a.ip());
+            }
+        }
+        (addrs, any)
+    }
+}
+
+/// An integer key with a default and bounds.
+fn bounded(
+    value: Option<Spanned<i64>>,
+    default: i64,
+    min: i64,
+    max: i64,
+    key: &str,
+    err: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(err(v.span(), key, format!("{} is out of range {min}..={max}", v.get_ref()))),
+    }
+}
+
+/// 1-based line of byte offset `pos` in `text`.
+#[must_use]
+pub fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/dnsfast/dnsfast.toml"), text)
+    }
+
+    const MINIMAL: &str = "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"example.com.zone\"\n";
+
+    #[test]
+    fn defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.instance, "default");
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.dns_port(), 53);
+        assert_eq!(c.xdp.mode, XdpMode::Off);
+        assert_eq!(c.zones[0].origin.to_string(), "example.com.");
+        assert_eq!(c.zones[0].file, Path::new("/etc/dnsfast/example.com.zone"));
+        assert_eq!(c.tcp_idle_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse("instance = \"demo\"\n[server]\nlisten = [\"198.18.0.1\"]\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert_eq!(e.key, "server.listen");
+        assert!(e.to_string().starts_with("/etc/dnsfast/dnsfast.toml:3: server.listen:"), "{e}");
+
+        let e = parse("[server]\nlisten = [\"198.18.0.1:53\"]\nlisten_typo = 1\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("listen_typo"), "{e}");
+
+        let e = parse("[xdp]\nmode = \"native\"\n[[zone]]\norigin = \"a.test\"\nfile = \"f\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "xdp.interface"));
+
+        let e = parse("[xdp]\nmode = \"fast\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+
+        let e = parse("instance = \"../x\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "instance"));
+
+        let e = parse("[xdp]\nmode = \"off\"\nmax_hot_names = 0\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "xdp.max_hot_names"));
+
+        let e = parse("[xdp]\nmode = \"off\"\n").unwrap_err();
+        assert_eq!(e.key, "zone");
+    }
+
+    #[test]
+    fn xdp_needs_one_port() {
+        let t = "[server]\nlisten = [\"198.18.0.1:53\", \"[2001:2::1]:5353\"]\n[xdp]\ninterface = \"eth0\"\n[[zone]]\norigin = \"a.test\"\nfile = \"f\"\n";
+        assert_eq!(parse(t).unwrap_err().key, "server.listen");
+    }
+}

@@ -1,0 +1,215 @@
+//! The `dnsfast` command: run the daemon, check a configuration, inspect a running instance.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use dnsfast::{
+    compile,
+    config::Config,
+    control, daemon,
+    hot::wire_to_text,
+    instance::{self, Instance},
+    xdp,
+};
+use hickory_proto::rr::RecordType;
+
+#[derive(Parser)]
+#[command(name = "dnsfast", version, about = "Authoritative DNS with an XDP fast path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configuration until SIGINT/SIGTERM (SIGHUP reloads it).
+    Run {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Run in this network namespace (`ip netns` name); pins stay visible on the host.
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// Validate a configuration and its zones; exits non-zero with the errors.
+    Check {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Counters and map sizes of a running instance.
+    Status {
+        /// Instance name (default: the only one running).
+        #[arg(short, long)]
+        instance: Option<String>,
+        /// Network namespace the instance runs in (`ip netns` name).
+        #[arg(long)]
+        netns: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every hot entry in the XDP maps of a running instance, names in presentation form.
+    Maps {
+        /// Instance name (default: the only one running).
+        #[arg(short, long)]
+        instance: Option<String>,
+        /// Network namespace the instance runs in (`ip netns` name).
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// Test-host helper: attach a pass-everything XDP program to a veth end (native XDP on veth
+    /// delivers XDP_TX frames only to a peer with a program) and hold it until SIGINT/SIGTERM.
+    Pass {
+        /// Interface.
+        #[arg(long)]
+        interface: String,
+        /// Network namespace of the interface.
+        #[arg(long)]
+        netns: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DNSFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnsfast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run { config, netns } => run(&config, netns.as_deref()),
+        Command::Check { config } => check(&config),
+        Command::Status { instance, netns, json } => {
+            let socket = find_socket(instance.as_deref(), netns.as_deref())?;
+            let st = control::query(&socket)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", control::render(&st));
+            }
+            Ok(())
+        }
+        Command::Maps { instance, netns } => maps(instance.as_deref(), netns.as_deref()),
+        Command::Pass { interface, netns } => pass(&interface, netns.as_deref()),
+    }
+}
+
+fn run(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
+    // Before any thread exists: threads created later inherit the namespace.
+    if let Some(ns) = netns {
+        instance::enter_netns(ns)?;
+    }
+    let cfg = Config::load(config)?;
+    let inst = Instance::current(&cfg.instance)?;
+    let _lock = inst.lock()?;
+    let snapshot = compile::compile(&cfg).context("loading zones")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.udp_workers.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(daemon::run(cfg, inst, snapshot))
+}
+
+fn check(config: &std::path::Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let snap = compile::compile(&cfg)?;
+    println!(
+        "{}: OK — instance {}, {} zones, {} hot answers",
+        config.display(),
+        cfg.instance,
+        snap.zones.len(),
+        snap.hot.len()
+    );
+    Ok(())
+}
+
+/// The control socket of the instance to talk to.
+fn find_socket(name: Option<&str>, netns: Option<&str>) -> Result<PathBuf> {
+    if let Some(n) = name {
+        return Ok(Instance::lookup(n, netns)?.socket());
+    }
+    let here = Instance::lookup("_", netns)?;
+    let found = instance::running_sockets(here.netns);
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no dnsfast instance runs in network namespace {}", here.netns_id()),
+        many => bail!(
+            "several instances run here, pick one with --instance: {}",
+            many.iter()
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
+    let socket = find_socket(name, netns)?;
+    let inst_name = socket.file_stem().context("socket name")?.to_string_lossy().into_owned();
+    let inst = Instance::lookup(&inst_name, netns)?;
+    let dir = inst.pin_dir();
+    let mut entries = xdp::read_pinned(&dir)?;
+    entries.sort_by(|a, b| (&a.name, a.qtype, a.region).cmp(&(&b.name, b.qtype, b.region)));
+    println!("# {} hot entries pinned under {}", entries.len(), dir.display());
+    for e in entries {
+        let addrs = e.answer.as_ref().map_or_else(
+            || "(no answer)".to_string(),
+            |a| {
+                let per = if a.rrtype == 28 { 16 } else { 4 };
+                a.rdata
+                    .chunks(per)
+                    .map(|c| match per {
+                        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(c).expect("4")).to_string(),
+                        _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16")).to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        );
+        let ttl = e.answer.as_ref().map_or(0, |a| a.ttl);
+        println!(
+            "{:<40} {:<5} region {:<3} ttl {:<6} {}   [entry {} slot {:#x}]",
+            wire_to_text(&e.name),
+            RecordType::from(e.qtype).to_string(),
+            e.region,
+            ttl,
+            addrs,
+            e.entry,
+            e.slot
+        );
+    }
+    Ok(())
+}
+
+fn pass(interface: &str, netns: Option<&str>) -> Result<()> {
+    if let Some(ns) = netns {
+        instance::enter_netns(ns)?;
+    }
+    let _prog = xdp::attach_pass(interface)?;
+    tracing::info!("pass program attached to {interface}; Ctrl-C detaches it");
+    instance::notify("READY=1");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}

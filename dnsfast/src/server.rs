@@ -1,0 +1,305 @@
+//! The userspace server: UDP and TCP sockets, and [`handle`], which answers one query from the
+//! current [`Snapshot`] — hot queries with the same builder the XDP program uses, everything
+//! else through the answer engine.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use dnsfast_common::{
+    maps::{MSG_AREA, REGION_ANY},
+    wire::{
+        CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A, TYPE_AAAA,
+        parse_query, rcode, write_hot_answer,
+    },
+};
+use hickory_proto::{
+    rr::{DNSClass, Name, RecordType},
+    serialize::binary::{BinDecodable as _, BinDecoder},
+};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+};
+
+use crate::{answer, compile::Snapshot, hot::lookup_key, response};
+
+/// Largest DNS message over TCP.
+const TCP_MAX: usize = 65_535;
+
+/// Userspace counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Queries received over UDP.
+    pub udp_queries: AtomicU64,
+    /// Queries received over TCP.
+    pub tcp_queries: AtomicU64,
+    /// Answered by the hot builder.
+    pub hot_answers: AtomicU64,
+    /// Answers by RCODE (0..=15; BADVERS counted at 16).
+    pub rcodes: [AtomicU64; 17],
+    /// Answers that did not fit and went out with TC=1.
+    pub truncated: AtomicU64,
+    /// Messages given no answer (too short, or responses).
+    pub dropped: AtomicU64,
+}
+
+/// A copy of [`Stats`] for reporting.
+#[derive(Debug, Serialize, serde::Deserialize, Default, Clone, PartialEq, Eq)]
+pub struct StatsView {
+    /// Queries received over UDP.
+    pub udp_queries: u64,
+    /// Queries received over TCP.
+    pub tcp_queries: u64,
+    /// Answered by the hot builder.
+    pub hot_answers: u64,
+    /// NOERROR answers.
+    pub noerror: u64,
+    /// NXDOMAIN answers.
+    pub nxdomain: u64,
+    /// REFUSED answers.
+    pub refused: u64,
+    /// FORMERR answers.
+    pub formerr: u64,
+    /// NOTIMP answers.
+    pub notimp: u64,
+    /// SERVFAIL answers.
+    pub servfail: u64,
+    /// BADVERS answers.
+    pub badvers: u64,
+    /// TC=1 answers.
+    pub truncated: u64,
+    /// Messages given no answer.
+    pub dropped: u64,
+}
+
+impl Stats {
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn view(&self) -> StatsView {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsView {
+            udp_queries: g(&self.udp_queries),
+            tcp_queries: g(&self.tcp_queries),
+            hot_answers: g(&self.hot_answers),
+            noerror: g(&self.rcodes[0]),
+            nxdomain: g(&self.rcodes[3]),
+            refused: g(&self.rcodes[5]),
+            formerr: g(&self.rcodes[1]),
+            notimp: g(&self.rcodes[4]),
+            servfail: g(&self.rcodes[2]),
+            badvers: g(&self.rcodes[16]),
+            truncated: g(&self.truncated),
+            dropped: g(&self.dropped),
+        }
+    }
+
+    fn count_answer(&self, msg: &[u8]) {
+        if msg.len() < HEADER_LEN {
+            return;
+        }
+        let rc = usize::from(msg[3] & 0x0F);
+        // An extended RCODE rides in the OPT record; BADVERS is the only one we send.
+        let rc = if rc == 0 && msg[11] == 1 && is_badvers(msg) { 16 } else { rc };
+        self.rcodes[rc].fetch_add(1, Ordering::Relaxed);
+        if msg[2] & 0x02 != 0 {
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the response ends with an OPT record carrying extended RCODE 1 (BADVERS).
+fn is_badvers(msg: &[u8]) -> bool {
+    msg.len() >= 11 && msg[msg.len() - 11] == 0 && msg[msg.len() - 10..msg.len() - 8] == [0, 41] && msg[msg.len() - 6] == 1
+}
+
+/// State every worker shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The compiled configuration being served.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Counters.
+    pub stats: Stats,
+    /// Round-robin position of the userspace hot path.
+    rotation: AtomicU32,
+}
+
+impl Shared {
+    /// Serves `snapshot`.
+    #[must_use]
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self { snapshot: ArcSwap::from_pointee(snapshot), stats: Stats::default(), rotation: AtomicU32::new(0) }
+    }
+}
+
+/// Answers one message received over UDP (`tcp == false`) or TCP. `None`: send nothing.
+pub fn handle(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let out = answer_message(shared, msg, tcp);
+    match &out {
+        Some(r) => shared.stats.count_answer(r),
+        None => {
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    out
+}
+
+fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
+        Ok(q) => q,
+        Err(e) => return response::reject(msg, e),
+    };
+    let limit = if tcp { TCP_MAX } else { q.udp_limit() };
+    let snap = shared.snapshot.load();
+
+    // The hot path: the same validator verdict and the same builder as the XDP program.
+    let hot_shape = q.qclass == CLASS_IN
+        && (q.qtype == TYPE_A || q.qtype == TYPE_AAAA)
+        && !q.tsig
+        && q.edns.is_none_or(|e| e.ecs.is_none())
+        && msg.len() <= MSG_AREA;
+    if hot_shape {
+        let mut key = [0u8; 4 + 255];
+        let qname = &msg[HEADER_LEN..HEADER_LEN + q.name_len];
+        if let Some(ans) = snap.hot.get(lookup_key(&mut key, qname, q.qtype, REGION_ANY)) {
+            let mut buf = [0u8; MSG_BUF_LEN];
+            buf[..msg.len()].copy_from_slice(msg);
+            let mut cell = 0;
+            let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
+            let rotation = shared.rotation.fetch_add(1, Ordering::Relaxed);
+            if let Ok(n) = write_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
+                shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
+                return Some(m.as_bytes()[..n].to_vec());
+            }
+        }
+    }
+
+    if q.tsig {
+        // We hold no TSIG keys (RFC 8945 §5.2: an unknown key gets NOTAUTH).
+        return response::encode(
+            &q,
+            &decode_qname(msg)?,
+            &answer::Answer::error(rcode::NOTAUTH),
+            limit,
+        );
+    }
+    let qname = decode_qname(msg)?;
+    let ans = answer::resolve(&snap.zones, &qname, RecordType::from(q.qtype), DNSClass::from(q.qclass));
+    response::encode(&q, &qname, &ans, limit)
+}
+
+/// The QNAME of a validated query (plain labels at offset 12).
+fn decode_qname(msg: &[u8]) -> Option<Name> {
+    let mut d = BinDecoder::new(msg);
+    d.read_slice(HEADER_LEN).ok()?;
+    Name::read(&mut d).ok()
+}
+
+/// A UDP socket on `addr` with `SO_REUSEPORT` (one per worker) and, for IPv6, `IPV6_V6ONLY`
+/// (so `[::]` and `0.0.0.0` can both be bound).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Bursts of queries should queue, not drop, while a worker is busy.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A TCP listener on `addr`.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Serves one UDP socket until the task is dropped.
+pub async fn udp_worker(socket: UdpSocket, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("udp recv: {e}");
+                continue;
+            }
+        };
+        shared.stats.udp_queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(resp) = handle(&shared, &buf[..n], false)
+            && let Err(e) = socket.send_to(&resp, peer).await
+        {
+            tracing::debug!("udp send to {peer}: {e}");
+        }
+    }
+}
+
+/// Accepts TCP connections until the task is dropped; at most `max` at once.
+pub async fn tcp_acceptor(listener: TcpListener, shared: Arc<Shared>, idle: Duration, max: usize) {
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("tcp accept: {e}");
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("tcp: connection limit reached, closing {peer}");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = tcp_connection(stream, &shared, idle).await {
+                tracing::debug!("tcp {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// RFC 7766: length-prefixed messages, several per connection, closed after `idle` without a
+/// query. Answers go out in order.
+async fn tcp_connection(stream: TcpStream, shared: &Shared, idle: Duration) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut msg = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(idle, rd.read_u16()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(r) => usize::from(r?),
+        };
+        msg.resize(len, 0);
+        tokio::time::timeout(idle, rd.read_exact(&mut msg))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query not completed in time"))??;
+        shared.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(resp) = handle(shared, &msg, true) {
+            let mut out = Vec::with_capacity(2 + resp.len());
+            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+            out.extend_from_slice(&resp);
+            wr.write_all(&out).await?;
+        }
+    }
+}
