@@ -17,6 +17,9 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build forwards the nested cargo's stderr as build warnings; keep that to real messages.
+    // SAFETY: build scripts are single-threaded; the variable is read by the child cargo only.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     // The program uses dnsfast-common too; rebuild when it changes.
     println!("cargo:rerun-if-changed={}", root.join("../dnsfast-common/src"));
     aya_build::build_ebpf(

@@ -7,6 +7,7 @@
 //! the daemon), the map lookups in [`lookup`], and the rewrite into a reply in [`respond`].
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", feature(bpf_target_feature))]
 
 mod checksum;
 mod config;
@@ -39,7 +40,14 @@ pub enum Verdict {
 #[xdp]
 pub fn dnsfast(ctx: XdpContext) -> u32 {
     stats::bump(Counter::Seen);
-    let (action, counter) = match try_answer(&ctx) {
+    // SAFETY: the kernel's BPF JIT on every architecture we run on accepts misaligned loads
+    // and stores (DNS fields sit at odd offsets); the feature lets LLVM emit them whole.
+    #[cfg_attr(
+        not(target_arch = "bpf"),
+        expect(unused_unsafe, reason = "the target feature exists only on BPF")
+    )]
+    let result = unsafe { try_answer(&ctx) };
+    let (action, counter) = match result {
         Ok(()) => (xdp_action::XDP_TX, Counter::Answered),
         Err(Verdict::Pass(c)) => (xdp_action::XDP_PASS, c),
         Err(Verdict::Drop(c)) => (xdp_action::XDP_DROP, c),
@@ -55,7 +63,7 @@ pub fn dnsfast_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-#[inline(always)]
+#[cfg_attr(target_arch = "bpf", target_feature(enable = "allows-misaligned-mem-access"))]
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let cfg = config::get().ok_or(Verdict::Pass(Counter::PassDisabled))?;
     if cfg.flags & CFG_ANSWER == 0 {

@@ -1,1 +1,171 @@
-fn main() {}
+//! `cargo xtask`: everything a developer or CI runs, from a fresh clone.
+//!
+//! - `setup`: installs, idempotently, what a fresh machine lacks (Debian packages, rust-src for
+//!   the nightly toolchain, bpf-linker built against the nightly's own LLVM).
+//! - `build`: builds the daemon (and with it the XDP program) in release mode.
+//! - `run`: with no arguments, the demo: a test host in a network namespace serving the shipped
+//!   example until Ctrl-C. `run -- <dnsfast run args>` runs the daemon itself.
+//! - `test`: every check and test, the privileged ones included, with the time each phase took.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the daemon and the XDP program (release).
+    Build,
+    /// Run the demo (no arguments), or `dnsfast run` with the given arguments.
+    Run {
+        /// Set the demo up, check that the printed queries answer correctly, tear it down.
+        #[arg(long)]
+        smoke: bool,
+        /// Arguments for `dnsfast run` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every check and test (needs root: XDP and network namespaces).
+    Test {
+        /// Only run test names containing this filter (privileged phase).
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => setup::ensure().and_then(|()| build_release()),
+        Cmd::Run { smoke, args } => setup::ensure().and_then(|()| run(smoke, &args)),
+        Cmd::Test { filter } => test(filter.as_deref()),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs `cmd`, failing with its name if it fails.
+fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawn {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build_release() -> Result<()> {
+    sh(cargo().args(["build", "--release", "--package", "dnsfast"]))
+}
+
+/// The release binary.
+fn dnsfast_bin() -> PathBuf {
+    root().join("target/release/dnsfast")
+}
+
+fn run(smoke: bool, args: &[String]) -> Result<()> {
+    build_release()?;
+    if args.is_empty() {
+        demo::run(smoke)
+    } else {
+        let status = Command::new(dnsfast_bin()).arg("run").args(args).status()?;
+        if !status.success() {
+            bail!("dnsfast exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+/// One phase of `xtask test`.
+struct Phase {
+    name: &'static str,
+    took: Duration,
+    ok: bool,
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask test needs root: the XDP and network-namespace tests attach programs and create test hosts");
+    }
+    let total = Instant::now();
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut phase = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        let r = f();
+        if let Err(e) = &r {
+            eprintln!("xtask: phase {name} failed: {e:#}");
+        }
+        phases.push(Phase { name, took: t.elapsed(), ok: r.is_ok() });
+        r.is_ok()
+    };
+
+    let ready = phase("setup", &mut setup::ensure);
+    if ready {
+        phase("fmt", &mut || {
+            sh(cargo().args(["+nightly", "fmt", "--all", "--", "--check"]))
+        });
+        phase("clippy", &mut || {
+            sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        });
+        phase("unit tests", &mut || {
+            sh(cargo().args(["test", "--workspace", "--exclude", "dnsfast-tests"]))
+        });
+        phase("build", &mut || {
+            sh(cargo().args(["build", "--package", "dnsfast"]))?;
+            build_release()
+        });
+        phase("privileged tests (serial)", &mut || {
+            let mut c = cargo();
+            c.args(["test", "--package", "dnsfast-tests", "--", "--test-threads=1"]);
+            if let Some(f) = filter {
+                c.arg(f);
+            }
+            sh(&mut c)
+        });
+        if filter.is_none() {
+            phase("demo (cargo xtask run --smoke)", &mut || demo::run(true));
+        }
+    }
+
+    println!("\n==> summary");
+    for p in &phases {
+        println!("  {:<34} {:>8.1}s  {}", p.name, p.took.as_secs_f64(), if p.ok { "ok" } else { "FAILED" });
+    }
+    println!("  {:<34} {:>8.1}s", "total", total.elapsed().as_secs_f64());
+    let failed = phases.iter().filter(|p| !p.ok).count();
+    if failed > 0 || !ready {
+        bail!("{failed} phase(s) failed");
+    }
+    Ok(())
+}
