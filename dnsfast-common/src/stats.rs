@@ -58,7 +58,10 @@ counters! {
     PassBadSlot = "pass_bad_slot",
     /// The answer would exceed the client's UDP size.
     PassTooBig = "pass_too_big",
-    /// Packet could not be resized or rewritten (should stay 0).
+    /// The frame could not grow to the answer's size (neither tailroom nor headroom enough:
+    /// veth leaves about 200 bytes of headroom; NIC drivers leave room in the tail).
+    PassNoRoom = "pass_no_room",
+    /// The reply could not be prepared (helper failure; should stay 0).
     PassRewrite = "pass_rewrite",
     /// QR=1: a response sent to us (reflection); never answered.
     DropResponse = "drop_response",

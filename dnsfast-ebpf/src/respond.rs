@@ -114,7 +114,7 @@ pub fn reply(
     let old_len = frame_len(ctx) as i64;
     let new_len = (frame.dns + len) as i64;
     if !resize(ctx, (new_len - old_len) as i32) {
-        return Err(Verdict::Pass(Counter::PassRewrite));
+        return Err(Verdict::Pass(Counter::PassNoRoom));
     }
     // SAFETY: `msg` is a map value of MSG_BUF_LEN > len bytes; the helper checks the packet side.
     let stored =

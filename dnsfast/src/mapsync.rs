@@ -8,6 +8,10 @@
 //!   when no program run that could have read it is still going;
 //! - deleting a hash element and inserting another are separated by a grace period, because the
 //!   kernel may hand the deleted element's memory to the insert while a reader still holds it.
+//!
+//! Grace periods are lazy: released ids wait in a pending list, across batches, until a batch
+//! runs out of free ones (or inserts after a delete). A grace period costs milliseconds; most
+//! batches (a health flip, a zone edit) then need none.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -94,6 +98,8 @@ pub struct MapSync {
     entries: Pool,
     small: Pool,
     large: Pool,
+    /// A hash element was deleted since the last grace period.
+    deleted: bool,
 }
 
 impl MapSync {
@@ -105,6 +111,7 @@ impl MapSync {
             entries: Pool::new(cap.entries, 0),
             small: Pool::new(cap.small, 0),
             large: Pool::new(cap.large, SLOT_LARGE),
+            deleted: false,
         }
     }
 
@@ -126,10 +133,7 @@ impl MapSync {
         for pool in [&mut self.entries, &mut self.small, &mut self.large] {
             pool.free.append(&mut pool.pending);
         }
-    }
-
-    fn has_pending(&self) -> bool {
-        [&self.entries, &self.small, &self.large].iter().any(|p| !p.pending.is_empty())
+        self.deleted = false;
     }
 
     /// Takes a free id from the pool `which` selects, waiting a grace period if only pending
@@ -149,19 +153,18 @@ impl MapSync {
         if slot & SLOT_LARGE != 0 { &mut self.large } else { &mut self.small }.pending.push(slot);
     }
 
-    /// Plans `changes`. Afterwards the maps hold the new answers and every id they no longer
-    /// use is free again (the plan ends with a grace period when it released any).
+    /// Plans `changes`. Afterwards the maps hold the new answers; ids they no longer use are
+    /// pending until a later grace period.
     pub fn plan(&mut self, changes: &[Change]) -> Plan {
         let mut ops = Vec::new();
         let mut skipped = 0;
 
-        let mut deleted = false;
         for c in changes.iter().filter(|c| c.answer.is_none()) {
             if let Some(live) = self.live.remove(&c.key) {
                 ops.push(Op::DeleteKey { key: c.key.clone() });
                 self.entries.pending.push(live.entry);
                 self.release_slot(live.slot);
-                deleted = true;
+                self.deleted = true;
             }
         }
 
@@ -177,7 +180,7 @@ impl MapSync {
                         self.live.remove(&c.key);
                         self.entries.pending.push(live.entry);
                         self.release_slot(live.slot);
-                        deleted = true;
+                        self.deleted = true;
                         skipped += 1;
                         continue;
                     };
@@ -190,7 +193,7 @@ impl MapSync {
             }
         }
 
-        if deleted && !inserts.is_empty() {
+        if self.deleted && !inserts.is_empty() {
             // A reader may still hold a deleted hash element; an insert could reuse its memory.
             self.grace(&mut ops);
         }
@@ -210,9 +213,6 @@ impl MapSync {
             self.live.insert(key, Live { entry, slot });
         }
 
-        if self.has_pending() {
-            self.grace(&mut ops);
-        }
         Plan { ops, skipped }
     }
 }

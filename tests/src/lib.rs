@@ -4,8 +4,10 @@
 //!   from 198.18.0.0/15 and 2001:2::/48, removed on drop even when a test fails;
 //! - [`service`]: a child process started with `NOTIFY_SOCKET` and waited for until it reports
 //!   `READY=1` (readiness, never a sleep), stopped by its PID on drop;
+//! - [`daemon`]: the real `dnsfast` binary serving a test host, with its status at hand;
 //! - [`dns`]: small DNS clients over UDP and TCP with deadlines.
 
+pub mod daemon;
 pub mod dns;
 pub mod host;
 pub mod service;

@@ -1,0 +1,95 @@
+//! The real `dnsfast` binary serving a test host: configuration written to a temporary
+//! directory, readiness awaited, status read through `dnsfast status --json`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{dnsfast_bin, host::TestHost, service::Service};
+
+/// Deadline for starting up or reloading: generous (3x and more what it takes on an idle
+/// 2-core machine), since the verifier and zone loading share the machine with other tests.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running daemon.
+pub struct TestDaemon {
+    /// The process.
+    pub service: Service,
+    /// Instance name.
+    pub instance: String,
+    /// Network namespace it serves.
+    pub netns: String,
+    /// Its configuration file.
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// Starts `dnsfast run` in `host`'s namespace with XDP `mode` on the namespace's veth end,
+    /// listening on the host's two addresses, serving `zones` (origin, file).
+    pub fn start(host: &TestHost, instance: &str, mode: &str, zones: &[(&str, &Path)]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = format!(
+            "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\ntcp_idle_timeout = 5\n\
+             [xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
+            host.v4, host.v6, host.ns_if
+        );
+        for (origin, file) in zones {
+            cfg.push_str(&format!("[[zone]]\norigin = \"{origin}\"\nfile = \"{}\"\n", file.display()));
+        }
+        let config = dir.path().join("dnsfast.toml");
+        std::fs::write(&config, cfg)?;
+        Self::start_with(host, instance, config, dir)
+    }
+
+    /// Starts with an existing configuration file kept in `dir`.
+    pub fn start_with(host: &TestHost, instance: &str, config: PathBuf, dir: tempfile::TempDir) -> Result<Self> {
+        let mut cmd = Command::new(dnsfast_bin());
+        cmd.arg("run").arg("--config").arg(&config).args(["--netns", &host.netns]);
+        let service = Service::start(&format!("dnsfast {instance}"), cmd, START_DEADLINE)?;
+        Ok(Self { service, instance: instance.into(), netns: host.netns.clone(), config, _dir: dir })
+    }
+
+    /// The directory the configuration is in (zone files written there are served on reload).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.config.parent().expect("config has a directory")
+    }
+
+    /// `dnsfast status --json`.
+    pub fn status(&self) -> Result<Value> {
+        let out = Command::new(dnsfast_bin())
+            .args(["status", "--instance", &self.instance, "--netns", &self.netns, "--json"])
+            .output()?;
+        if !out.status.success() {
+            bail!("dnsfast status: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).context("status JSON")
+    }
+
+    /// An XDP counter from the status.
+    pub fn xdp_counter(&self, name: &str) -> Result<u64> {
+        let st = self.status()?;
+        st["xdp"]["counters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name))
+            .and_then(|c| c["value"].as_u64())
+            .with_context(|| format!("no XDP counter {name} in {st}"))
+    }
+
+    /// A userspace counter from the status.
+    pub fn server_counter(&self, name: &str) -> Result<u64> {
+        self.status()?["server"][name].as_u64().with_context(|| format!("no server counter {name}"))
+    }
+
+    /// SIGHUP, then wait until the daemon reports it is ready again.
+    pub fn reload(&mut self) -> Result<()> {
+        self.service.signal(libc::SIGHUP)?;
+        self.service.wait_for("READY=1", START_DEADLINE)
+    }
+}

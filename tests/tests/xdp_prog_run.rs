@@ -1,0 +1,406 @@
+//! The XDP program on crafted frames through `BPF_PROG_RUN`: for each frame the action, the
+//! counter that recorded it, and for `XDP_TX` the reply decoded field by field with both
+//! checksums recomputed here, and its DNS payload compared with the daemon's answer to the same
+//! query. Needs root (loads a BPF program); runs serially.
+
+use std::{
+    sync::{Mutex, OnceLock},
+    time::SystemTime,
+};
+
+use dnsfast::{
+    answer::Zones,
+    compile::Snapshot,
+    hot::HotTable,
+    mapsync::Capacity,
+    server::{Shared, handle},
+    xdp::Dataplane,
+    zone::Zone,
+};
+use dnsfast_common::{
+    maps::{CFG_ANSWER, XdpConfig},
+    stats::{COUNTER_NAMES, Counter},
+};
+use dnsfast_tests::{dns, workspace_root};
+use etherparse::PacketBuilder;
+use hickory_proto::rr::{Name, RecordType};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const SERVER4: [u8; 4] = [198, 18, 200, 1];
+const CLIENT4: [u8; 4] = [198, 18, 200, 2];
+const SERVER6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0xc8, 0, 0, 0, 0, 0, 0, 0, 1];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0xc8, 0, 0, 0, 0, 0, 0, 0, 2];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const CLIENT_PORT: u16 = 40_000;
+
+struct Fixture {
+    dp: Dataplane,
+    shared: Shared,
+}
+
+fn snapshot() -> Snapshot {
+    let origin = Name::from_ascii("example.com.").unwrap();
+    let zone = Zone::load(&origin, &workspace_root().join("tests/data/hot.zone")).unwrap();
+    let zones = Zones::new(vec![zone]);
+    let hot = HotTable::from_zones(&zones);
+    Snapshot { zones, hot, compiled_at: SystemTime::now() }
+}
+
+fn fixture() -> &'static Mutex<Fixture> {
+    static F: OnceLock<Mutex<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        let snap = snapshot();
+        let mut dp = Dataplane::load(Capacity { entries: 64, small: 128, large: 16 }, None).unwrap();
+        let mut cfg = XdpConfig::zeroed();
+        cfg.flags = CFG_ANSWER;
+        cfg.port = 53;
+        cfg.v4_count = 1;
+        cfg.v4[0] = SERVER4;
+        cfg.v6_count = 1;
+        cfg.v6[0] = SERVER6;
+        dp.set_config(&cfg).unwrap();
+        dp.apply(&snap.hot.as_changes()).unwrap();
+        Mutex::new(Fixture { dp, shared: Shared::new(snap) })
+    })
+}
+
+fn v4_frame(dns: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, SERVER4, 61).udp(CLIENT_PORT, 53);
+    let mut f = Vec::new();
+    b.write(&mut f, dns).unwrap();
+    f
+}
+
+fn v6_frame(dns: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv6(CLIENT6, SERVER6, 61).udp(CLIENT_PORT, 53);
+    let mut f = Vec::new();
+    b.write(&mut f, dns).unwrap();
+    f
+}
+
+/// RFC 1071 sum of `data` (odd length padded), not folded.
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xFFFF {
+        s = (s & 0xFFFF) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Runs `frame`, asserting the action and that exactly `counter` (besides `seen`) moved.
+fn run(frame: &[u8], action: u32, counter: Counter) -> Vec<u8> {
+    let f = fixture().lock().unwrap();
+    let before = f.dp.counters().unwrap();
+    let (got, out) = f.dp.test_run(frame).unwrap();
+    let after = f.dp.counters().unwrap();
+    let moved: Vec<&str> = (0..before.len())
+        .filter(|&i| i != Counter::Seen as usize && after[i] != before[i])
+        .map(|i| COUNTER_NAMES[i])
+        .collect();
+    assert_eq!(after[Counter::Seen as usize] - before[Counter::Seen as usize], 1);
+    assert_eq!(moved, [COUNTER_NAMES[counter as usize]], "counters that moved");
+    assert_eq!(got, action, "XDP action (1 drop, 2 pass, 3 tx) for counter {}", COUNTER_NAMES[counter as usize]);
+    if action != XDP_TX {
+        assert_eq!(out, frame, "a passed or dropped frame is left untouched");
+    }
+    out
+}
+
+/// Checks every header field and checksum of an IPv4 reply to `query`; returns the DNS payload.
+fn check_v4_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
+    assert_eq!(&reply[0..6], &query[6..12], "eth dst = query src");
+    assert_eq!(&reply[6..12], &query[0..6], "eth src = query dst");
+    assert_eq!(&reply[12..14], &[0x08, 0x00]);
+    let ip = &reply[14..34];
+    assert_eq!(ip[0], 0x45, "IPv4, no options");
+    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), reply.len() - 14, "total length");
+    assert_eq!(ip[8], 64, "TTL");
+    assert_eq!(ip[9], 17, "UDP");
+    assert_eq!(&ip[12..16], &SERVER4, "source is the server");
+    assert_eq!(&ip[16..20], &CLIENT4, "destination is the client");
+    assert_eq!(fold(sum16(ip)), 0xFFFF, "IPv4 header checksum");
+    let udp = &reply[34..];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 53);
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), CLIENT_PORT);
+    assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len(), "UDP length");
+    assert_ne!(&udp[6..8], &[0, 0], "UDP checksum present");
+    let pseudo = sum16(&ip[12..20]) + 17 + udp.len() as u32;
+    assert_eq!(fold(pseudo + sum16(udp)), 0xFFFF, "UDP checksum");
+    udp[8..].to_vec()
+}
+
+/// Same for IPv6.
+fn check_v6_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
+    assert_eq!(&reply[0..6], &query[6..12]);
+    assert_eq!(&reply[6..12], &query[0..6]);
+    assert_eq!(&reply[12..14], &[0x86, 0xDD]);
+    let ip = &reply[14..54];
+    assert_eq!(ip[0] >> 4, 6);
+    assert_eq!(usize::from(u16::from_be_bytes([ip[4], ip[5]])), reply.len() - 54, "payload length");
+    assert_eq!(ip[6], 17, "next header UDP");
+    assert_eq!(ip[7], 64, "hop limit");
+    assert_eq!(&ip[8..24], &SERVER6);
+    assert_eq!(&ip[24..40], &CLIENT6);
+    let udp = &reply[54..];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 53);
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), CLIENT_PORT);
+    assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len());
+    assert_ne!(&udp[6..8], &[0, 0], "IPv6 UDP checksum is never 0");
+    let pseudo = sum16(&ip[8..40]) + udp.len() as u32 + 17;
+    assert_eq!(fold(pseudo + sum16(udp)), 0xFFFF, "UDP checksum");
+    udp[8..].to_vec()
+}
+
+/// The daemon's answer to the same DNS query, for comparison.
+fn userspace(dns: &[u8]) -> Vec<u8> {
+    let f = fixture().lock().unwrap();
+    handle(&f.shared, dns, false).expect("the daemon answers")
+}
+
+fn same_answer(xdp: &[u8], query: &[u8]) {
+    let user = userspace(query);
+    assert_eq!(dns::normalize(xdp).unwrap(), dns::normalize(&user).unwrap(), "XDP and daemon answers differ");
+    assert_eq!(xdp.len(), user.len(), "same size (same records, compressed the same way)");
+}
+
+#[test]
+fn ipv4_a_answered_in_xdp() {
+    let q = dns::query(0x1111, "www.example.com.", RecordType::A, None);
+    let frame = v4_frame(&q);
+    let reply = run(&frame, XDP_TX, Counter::Answered);
+    let payload = check_v4_reply(&frame, &reply);
+    assert_eq!(&payload[..2], &[0x11, 0x11], "same ID");
+    assert_eq!(payload[2], 0x85, "QR AA RD");
+    assert_eq!(payload[3], 0x00, "RA AD CD Z 0, NOERROR");
+    assert_eq!(&payload[12..q.len()], &q[12..], "question byte for byte");
+    let n = dns::normalize(&payload).unwrap();
+    let set = &n.answer[&("www.example.com.".into(), RecordType::A)];
+    assert_eq!(set.ttls.iter().copied().collect::<Vec<_>>(), [60]);
+    assert_eq!(set.rdata.len(), 3);
+    assert!(n.edns.is_none(), "no OPT without one in the query");
+    same_answer(&payload, &q);
+}
+
+#[test]
+fn ipv6_aaaa_with_do_and_cookie() {
+    // DO set and a client COOKIE, as validating resolvers send: answered, cookie not echoed.
+    let mut q = dns::query(0x2222, "WwW.ExAmPlE.CoM.", RecordType::AAAA, Some((4096, true)));
+    let cookie = [0u8, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&(cookie.len() as u16).to_be_bytes());
+    q.extend_from_slice(&cookie);
+    let frame = v6_frame(&q);
+    let reply = run(&frame, XDP_TX, Counter::Answered);
+    let payload = check_v6_reply(&frame, &reply);
+    let qlen = 12 + 17 + 4;
+    assert_eq!(&payload[12..qlen], &q[12..qlen], "0x20 case kept");
+    let norm = dns::normalize(&payload).unwrap();
+    let e = norm.edns.as_ref().expect("OPT in the answer");
+    assert!(e.flags().dnssec_ok);
+    assert_eq!(e.max_payload(), 1232);
+    assert_eq!(e.version(), 0);
+    assert_eq!(e.options().as_ref().len(), 0, "no options echoed");
+    assert_eq!(&payload[payload.len() - 11..], &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]);
+    same_answer(&payload, &q);
+}
+
+#[test]
+fn round_robin_rotates() {
+    let q = dns::query(7, "www.example.com.", RecordType::A, None);
+    let frame = v4_frame(&q);
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let reply = run(&frame, XDP_TX, Counter::Answered);
+        let payload = check_v4_reply(&frame, &reply);
+        let first = q.len() + 12;
+        firsts.insert(payload[first..first + 4].to_vec());
+    }
+    assert!(firsts.len() > 1, "the first address changes across queries: {firsts:?}");
+}
+
+#[test]
+fn too_big_without_edns_fits_with_it() {
+    let name = "sixteen-aaaa-records-under-a-rather-long-owner.example.com.";
+    let q = dns::query(3, name, RecordType::AAAA, None);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassTooBig);
+    let q = dns::query(3, name, RecordType::AAAA, Some((1232, false)));
+    let frame = v4_frame(&q);
+    let payload = check_v4_reply(&frame, &run(&frame, XDP_TX, Counter::Answered));
+    assert_eq!(dns::normalize(&payload).unwrap().answer.values().next().unwrap().rdata.len(), 16);
+    same_answer(&payload, &q);
+    // A client size below 512 counts as 512.
+    let q = dns::query(3, name, RecordType::AAAA, Some((100, false)));
+    run(&v4_frame(&q), XDP_PASS, Counter::PassTooBig);
+}
+
+#[test]
+fn misses_and_other_types_go_to_the_daemon() {
+    run(&v4_frame(&dns::query(1, "nope.example.com.", RecordType::A, None)), XDP_PASS, Counter::PassMiss);
+    run(&v4_frame(&dns::query(1, "single.example.com.", RecordType::AAAA, None)), XDP_PASS, Counter::PassMiss);
+    run(&v4_frame(&dns::query(1, "alias.example.com.", RecordType::A, None)), XDP_PASS, Counter::PassMiss);
+    run(&v4_frame(&dns::query(1, "mail.example.com.", RecordType::MX, None)), XDP_PASS, Counter::PassNotHot);
+    let ch = dns::query_class(1, "www.example.com.", RecordType::A, hickory_proto::rr::DNSClass::CH, None);
+    run(&v4_frame(&ch), XDP_PASS, Counter::PassNotHot);
+}
+
+#[test]
+fn queries_the_daemon_must_judge_are_passed_up() {
+    let base = dns::query(9, "www.example.com.", RecordType::A, None);
+    // One trailing byte.
+    let mut q = base.clone();
+    q.push(0);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassMalformed);
+    // A compression pointer as QNAME.
+    let mut q = base[..12].to_vec();
+    q.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassMalformed);
+    // EDNS version 1: BADVERS is the daemon's to send.
+    let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
+    let n = q.len();
+    q[n - 5] = 1;
+    run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
+    // Opcode 15.
+    let mut q = base.clone();
+    q[2] |= 15 << 3;
+    run(&v4_frame(&q), XDP_PASS, Counter::PassNotHot);
+    // Two additional records.
+    let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
+    q[11] = 2;
+    q.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassNotHot);
+    // Client subnet (steering will answer it in XDP; until then the daemon does).
+    let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
+    let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7];
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&(ecs.len() as u16).to_be_bytes());
+    q.extend_from_slice(&ecs);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
+}
+
+#[test]
+fn responses_and_short_headers_are_dropped() {
+    let mut q = dns::query(9, "www.example.com.", RecordType::A, None);
+    q[2] |= 0x80;
+    run(&v4_frame(&q), XDP_DROP, Counter::DropResponse);
+    run(&v4_frame(&[0x12, 0x34, 0, 0, 0]), XDP_DROP, Counter::DropShortHeader);
+    run(&v6_frame(&[]), XDP_DROP, Counter::DropShortHeader);
+}
+
+#[test]
+fn padded_minimum_frame_is_sized_from_udp() {
+    // 10 bytes of DNS: a 52-byte frame, padded by Ethernet to 60. The padding is not DNS data:
+    // the header is short and the query dropped, not parsed into the padding.
+    let mut frame = v4_frame(&[0xAB; 10]);
+    assert_eq!(frame.len(), 52);
+    frame.resize(60, 0);
+    run(&frame, XDP_DROP, Counter::DropShortHeader);
+    // A 17-byte root query (59-byte frame) padded to 60: a miss, not trailing garbage.
+    let q = dns::query(5, ".", RecordType::A, None);
+    let mut frame = v4_frame(&q);
+    assert_eq!(frame.len(), 59);
+    frame.push(0);
+    run(&frame, XDP_PASS, Counter::PassMiss);
+}
+
+#[test]
+fn unusual_frames_are_passed_up_untouched() {
+    let q = dns::query(4, "www.example.com.", RecordType::A, None);
+    // 802.1Q tag.
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).single_vlan(10.try_into().unwrap()).ipv4(CLIENT4, SERVER4, 64).udp(CLIENT_PORT, 53);
+    let mut tagged = Vec::new();
+    b.write(&mut tagged, &q).unwrap();
+    run(&tagged, XDP_PASS, Counter::PassVlan);
+    // IPv4 More Fragments, and a fragment offset.
+    let mut mf = v4_frame(&q);
+    mf[20] |= 0x20;
+    run(&mf, XDP_PASS, Counter::PassFragment);
+    let mut off = v4_frame(&q);
+    off[21] = 8;
+    run(&off, XDP_PASS, Counter::PassFragment);
+    // IHL 6 (one word of options).
+    let mut opts = v4_frame(&q);
+    opts[14] = 0x46;
+    opts.splice(34..34, [1, 1, 1, 0]);
+    let tl = u16::from_be_bytes([opts[16], opts[17]]) + 4;
+    opts[16..18].copy_from_slice(&tl.to_be_bytes());
+    run(&opts, XDP_PASS, Counter::PassIpOptions);
+    // IPv6 hop-by-hop header before UDP, and a fragment header.
+    for next in [0u8, 44] {
+        let mut ext = v6_frame(&q);
+        ext[20] = next;
+        run(&ext, XDP_PASS, Counter::PassIpv6Ext);
+    }
+    // UDP length disagreeing with the IP payload length.
+    let mut bad = v4_frame(&q);
+    let ul = u16::from_be_bytes([bad[38], bad[39]]) - 1;
+    bad[38..40].copy_from_slice(&ul.to_be_bytes());
+    run(&bad, XDP_PASS, Counter::PassUdpLength);
+    // Not our address, not our port, not UDP, not IP.
+    let other = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, [198, 18, 200, 99], 64).udp(CLIENT_PORT, 53);
+    let mut f = Vec::new();
+    other.write(&mut f, &q).unwrap();
+    run(&f, XDP_PASS, Counter::PassNotOurs);
+    let port = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, SERVER4, 64).udp(CLIENT_PORT, 5353);
+    let mut f = Vec::new();
+    port.write(&mut f, &q).unwrap();
+    run(&f, XDP_PASS, Counter::PassNotDnsPort);
+    let mut tcp = v4_frame(&q);
+    tcp[23] = 6;
+    run(&tcp, XDP_PASS, Counter::PassNotUdp);
+    let mut arp = v4_frame(&q);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    run(&arp, XDP_PASS, Counter::PassNotIp);
+}
+
+#[test]
+fn every_name_size_class_up_to_255_octets() {
+    let a = "a".repeat(63);
+    let names = [
+        (format!("{}.example.com.", "m".repeat(30)), 44),
+        (format!("{}.{}.example.com.", "l".repeat(63), "l".repeat(30)), 108),
+        (format!("{a}.{a}.{a}.{}.example.com.", "z".repeat(49)), 255),
+    ];
+    for (name, octets) in names {
+        let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(&Name::from_ascii(&name).unwrap()).unwrap();
+        assert_eq!(wire.len(), octets);
+        let q = dns::query(6, &name.to_uppercase(), RecordType::A, Some((1232, false)));
+        let frame = v4_frame(&q);
+        let payload = check_v4_reply(&frame, &run(&frame, XDP_TX, Counter::Answered));
+        same_answer(&payload, &q);
+    }
+    // One octet more than a name may have: malformed, the daemon's to answer (FORMERR).
+    let mut q = dns::query(6, "x.", RecordType::A, None);
+    let mut long = vec![63u8];
+    long.extend(std::iter::repeat_n(b'a', 63));
+    let mut qname = Vec::new();
+    for _ in 0..4 {
+        qname.extend_from_slice(&long);
+    }
+    qname.push(0);
+    assert_eq!(qname.len(), 257);
+    q.splice(12..15, qname);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassMalformed);
+}
+
+#[test]
+fn answering_off_passes_everything() {
+    // A second program instance whose CONFIG has answering off, as while the daemon starts.
+    let mut off = Dataplane::load(Capacity { entries: 16, small: 16, large: 2 }, None).unwrap();
+    let mut cfg = XdpConfig::zeroed();
+    cfg.port = 53;
+    cfg.v4_count = 1;
+    cfg.v4[0] = SERVER4;
+    off.set_config(&cfg).unwrap();
+    off.apply(&snapshot().hot.as_changes()).unwrap();
+    let frame = v4_frame(&dns::query(1, "www.example.com.", RecordType::A, None));
+    let (action, out) = off.test_run(&frame).unwrap();
+    assert_eq!((action, out), (XDP_PASS, frame));
+    assert_eq!(off.counters().unwrap()[Counter::PassDisabled as usize], 1);
+}
