@@ -21,9 +21,16 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: build scripts are single-threaded; the variable is read by the child cargo only.
     unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     // The program uses dnsfast-common too; rebuild when it changes.
-    println!("cargo:rerun-if-changed={}", root.join("../dnsfast-common/src"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("../dnsfast-common/src")
+    );
     aya_build::build_ebpf(
-        [Package { name: "dnsfast-ebpf", root_dir: root.as_str(), ..Default::default() }],
+        [Package {
+            name: "dnsfast-ebpf",
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }

@@ -277,7 +277,14 @@ impl XdpConfig {
     /// A configuration that passes every packet.
     #[must_use]
     pub const fn zeroed() -> Self {
-        Self { flags: 0, port: 0, v4_count: 0, v6_count: 0, v4: [[0; 4]; 8], v6: [[0; 16]; 8] }
+        Self {
+            flags: 0,
+            port: 0,
+            v4_count: 0,
+            v6_count: 0,
+            v4: [[0; 4]; 8],
+            v6: [[0; 16]; 8],
+        }
     }
 }
 
@@ -302,7 +309,7 @@ pub struct Scratch {
     /// The lookup key being built.
     pub key: HotKey256,
     /// Explicit tail padding to the struct's 8-byte alignment.
-    pub _pad: [u8; 4],
+    pub pad: [u8; 4],
 }
 const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4);
 #[cfg(feature = "user")]

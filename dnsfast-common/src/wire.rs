@@ -147,7 +147,11 @@ impl<'a> MsgBuf<'a> {
     /// is scratch for [`Wire::launder`].
     #[inline(always)]
     pub fn new(buf: &'a mut [u8; MSG_BUF_LEN], len: usize, cell: &'a mut u64) -> Self {
-        Self { buf, len: len & MSG_MASK, cell }
+        Self {
+            buf,
+            len: len & MSG_MASK,
+            cell,
+        }
     }
 
     /// The message bytes.
@@ -435,17 +439,17 @@ pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError>
     if (flags >> 11) & 0xF != 0 {
         return Err(QueryError::Opcode);
     }
-    let qdcount = msg.u16_at(4);
-    let ancount = msg.u16_at(6);
-    let nscount = msg.u16_at(8);
-    let arcount = msg.u16_at(10) as usize;
-    if qdcount == 0 {
+    let questions = msg.u16_at(4);
+    let answers = msg.u16_at(6);
+    let authorities = msg.u16_at(8);
+    let additionals = msg.u16_at(10) as usize;
+    if questions == 0 {
         return Err(QueryError::NoQuestion);
     }
-    if qdcount > 1 {
+    if questions > 1 {
         return Err(QueryError::QuestionCount);
     }
-    if ancount != 0 || nscount != 0 {
+    if answers != 0 || authorities != 0 {
         return Err(QueryError::Sections);
     }
 
@@ -466,11 +470,11 @@ pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError>
 
     let mut edns = None;
     let mut tsig = false;
-    if arcount > L::MAX_ADDITIONAL {
+    if additionals > L::MAX_ADDITIONAL {
         return Err(QueryError::TooManyAdditional);
     }
     for i in 0..L::MAX_ADDITIONAL {
-        if i >= arcount {
+        if i >= additionals {
             break;
         }
         off = additional_record::<L, W>(msg, off, &mut edns, &mut tsig)?;
@@ -487,7 +491,16 @@ pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError>
     {
         return Err(QueryError::BadVersion);
     }
-    Ok(Query { id, flags, name_len, qtype, qclass, question_end, edns, tsig })
+    Ok(Query {
+        id,
+        flags,
+        name_len,
+        qtype,
+        qclass,
+        question_end,
+        edns,
+        tsig,
+    })
 }
 
 /// Length of the QNAME starting at the header's end: one bounded loop over the labels.
@@ -641,7 +654,11 @@ fn options<L: Limits, W: Wire>(
         }
         off = msg.launder(data + olen);
     }
-    if off == end { Ok(()) } else { Err(QueryError::TooManyOptions) }
+    if off == end {
+        Ok(())
+    } else {
+        Err(QueryError::TooManyOptions)
+    }
 }
 
 /// Validates a Client Subnet option per RFC 7871 §6 and §7.1.2.
@@ -671,7 +688,11 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
     // prefix's bytes, then check that no bit past the prefix is set.
     let hi = msg.u64_le_at(data + 4);
     let lo = msg.u64_le_at(data + 12);
-    let (hi_bytes, lo_bytes) = if addr_len > 8 { (8, addr_len - 8) } else { (addr_len, 0) };
+    let (hi_bytes, lo_bytes) = if addr_len > 8 {
+        (8, addr_len - 8)
+    } else {
+        (addr_len, 0)
+    };
     let hi = hi & low_bytes_mask(hi_bytes);
     let lo = lo & low_bytes_mask(lo_bytes);
     let mut address = [0u8; 16];
@@ -684,13 +705,21 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
             return Err(QueryError::BadEcs);
         }
     }
-    Ok(Ecs { family, source_prefix: source, address })
+    Ok(Ecs {
+        family,
+        source_prefix: source,
+        address,
+    })
 }
 
 /// Mask keeping the first `n` (0..=8) bytes of a little-endian word.
 #[inline(always)]
 const fn low_bytes_mask(n: usize) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }
 
 /// ASCII-lowercases the eight bytes of `w` at once (only `A`–`Z` change, exactly like
@@ -817,7 +846,7 @@ pub fn write_hot_answer<A: AnswerData>(
     msg.put_u16(4, 1);
     msg.put_u16(6, count as u16);
     msg.put_u16(8, 0);
-    msg.put_u16(10, if q.edns.is_some() { 1 } else { 0 });
+    msg.put_u16(10, u16::from(q.edns.is_some()));
 
     let ttl = answer.ttl();
     let first = rotation as usize % count;

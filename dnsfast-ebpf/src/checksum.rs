@@ -49,7 +49,11 @@ pub fn sum_message(msg: &mut [u8; MSG_BUF_LEN], len: usize) -> Option<u64> {
     msg[len + 1] = 0;
     msg[len + 2] = 0;
     let padded = (len + 3) & !3;
-    let first = if padded > CSUM_CHUNK { CSUM_CHUNK } else { padded };
+    let first = if padded > CSUM_CHUNK {
+        CSUM_CHUNK
+    } else {
+        padded
+    };
     let rest = padded - first;
     let base = msg.as_mut_ptr();
     // SAFETY: `base` is a map value of MSG_BUF_LEN bytes; first <= 512 and, below, 512 + rest
@@ -62,7 +66,13 @@ pub fn sum_message(msg: &mut [u8; MSG_BUF_LEN], len: usize) -> Option<u64> {
     if rest > 0 && rest <= MSG_AREA - CSUM_CHUNK {
         // SAFETY: as above; the second chunk starts at 512, 4-byte aligned like the first.
         let b = unsafe {
-            bpf_csum_diff(core::ptr::null_mut(), 0, base.add(CSUM_CHUNK).cast(), rest as u32, 0)
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                base.add(CSUM_CHUNK).cast(),
+                rest as u32,
+                0,
+            )
         };
         if b < 0 {
             return None;

@@ -23,11 +23,9 @@ static HOT_32: HashMap<HotKey32, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC>
 #[btf_map]
 static HOT_64: HashMap<HotKey64, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> = HashMap::new();
 #[btf_map]
-static HOT_128: HashMap<HotKey128, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> =
-    HashMap::new();
+static HOT_128: HashMap<HotKey128, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> = HashMap::new();
 #[btf_map]
-static HOT_256: HashMap<HotKey256, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> =
-    HashMap::new();
+static HOT_256: HashMap<HotKey256, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> = HashMap::new();
 
 #[btf_map]
 static ANSWER_INDEX: Array<u32, DEFAULT_HOT_ENTRIES, BPF_F_MMAPABLE> = Array::new();

@@ -63,7 +63,10 @@ pub fn dnsfast_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-#[cfg_attr(target_arch = "bpf", target_feature(enable = "allows-misaligned-mem-access"))]
+#[cfg_attr(
+    target_arch = "bpf",
+    target_feature(enable = "allows-misaligned-mem-access")
+)]
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let cfg = config::get().ok_or(Verdict::Pass(Counter::PassDisabled))?;
     if cfg.flags & CFG_ANSWER == 0 {

@@ -105,7 +105,8 @@ pub fn load(
     }
     // SAFETY: `buf` is a valid map value of MSG_BUF_LEN bytes and n <= MAX_XDP_QUERY < that;
     // the helper checks `offset + n` against the packet itself.
-    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), n as u32) };
+    let r =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), n as u32) };
     if r != 0 {
         return Err(Verdict::Pass(Counter::PassShort));
     }

@@ -11,7 +11,9 @@ use dnsfast_common::{
 
 use crate::{
     Verdict, config,
-    packet::{ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, be16, ptr_at},
+    packet::{
+        ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, be16, ptr_at,
+    },
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -74,7 +76,13 @@ fn ipv4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Frame, Verdict> {
         return Err(Verdict::Pass(Counter::PassNotOurs));
     }
     let ip_payload = usize::from(be16(ip.tot_len)).wrapping_sub(IPV4_LEN);
-    dns_payload(ctx, false, ETH_LEN + IPV4_LEN, ip_payload, usize::from(be16(udp.len)))
+    dns_payload(
+        ctx,
+        false,
+        ETH_LEN + IPV4_LEN,
+        ip_payload,
+        usize::from(be16(udp.len)),
+    )
 }
 
 #[inline(always)]
@@ -104,7 +112,13 @@ fn ipv6(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Frame, Verdict> {
         return Err(Verdict::Pass(Counter::PassNotOurs));
     }
     let ip_payload = usize::from(be16(ip.payload_len));
-    dns_payload(ctx, true, ETH_LEN + IPV6_LEN, ip_payload, usize::from(be16(udp.len)))
+    dns_payload(
+        ctx,
+        true,
+        ETH_LEN + IPV6_LEN,
+        ip_payload,
+        usize::from(be16(udp.len)),
+    )
 }
 
 /// Locates the DNS message from the UDP length. Sized from the headers, never from `data_end`:

@@ -18,7 +18,9 @@ use dnsfast_common::{maps::MSG_AREA, stats::Counter, wire::MSG_BUF_LEN};
 
 use crate::{
     Verdict, checksum,
-    packet::{ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, frame_len, ptr_at},
+    packet::{
+        ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, frame_len, ptr_at,
+    },
     parse::Frame,
 };
 
@@ -117,8 +119,14 @@ pub fn reply(
         return Err(Verdict::Pass(Counter::PassNoRoom));
     }
     // SAFETY: `msg` is a map value of MSG_BUF_LEN > len bytes; the helper checks the packet side.
-    let stored =
-        unsafe { bpf_xdp_store_bytes(ctx.ctx, frame.dns as u32, msg.as_mut_ptr().cast(), len as u32) };
+    let stored = unsafe {
+        bpf_xdp_store_bytes(
+            ctx.ctx,
+            frame.dns as u32,
+            msg.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
     if stored != 0 {
         return Err(Verdict::Drop(Counter::DropRewrite));
     }
@@ -147,7 +155,14 @@ fn write_eth(ctx: &XdpContext, s: &Saved) -> Option<()> {
 
 /// Writes the UDP header (ports swapped) with its checksum; `pseudo` is the pseudo-header sum.
 #[inline(always)]
-fn write_udp(ctx: &XdpContext, off: usize, s: &Saved, udp_len: u16, pseudo: u64, payload: u64) -> Option<()> {
+fn write_udp(
+    ctx: &XdpContext,
+    off: usize,
+    s: &Saved,
+    udp_len: u16,
+    pseudo: u64,
+    payload: u64,
+) -> Option<()> {
     let udp = ptr_at::<UdpHdr>(ctx, off)?;
     // SAFETY: ptr_at checked the header against the resized packet.
     let udp = unsafe { &mut *udp };

@@ -26,7 +26,10 @@ impl Zones {
         let mut depths: Vec<u8> = zones.iter().map(|z| z.apex.num_labels()).collect();
         depths.sort_unstable_by(|a, b| b.cmp(a));
         depths.dedup();
-        let by_apex = zones.into_iter().map(|z| (z.apex.clone(), Arc::new(z))).collect();
+        let by_apex = zones
+            .into_iter()
+            .map(|z| (z.apex.clone(), Arc::new(z)))
+            .collect();
         Self { by_apex, depths }
     }
 
@@ -88,7 +91,10 @@ impl Answer {
     /// An answer with `rcode` and no records.
     #[must_use]
     pub fn error(rcode: u16) -> Self {
-        Self { rcode, ..Self::default() }
+        Self {
+            rcode,
+            ..Self::default()
+        }
     }
 }
 
@@ -103,7 +109,11 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
     let Some(mut zone) = zones.find(&LowerName::new(qname)) else {
         return Answer::error(REFUSED);
     };
-    let mut out = Answer { rcode: NOERROR, aa: true, ..Answer::default() };
+    let mut out = Answer {
+        rcode: NOERROR,
+        aa: true,
+        ..Answer::default()
+    };
     let mut name = qname.clone();
 
     for _ in 0..=MAX_CNAME_CHAIN {
@@ -116,7 +126,10 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
             referral(zone, &cut, &mut out);
             return out;
         }
-        let node = zone.node(&lname).map(|n| (n, name.clone())).or_else(|| wildcard(zone, &lname, &name));
+        let node = zone
+            .node(&lname)
+            .map(|n| (n, name.clone()))
+            .or_else(|| wildcard(zone, &lname, &name));
         let Some((node, owner)) = node else {
             if zone.is_empty_non_terminal(&lname) {
                 negative(zone, &mut out);
@@ -143,7 +156,9 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
             return out;
         };
         out.answer.extend(cname.records(&owner));
-        let Some(RData::CNAME(target)) = cname.rdatas.first() else { return out };
+        let Some(RData::CNAME(target)) = cname.rdatas.first() else {
+            return out;
+        };
         name = target.0.clone();
         // A chain that leaves our zones ends here; the resolver follows it.
         match zones.find(&LowerName::new(&name)) {
@@ -177,7 +192,9 @@ fn negative(zone: &Zone, out: &mut Answer) {
 
 /// A referral to the zone cut `cut`: its NS RRset in authority and glue in additional, AA=0.
 fn referral(zone: &Zone, cut: &LowerName, out: &mut Answer) {
-    let Some(ns) = zone.node(cut).and_then(|n| n.get(RecordType::NS)) else { return };
+    let Some(ns) = zone.node(cut).and_then(|n| n.get(RecordType::NS)) else {
+        return;
+    };
     // AA describes the answer section: a pure referral is not authoritative.
     if out.answer.is_empty() {
         out.aa = false;

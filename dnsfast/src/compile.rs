@@ -58,5 +58,9 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
     }
     let zones = Zones::new(zones);
     let hot = HotTable::from_zones(&zones);
-    Ok(Snapshot { zones, hot, compiled_at: SystemTime::now() })
+    Ok(Snapshot {
+        zones,
+        hot,
+        compiled_at: SystemTime::now(),
+    })
 }

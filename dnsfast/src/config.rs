@@ -167,7 +167,8 @@ impl Config {
                 let v = s.get_ref();
                 let ok = !v.is_empty()
                     && v.len() <= 32
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !ok {
                     return Err(err(
                         s.span(),
@@ -180,7 +181,10 @@ impl Config {
         };
 
         let listen = match raw.server.listen {
-            None => vec!["0.0.0.0:53".parse().expect("literal"), "[::]:53".parse().expect("literal")],
+            None => vec![
+                "0.0.0.0:53".parse().expect("literal"),
+                "[::]:53".parse().expect("literal"),
+            ],
             Some(list) => {
                 let mut out = Vec::new();
                 for s in list {
@@ -195,7 +199,11 @@ impl Config {
                         )
                     })?;
                     if out.contains(&addr) {
-                        return Err(err(s.span(), "server.listen", format!("{addr} listed twice")));
+                        return Err(err(
+                            s.span(),
+                            "server.listen",
+                            format!("{addr} listed twice"),
+                        ));
                     }
                     out.push(addr);
                 }
@@ -206,8 +214,22 @@ impl Config {
             }
         };
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let udp_workers = bounded(raw.server.udp_workers, cpus as i64, 1, 256, "server.udp_workers", &err)?;
-        let tcp_idle = bounded(raw.server.tcp_idle_timeout, 10, 1, 3600, "server.tcp_idle_timeout", &err)?;
+        let udp_workers = bounded(
+            raw.server.udp_workers,
+            cpus as i64,
+            1,
+            256,
+            "server.udp_workers",
+            &err,
+        )?;
+        let tcp_idle = bounded(
+            raw.server.tcp_idle_timeout,
+            10,
+            1,
+            3600,
+            "server.tcp_idle_timeout",
+            &err,
+        )?;
         let tcp_max = bounded(
             raw.server.tcp_max_connections,
             1024,
@@ -217,12 +239,20 @@ impl Config {
             &err,
         )?;
 
-        let mode = raw.xdp.mode.as_ref().map_or(XdpMode::Native, |m| *m.get_ref());
+        let mode = raw
+            .xdp
+            .mode
+            .as_ref()
+            .map_or(XdpMode::Native, |m| *m.get_ref());
         let interface = raw.xdp.interface.as_ref().map(|s| s.get_ref().clone());
         if let Some(s) = &raw.xdp.interface
             && (s.get_ref().is_empty() || s.get_ref().len() > 15 || s.get_ref().contains('/'))
         {
-            return Err(err(s.span(), "xdp.interface", format!("{:?} is not an interface name", s.get_ref())));
+            return Err(err(
+                s.span(),
+                "xdp.interface",
+                format!("{:?} is not an interface name", s.get_ref()),
+            ));
         }
         if mode != XdpMode::Off && interface.is_none() {
             let span = raw.xdp.mode.as_ref().map_or(0..0, Spanned::span);
@@ -242,11 +272,30 @@ impl Config {
                 ));
             }
         }
-        let max_hot = bounded(raw.xdp.max_hot_names, 65_536, 1, 16_777_216, "xdp.max_hot_names", &err)?;
-        let max_answers =
-            bounded(raw.xdp.max_answers, 2 * max_hot, 2, 33_554_432, "xdp.max_answers", &err)?;
-        let max_large =
-            bounded(raw.xdp.max_large_answers, 16_384, 2, 4_194_304, "xdp.max_large_answers", &err)?;
+        let max_hot = bounded(
+            raw.xdp.max_hot_names,
+            65_536,
+            1,
+            16_777_216,
+            "xdp.max_hot_names",
+            &err,
+        )?;
+        let max_answers = bounded(
+            raw.xdp.max_answers,
+            2 * max_hot,
+            2,
+            33_554_432,
+            "xdp.max_answers",
+            &err,
+        )?;
+        let max_large = bounded(
+            raw.xdp.max_large_answers,
+            16_384,
+            2,
+            4_194_304,
+            "xdp.max_large_answers",
+            &err,
+        )?;
 
         let mut zones: Vec<ZoneSource> = Vec::new();
         for z in &raw.zones {
@@ -257,16 +306,31 @@ impl Config {
                     n
                 })
                 .map_err(|e| {
-                    err(z.origin.span(), "zone.origin", format!("{:?}: {e}", z.origin.get_ref()))
+                    err(
+                        z.origin.span(),
+                        "zone.origin",
+                        format!("{:?}: {e}", z.origin.get_ref()),
+                    )
                 })?;
-            if zones.iter().any(|o| o.origin.eq_case(&origin) || o.origin == origin) {
-                return Err(err(z.origin.span(), "zone.origin", format!("zone {origin} listed twice")));
+            if zones
+                .iter()
+                .any(|o| o.origin.eq_case(&origin) || o.origin == origin)
+            {
+                return Err(err(
+                    z.origin.span(),
+                    "zone.origin",
+                    format!("zone {origin} listed twice"),
+                ));
             }
             let file = base.join(z.file.get_ref());
             zones.push(ZoneSource { origin, file });
         }
         if zones.is_empty() {
-            return Err(err(0..0, "zone", "no [[zone]] configured: nothing to serve".into()));
+            return Err(err(
+                0..0,
+                "zone",
+                "no [[zone]] configured: nothing to serve".into(),
+            ));
         }
 
         Ok(Self {
@@ -324,14 +388,22 @@ fn bounded(
     match value {
         None => Ok(default),
         Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
-        Some(v) => Err(err(v.span(), key, format!("{} is out of range {min}..={max}", v.get_ref()))),
+        Some(v) => Err(err(
+            v.span(),
+            key,
+            format!("{} is out of range {min}..={max}", v.get_ref()),
+        )),
     }
 }
 
 /// 1-based line of byte offset `pos` in `text`.
 #[must_use]
 pub fn line_of(text: &str, pos: usize) -> usize {
-    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -342,7 +414,8 @@ mod tests {
         Config::parse(Path::new("/etc/dnsfast/dnsfast.toml"), text)
     }
 
-    const MINIMAL: &str = "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"example.com.zone\"\n";
+    const MINIMAL: &str =
+        "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"example.com.zone\"\n";
 
     #[test]
     fn defaults() {
@@ -361,13 +434,18 @@ mod tests {
         let e = parse("instance = \"demo\"\n[server]\nlisten = [\"198.18.0.1\"]\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert_eq!(e.key, "server.listen");
-        assert!(e.to_string().starts_with("/etc/dnsfast/dnsfast.toml:3: server.listen:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/dnsfast/dnsfast.toml:3: server.listen:"),
+            "{e}"
+        );
 
         let e = parse("[server]\nlisten = [\"198.18.0.1:53\"]\nlisten_typo = 1\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("listen_typo"), "{e}");
 
-        let e = parse("[xdp]\nmode = \"native\"\n[[zone]]\norigin = \"a.test\"\nfile = \"f\"\n").unwrap_err();
+        let e = parse("[xdp]\nmode = \"native\"\n[[zone]]\norigin = \"a.test\"\nfile = \"f\"\n")
+            .unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (2, "xdp.interface"));
 
         let e = parse("[xdp]\nmode = \"fast\"\n").unwrap_err();

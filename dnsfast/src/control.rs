@@ -88,7 +88,9 @@ pub async fn serve(path: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -
     }
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let status = Arc::clone(&status);
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
@@ -98,7 +100,9 @@ pub async fn serve(path: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -
             }
             let reply = match line.trim() {
                 "status" => serde_json::to_string(&status()).unwrap_or_default(),
-                other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
+                other => {
+                    serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string()
+                }
             };
             let _ = wr.write_all(reply.as_bytes()).await;
             let _ = wr.write_all(b"\n").await;
@@ -126,11 +130,22 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "config     {}", s.config);
     let _ = writeln!(o, "listen     {}", s.listen.join(" "));
     for z in &s.zones {
-        let _ = writeln!(o, "zone       {} serial {} ({} names, {})", z.origin, z.serial, z.names, z.file);
+        let _ = writeln!(
+            o,
+            "zone       {} serial {} ({} names, {})",
+            z.origin, z.serial, z.names, z.file
+        );
     }
-    let _ = writeln!(o, "hot        {} answers compiled, {} reloads", s.hot_answers, s.reloads);
+    let _ = writeln!(
+        o,
+        "hot        {} answers compiled, {} reloads",
+        s.hot_answers, s.reloads
+    );
     if let Some(e) = &s.last_reload_error {
-        let _ = writeln!(o, "reload     FAILED, serving the previous configuration: {e}");
+        let _ = writeln!(
+            o,
+            "reload     FAILED, serving the previous configuration: {e}"
+        );
     }
     let x = &s.xdp;
     let _ = writeln!(
@@ -147,7 +162,11 @@ pub fn render(s: &Status) -> String {
     if let Some(p) = &x.pin_dir {
         let _ = writeln!(o, "pins       {p}");
     }
-    for c in x.counters.iter().filter(|c| c.value > 0 || c.name == "seen" || c.name == "answered") {
+    for c in x
+        .counters
+        .iter()
+        .filter(|c| c.value > 0 || c.name == "seen" || c.name == "answered")
+    {
         let _ = writeln!(o, "  xdp.{:<22} {}", c.name, c.value);
     }
     let v = serde_json::to_value(&s.server).unwrap_or_default();

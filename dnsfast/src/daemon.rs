@@ -114,7 +114,10 @@ impl Daemon {
         zones.sort_by(|a, b| a.origin.cmp(&b.origin));
         let dp = self.dataplane.lock().expect("dataplane lock");
         let xdp = match dp.as_ref() {
-            None => XdpStatus { mode: self.cfg.xdp.mode.to_string(), ..XdpStatus::default() },
+            None => XdpStatus {
+                mode: self.cfg.xdp.mode.to_string(),
+                ..XdpStatus::default()
+            },
             Some(dp) => {
                 let counters = dp.counters().unwrap_or_default();
                 let cap = dp.capacity();
@@ -128,7 +131,10 @@ impl Daemon {
                     counters: COUNTER_NAMES
                         .iter()
                         .zip(counters)
-                        .map(|(n, v)| Counter { name: (*n).to_string(), value: v })
+                        .map(|(n, v)| Counter {
+                            name: (*n).to_string(),
+                            value: v,
+                        })
                         .collect(),
                 }
             }
@@ -160,7 +166,9 @@ impl Daemon {
                     || cfg.xdp.interface != self.cfg.xdp.interface
                     || cfg.instance != self.cfg.instance
                 {
-                    tracing::warn!("listen addresses, instance and XDP settings change only on restart");
+                    tracing::warn!(
+                        "listen addresses, instance and XDP settings change only on restart"
+                    );
                 }
                 compile::compile(&cfg).map_err(|e| e.to_string())
             });
@@ -180,7 +188,9 @@ impl Daemon {
             {
                 // The maps may now mix old and new answers: stop answering from them; the
                 // daemon answers everything from the new configuration instead.
-                tracing::error!("updating the XDP maps failed ({e:#}); XDP now passes all queries up");
+                tracing::error!(
+                    "updating the XDP maps failed ({e:#}); XDP now passes all queries up"
+                );
                 if let Ok(c) = xdp_config(&self.cfg, false) {
                     let _ = d.set_config(&c);
                 }
@@ -190,7 +200,11 @@ impl Daemon {
         self.shared.snapshot.store(Arc::new(new));
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *self.last_reload_error.lock().expect("lock") = None;
-        tracing::info!("reloaded: {hot} hot answers, {} changed, in {:?}", changes.len(), t.elapsed());
+        tracing::info!(
+            "reloaded: {hot} hot answers, {} changed, in {:?}",
+            changes.len(),
+            t.elapsed()
+        );
     }
 }
 
@@ -215,7 +229,11 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
         st.skipped
     );
     let how = dp.attach(iface, cfg.xdp.mode)?;
-    tracing::info!("XDP attached to {iface} ({}), maps pinned under {}", how.as_str(), pin_dir.display());
+    tracing::info!(
+        "XDP attached to {iface} ({}), maps pinned under {}",
+        how.as_str(),
+        pin_dir.display()
+    );
     Ok(dp)
 }
 
@@ -245,7 +263,12 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
             }
             let l = server::bind_tcp(addr).with_context(|| format!("bind TCP {addr}"))?;
             let l = tokio::net::TcpListener::from_std(l)?;
-            tasks.spawn(server::tcp_acceptor(l, Arc::clone(&shared), cfg.tcp_idle_timeout, cfg.tcp_max_connections));
+            tasks.spawn(server::tcp_acceptor(
+                l,
+                Arc::clone(&shared),
+                cfg.tcp_idle_timeout,
+                cfg.tcp_max_connections,
+            ));
         }
         Ok(())
     })();
@@ -259,7 +282,8 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     let status_daemon = Arc::clone(&daemon);
     let socket = inst.socket();
     tasks.spawn(async move {
-        let status: Arc<dyn Fn() -> Status + Send + Sync> = Arc::new(move || status_daemon.status());
+        let status: Arc<dyn Fn() -> Status + Send + Sync> =
+            Arc::new(move || status_daemon.status());
         if let Err(e) = control::serve(&socket, status).await {
             tracing::error!("control socket: {e:#}");
         }
@@ -270,7 +294,11 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
         env!("CARGO_PKG_VERSION"),
         inst.name,
         inst.netns_id(),
-        cfg.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        cfg.listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     instance::notify("READY=1");
 

@@ -65,13 +65,24 @@ impl Borrow<[u8]> for HotKey {
 
 impl fmt::Debug for HotKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} r{}", self.presentation(), RecordType::from(self.qtype()), self.region())
+        write!(
+            f,
+            "{} {} r{}",
+            self.presentation(),
+            RecordType::from(self.qtype()),
+            self.region()
+        )
     }
 }
 
 /// Writes the lookup form of a query's key into `buf`: QTYPE, region, lowercased QNAME. `qname`
 /// is the wire-form QNAME as received.
-pub fn lookup_key<'b>(buf: &'b mut [u8; 4 + 255], qname: &[u8], qtype: u16, region: u16) -> &'b [u8] {
+pub fn lookup_key<'b>(
+    buf: &'b mut [u8; 4 + 255],
+    qname: &[u8],
+    qtype: u16,
+    region: u16,
+) -> &'b [u8] {
     let n = qname.len().min(255);
     buf[..2].copy_from_slice(&qtype.to_be_bytes());
     buf[2..4].copy_from_slice(&region.to_be_bytes());
@@ -145,7 +156,12 @@ impl HotAnswer {
                 _ => return None,
             }
         }
-        Some(Self { ttl, rrtype, count: rdatas.len() as u16, rdata: rdata.into_boxed_slice() })
+        Some(Self {
+            ttl,
+            rrtype,
+            count: rdatas.len() as u16,
+            rdata: rdata.into_boxed_slice(),
+        })
     }
 
     /// Whether it fits a small slot.
@@ -254,11 +270,17 @@ impl HotTable {
             .map
             .keys()
             .filter(|k| !new.map.contains_key(*k))
-            .map(|k| Change { key: k.clone(), answer: None })
+            .map(|k| Change {
+                key: k.clone(),
+                answer: None,
+            })
             .collect();
         for (k, v) in &new.map {
             if self.map.get(k).is_none_or(|old| old != v) {
-                out.push(Change { key: k.clone(), answer: Some(Arc::clone(v)) });
+                out.push(Change {
+                    key: k.clone(),
+                    answer: Some(Arc::clone(v)),
+                });
             }
         }
         out
@@ -314,12 +336,22 @@ mod tests {
     #[test]
     fn diff_adds_replaces_and_removes() {
         let a = |o: u8| {
-            Arc::new(HotAnswer::from_rrset(60, &[RData::A(A(Ipv4Addr::new(198, 18, 0, o)))]).unwrap())
+            Arc::new(
+                HotAnswer::from_rrset(60, &[RData::A(A(Ipv4Addr::new(198, 18, 0, o)))]).unwrap(),
+            )
         };
         let k = |n: &str| HotKey::new(&Name::from_ascii(n).unwrap().to_bytes().unwrap(), TYPE_A, 0);
-        let old = HotTable { map: [(k("a.test."), a(1)), (k("b.test."), a(2))].into() };
-        let new = HotTable { map: [(k("b.test."), a(3)), (k("c.test."), a(4))].into() };
-        let mut d: Vec<_> = old.diff(&new).into_iter().map(|c| (c.key.presentation(), c.answer)).collect();
+        let old = HotTable {
+            map: [(k("a.test."), a(1)), (k("b.test."), a(2))].into(),
+        };
+        let new = HotTable {
+            map: [(k("b.test."), a(3)), (k("c.test."), a(4))].into(),
+        };
+        let mut d: Vec<_> = old
+            .diff(&new)
+            .into_iter()
+            .map(|c| (c.key.presentation(), c.answer))
+            .collect();
         d.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(d.len(), 3);
         assert_eq!(d[0], ("a.test.".into(), None));
@@ -330,7 +362,9 @@ mod tests {
 
     #[test]
     fn rrset_limits() {
-        let many: Vec<RData> = (0..17).map(|i| RData::A(A(Ipv4Addr::new(198, 18, 0, i)))).collect();
+        let many: Vec<RData> = (0..17)
+            .map(|i| RData::A(A(Ipv4Addr::new(198, 18, 0, i))))
+            .collect();
         assert!(HotAnswer::from_rrset(60, &many).is_none());
         let ok = HotAnswer::from_rrset(60, &many[..16]).unwrap();
         assert!(!ok.is_small());

@@ -38,14 +38,20 @@ pub struct Instance {
 impl Instance {
     /// `name` in the current network namespace.
     pub fn current(name: &str) -> Result<Self> {
-        Ok(Self { name: name.to_string(), netns: netns_inode(Path::new("/proc/self/ns/net"))? })
+        Ok(Self {
+            name: name.to_string(),
+            netns: netns_inode(Path::new("/proc/self/ns/net"))?,
+        })
     }
 
     /// `name` in the named network namespace (`ip netns` name), or the current one.
     pub fn lookup(name: &str, netns: Option<&str>) -> Result<Self> {
         match netns {
             None => Self::current(name),
-            Some(ns) => Ok(Self { name: name.to_string(), netns: netns_inode(&netns_path(ns))? }),
+            Some(ns) => Ok(Self {
+                name: name.to_string(),
+                netns: netns_inode(&netns_path(ns))?,
+            }),
         }
     }
 
@@ -68,17 +74,22 @@ impl Instance {
     /// The control socket.
     #[must_use]
     pub fn socket(&self) -> PathBuf {
-        Path::new(RUN_DIR).join(self.netns_id()).join(format!("{}.sock", self.name))
+        Path::new(RUN_DIR)
+            .join(self.netns_id())
+            .join(format!("{}.sock", self.name))
     }
 
     fn lock_path(&self) -> PathBuf {
-        Path::new(RUN_DIR).join(self.netns_id()).join(format!("{}.lock", self.name))
+        Path::new(RUN_DIR)
+            .join(self.netns_id())
+            .join(format!("{}.lock", self.name))
     }
 
     /// Takes the instance lock, or fails naming the PID that holds it.
     pub fn lock(&self) -> Result<InstanceLock> {
         let path = self.lock_path();
-        fs::create_dir_all(path.parent().expect("has parent")).with_context(|| format!("create {}", RUN_DIR))?;
+        fs::create_dir_all(path.parent().expect("has parent"))
+            .with_context(|| format!("create {}", RUN_DIR))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -155,17 +166,21 @@ pub fn netns_path(name: &str) -> PathBuf {
 }
 
 fn netns_inode(path: &Path) -> Result<u64> {
-    Ok(fs::metadata(path).with_context(|| format!("network namespace {}", path.display()))?.ino())
+    Ok(fs::metadata(path)
+        .with_context(|| format!("network namespace {}", path.display()))?
+        .ino())
 }
 
 /// Moves this thread (and threads it creates from now on) into the named network namespace.
 /// Call before starting other threads.
 pub fn enter_netns(name: &str) -> Result<()> {
     let path = netns_path(name);
-    let f = File::open(&path).with_context(|| format!("open network namespace {}", path.display()))?;
+    let f =
+        File::open(&path).with_context(|| format!("open network namespace {}", path.display()))?;
     // SAFETY: setns with a namespace fd we own; affects only the calling thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("enter network namespace {name}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("enter network namespace {name}"));
     }
     Ok(())
 }
@@ -182,7 +197,16 @@ pub fn ensure_bpffs() -> Result<()> {
     tracing::info!("mounting bpffs on {BPFFS}");
     let fstype = CString::new("bpf").expect("no NUL");
     // SAFETY: plain mount(2) with valid C strings.
-    if unsafe { libc::mount(fstype.as_ptr(), path.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+    if unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error()).context("mount bpffs on /sys/fs/bpf");
     }
     Ok(())
@@ -191,7 +215,9 @@ pub fn ensure_bpffs() -> Result<()> {
 /// Tells a supervisor (`NOTIFY_SOCKET`, as systemd's `Type=notify` and the test harness use)
 /// our state, e.g. `READY=1`.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match UnixDatagram::unbound() {
         Ok(s) => s,
         Err(e) => {
@@ -202,7 +228,8 @@ pub fn notify(state: &str) {
     let bytes = path.as_bytes();
     let r = if let Some(abs) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt as _;
-        std::os::unix::net::SocketAddr::from_abstract_name(abs).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(abs)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
         sock.send_to(state.as_bytes(), Path::new(&path))
     };
@@ -254,7 +281,9 @@ pub fn interface_addresses(iface: &str) -> Result<Vec<std::net::IpAddr>> {
             libc::AF_INET => {
                 // SAFETY: AF_INET means sockaddr_in.
                 let sa = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push(std::net::IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()));
+                out.push(std::net::IpAddr::from(
+                    u32::from_be(sa.sin_addr.s_addr).to_be_bytes(),
+                ));
             }
             libc::AF_INET6 => {
                 // SAFETY: AF_INET6 means sockaddr_in6.

@@ -15,7 +15,11 @@ use dnsfast::{
 use hickory_proto::rr::RecordType;
 
 #[derive(Parser)]
-#[command(name = "dnsfast", version, about = "Authoritative DNS with an XDP fast path")]
+#[command(
+    name = "dnsfast",
+    version,
+    about = "Authoritative DNS with an XDP fast path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,7 +97,11 @@ fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { config, netns } => run(&config, netns.as_deref()),
         Command::Check { config } => check(&config),
-        Command::Status { instance, netns, json } => {
+        Command::Status {
+            instance,
+            netns,
+            json,
+        } => {
             let socket = find_socket(instance.as_deref(), netns.as_deref())?;
             let st = control::query(&socket)?;
             if json {
@@ -146,7 +154,10 @@ fn find_socket(name: Option<&str>, netns: Option<&str>) -> Result<PathBuf> {
     let found = instance::running_sockets(here.netns);
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no dnsfast instance runs in network namespace {}", here.netns_id()),
+        [] => bail!(
+            "no dnsfast instance runs in network namespace {}",
+            here.netns_id()
+        ),
         many => bail!(
             "several instances run here, pick one with --instance: {}",
             many.iter()
@@ -159,12 +170,20 @@ fn find_socket(name: Option<&str>, netns: Option<&str>) -> Result<PathBuf> {
 
 fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
     let socket = find_socket(name, netns)?;
-    let inst_name = socket.file_stem().context("socket name")?.to_string_lossy().into_owned();
+    let inst_name = socket
+        .file_stem()
+        .context("socket name")?
+        .to_string_lossy()
+        .into_owned();
     let inst = Instance::lookup(&inst_name, netns)?;
     let dir = inst.pin_dir();
     let mut entries = xdp::read_pinned(&dir)?;
     entries.sort_by(|a, b| (&a.name, a.qtype, a.region).cmp(&(&b.name, b.qtype, b.region)));
-    println!("# {} hot entries pinned under {}", entries.len(), dir.display());
+    println!(
+        "# {} hot entries pinned under {}",
+        entries.len(),
+        dir.display()
+    );
     for e in entries {
         let addrs = e.answer.as_ref().map_or_else(
             || "(no answer)".to_string(),
@@ -173,8 +192,11 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
                 a.rdata
                     .chunks(per)
                     .map(|c| match per {
-                        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(c).expect("4")).to_string(),
-                        _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16")).to_string(),
+                        4 => {
+                            std::net::Ipv4Addr::from(<[u8; 4]>::try_from(c).expect("4")).to_string()
+                        }
+                        _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16"))
+                            .to_string(),
                     })
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -202,7 +224,9 @@ fn pass(interface: &str, netns: Option<&str>) -> Result<()> {
     let _prog = xdp::attach_pass(interface)?;
     tracing::info!("pass program attached to {interface}; Ctrl-C detaches it");
     instance::notify("READY=1");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

@@ -78,7 +78,10 @@ struct Pool {
 
 impl Pool {
     fn new(n: u32, tag: u32) -> Self {
-        Self { free: (0..n).rev().map(|i| i | tag).collect(), pending: Vec::new() }
+        Self {
+            free: (0..n).rev().map(|i| i | tag).collect(),
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -146,11 +149,21 @@ impl MapSync {
     }
 
     fn slot_pool(answer: &HotAnswer) -> fn(&mut Self) -> &mut Pool {
-        if answer.is_small() { |s| &mut s.small } else { |s| &mut s.large }
+        if answer.is_small() {
+            |s| &mut s.small
+        } else {
+            |s| &mut s.large
+        }
     }
 
     fn release_slot(&mut self, slot: u32) {
-        if slot & SLOT_LARGE != 0 { &mut self.large } else { &mut self.small }.pending.push(slot);
+        if slot & SLOT_LARGE != 0 {
+            &mut self.large
+        } else {
+            &mut self.small
+        }
+        .pending
+        .push(slot);
     }
 
     /// Plans `changes`. Afterwards the maps hold the new answers; ids they no longer use are
@@ -184,10 +197,22 @@ impl MapSync {
                         skipped += 1;
                         continue;
                     };
-                    ops.push(Op::WriteSlot { slot, answer: Arc::clone(answer) });
-                    ops.push(Op::Flip { entry: live.entry, slot });
+                    ops.push(Op::WriteSlot {
+                        slot,
+                        answer: Arc::clone(answer),
+                    });
+                    ops.push(Op::Flip {
+                        entry: live.entry,
+                        slot,
+                    });
                     self.release_slot(live.slot);
-                    self.live.insert(c.key.clone(), Live { entry: live.entry, slot });
+                    self.live.insert(
+                        c.key.clone(),
+                        Live {
+                            entry: live.entry,
+                            slot,
+                        },
+                    );
                 }
                 None => inserts.push((c.key.clone(), Arc::clone(answer))),
             }
@@ -209,7 +234,10 @@ impl MapSync {
             };
             ops.push(Op::WriteSlot { slot, answer });
             ops.push(Op::Flip { entry, slot });
-            ops.push(Op::InsertKey { key: key.clone(), entry });
+            ops.push(Op::InsertKey {
+                key: key.clone(),
+                entry,
+            });
             self.live.insert(key, Live { entry, slot });
         }
 
@@ -226,7 +254,9 @@ mod tests {
     use super::*;
 
     fn answer(n: u8, count: u8) -> Arc<HotAnswer> {
-        let rd: Vec<RData> = (0..count).map(|i| RData::A(A(Ipv4Addr::new(198, 18, n, i)))).collect();
+        let rd: Vec<RData> = (0..count)
+            .map(|i| RData::A(A(Ipv4Addr::new(198, 18, n, i))))
+            .collect();
         Arc::new(HotAnswer::from_rrset(60, &rd).unwrap())
     }
 
@@ -235,7 +265,10 @@ mod tests {
     }
 
     fn set(k: u32, a: Arc<HotAnswer>) -> Change {
-        Change { key: key(k), answer: Some(a) }
+        Change {
+            key: key(k),
+            answer: Some(a),
+        }
     }
 
     /// A model of what a reader can see: replays ops and checks the invariants.
@@ -254,8 +287,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::WriteSlot { slot, answer } => {
-                        let reachable =
-                            self.keys.values().any(|e| self.index.get(e) == Some(slot));
+                        let reachable = self.keys.values().any(|e| self.index.get(e) == Some(slot));
                         assert!(
                             !reachable && !self.maybe_read_slots.contains(slot),
                             "slot {slot:#x} written while a reader may see it"
@@ -269,8 +301,14 @@ mod tests {
                         }
                     }
                     Op::InsertKey { key, entry } => {
-                        assert!(!self.deleted_since_grace, "insert after a delete without a grace period");
-                        assert!(!self.keys.values().any(|e| e == entry), "entry {entry} shared");
+                        assert!(
+                            !self.deleted_since_grace,
+                            "insert after a delete without a grace period"
+                        );
+                        assert!(
+                            !self.keys.values().any(|e| e == entry),
+                            "entry {entry} shared"
+                        );
                         self.keys.insert(key.clone(), *entry);
                     }
                     Op::DeleteKey { key } => {
@@ -291,13 +329,20 @@ mod tests {
         }
 
         fn answer(&self, k: &HotKey) -> Option<&Arc<HotAnswer>> {
-            self.keys.get(k).and_then(|e| self.index.get(e)).and_then(|s| self.slots.get(s))
+            self.keys
+                .get(k)
+                .and_then(|e| self.index.get(e))
+                .and_then(|s| self.slots.get(s))
         }
     }
 
     #[test]
     fn batches_keep_readers_safe_and_end_consistent() {
-        let mut sync = MapSync::new(Capacity { entries: 8, small: 10, large: 3 });
+        let mut sync = MapSync::new(Capacity {
+            entries: 8,
+            small: 10,
+            large: 3,
+        });
         let mut model = Model::default();
         let mut want: HashMap<u32, Arc<HotAnswer>> = HashMap::new();
         // Deterministic pseudo-random batches: adds, replacements (small <-> large), removals.
@@ -312,7 +357,10 @@ mod tests {
                     continue;
                 }
                 if (x >> 20) % 4 == 0 {
-                    changes.push(Change { key: key(k), answer: None });
+                    changes.push(Change {
+                        key: key(k),
+                        answer: None,
+                    });
                     want.remove(&k);
                 } else {
                     let a = answer((round % 200) as u8, 1 + ((x >> 4) % 8) as u8);
@@ -325,7 +373,9 @@ mod tests {
             for k in 0..10 {
                 let got = model.answer(&key(k));
                 match want.get(&k) {
-                    Some(a) if plan.skipped == 0 => assert_eq!(got, Some(a), "round {round} key {k}"),
+                    Some(a) if plan.skipped == 0 => {
+                        assert_eq!(got, Some(a), "round {round} key {k}")
+                    }
                     Some(_) => {}
                     None => assert_eq!(got, None, "round {round} key {k} should be gone"),
                 }
@@ -339,15 +389,27 @@ mod tests {
 
     #[test]
     fn full_maps_skip_instead_of_failing() {
-        let mut sync = MapSync::new(Capacity { entries: 2, small: 4, large: 2 });
-        let plan = sync.plan(&[set(1, answer(1, 1)), set(2, answer(2, 1)), set(3, answer(3, 1))]);
+        let mut sync = MapSync::new(Capacity {
+            entries: 2,
+            small: 4,
+            large: 2,
+        });
+        let plan = sync.plan(&[
+            set(1, answer(1, 1)),
+            set(2, answer(2, 1)),
+            set(3, answer(3, 1)),
+        ]);
         assert_eq!(plan.skipped, 1);
         assert_eq!(sync.len(), 2);
     }
 
     #[test]
     fn replacing_reuses_slots_only_after_grace() {
-        let mut sync = MapSync::new(Capacity { entries: 1, small: 2, large: 1 });
+        let mut sync = MapSync::new(Capacity {
+            entries: 1,
+            small: 2,
+            large: 1,
+        });
         let mut model = Model::default();
         for i in 0..10 {
             let plan = sync.plan(&[set(1, answer(i, 1))]);

@@ -51,7 +51,8 @@ fn encode_sections(
         enc.emit_u16(1).ok()?;
         enc.emit_u16(sections[0].len() as u16).ok()?;
         enc.emit_u16(sections[1].len() as u16).ok()?;
-        enc.emit_u16((sections[2].len() + usize::from(q.edns.is_some())) as u16).ok()?;
+        enc.emit_u16((sections[2].len() + usize::from(q.edns.is_some())) as u16)
+            .ok()?;
         // The question name through the encoder (not as raw bytes) so later names compress
         // against it; hickory keeps the case, so the bytes are the client's.
         qname.emit(&mut enc).ok()?;
@@ -74,14 +75,25 @@ fn encode_sections(
 /// question and OPT goes and TC is set.
 #[must_use]
 pub fn encode(q: &Query, qname: &Name, ans: &Answer, limit: usize) -> Option<Vec<u8>> {
-    let full = encode_sections(q, qname, ans, [&ans.answer, &ans.authority, &ans.additional], false)?;
+    let full = encode_sections(
+        q,
+        qname,
+        ans,
+        [&ans.answer, &ans.authority, &ans.additional],
+        false,
+    )?;
     if full.len() <= limit {
         return Some(full);
     }
     // Optional records go first, as many as needed, from the end.
     for keep in (0..ans.additional.len()).rev() {
-        let m =
-            encode_sections(q, qname, ans, [&ans.answer, &ans.authority, &ans.additional[..keep]], false)?;
+        let m = encode_sections(
+            q,
+            qname,
+            ans,
+            [&ans.answer, &ans.authority, &ans.additional[..keep]],
+            false,
+        )?;
         if m.len() <= limit {
             return Some(m);
         }

@@ -110,7 +110,11 @@ impl Stats {
         }
         let rc = usize::from(msg[3] & 0x0F);
         // An extended RCODE rides in the OPT record; BADVERS is the only one we send.
-        let rc = if rc == 0 && msg[11] == 1 && is_badvers(msg) { 16 } else { rc };
+        let rc = if rc == 0 && msg[11] == 1 && is_badvers(msg) {
+            16
+        } else {
+            rc
+        };
         self.rcodes[rc].fetch_add(1, Ordering::Relaxed);
         if msg[2] & 0x02 != 0 {
             self.truncated.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +124,10 @@ impl Stats {
 
 /// Whether the response ends with an OPT record carrying extended RCODE 1 (BADVERS).
 fn is_badvers(msg: &[u8]) -> bool {
-    msg.len() >= 11 && msg[msg.len() - 11] == 0 && msg[msg.len() - 10..msg.len() - 8] == [0, 41] && msg[msg.len() - 6] == 1
+    msg.len() >= 11
+        && msg[msg.len() - 11] == 0
+        && msg[msg.len() - 10..msg.len() - 8] == [0, 41]
+        && msg[msg.len() - 6] == 1
 }
 
 /// State every worker shares.
@@ -138,7 +145,11 @@ impl Shared {
     /// Serves `snapshot`.
     #[must_use]
     pub fn new(snapshot: Snapshot) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot), stats: Stats::default(), rotation: AtomicU32::new(0) }
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stats: Stats::default(),
+            rotation: AtomicU32::new(0),
+        }
     }
 }
 
@@ -171,7 +182,10 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
     if hot_shape {
         let mut key = [0u8; 4 + 255];
         let qname = &msg[HEADER_LEN..HEADER_LEN + q.name_len];
-        if let Some(ans) = snap.hot.get(lookup_key(&mut key, qname, q.qtype, REGION_ANY)) {
+        if let Some(ans) = snap
+            .hot
+            .get(lookup_key(&mut key, qname, q.qtype, REGION_ANY))
+        {
             let mut buf = [0u8; MSG_BUF_LEN];
             buf[..msg.len()].copy_from_slice(msg);
             let mut cell = 0;
@@ -194,7 +208,12 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
         );
     }
     let qname = decode_qname(msg)?;
-    let ans = answer::resolve(&snap.zones, &qname, RecordType::from(q.qtype), DNSClass::from(q.qclass));
+    let ans = answer::resolve(
+        &snap.zones,
+        &qname,
+        RecordType::from(q.qtype),
+        DNSClass::from(q.qclass),
+    );
     response::encode(&q, &qname, &ans, limit)
 }
 
@@ -293,7 +312,9 @@ async fn tcp_connection(stream: TcpStream, shared: &Shared, idle: Duration) -> i
         msg.resize(len, 0);
         tokio::time::timeout(idle, rd.read_exact(&mut msg))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query not completed in time"))??;
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "query not completed in time")
+            })??;
         shared.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
         if let Some(resp) = handle(shared, &msg, true) {
             let mut out = Vec::with_capacity(2 + resp.len());

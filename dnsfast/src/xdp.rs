@@ -13,13 +13,14 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId, TestRun as _, TestRunOptions},
+    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSmall, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX,
-        MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_GRACE, MAP_HOT, MAP_SCRATCH, MAP_STATS,
-        PROG_DNSFAST, PROG_PASS, SLOT_LARGE, SLOT_NONE, XdpConfig, name_class,
+        AnswerLarge, AnswerSmall, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
+        MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_GRACE, MAP_HOT,
+        MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, SLOT_LARGE, SLOT_NONE, XdpConfig,
+        name_class,
     },
     stats::COUNTERS,
 };
@@ -31,7 +32,8 @@ use crate::{
 };
 
 /// The XDP program, built by `build.rs`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dnsfast-xdp"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dnsfast-xdp"));
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -71,7 +73,12 @@ impl IndexMap {
             return Err(std::io::Error::last_os_error()).context("mmap ANSWER_INDEX");
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| anyhow!("mmap returned null"))?;
-        let m = Self { _map: map, base, len, entries };
+        let m = Self {
+            _map: map,
+            base,
+            len,
+            entries,
+        };
         for e in 0..entries {
             m.store(e, SLOT_NONE);
         }
@@ -155,17 +162,23 @@ where
     T: TryFrom<Map>,
     <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
 {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     if let Some(dir) = pin_dir {
-        map.pin(dir.join(name)).with_context(|| format!("pin {name} under {}", dir.display()))?;
+        map.pin(dir.join(name))
+            .with_context(|| format!("pin {name} under {}", dir.display()))?;
     }
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
 fn raw_map(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> Result<MapData> {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     if let Some(dir) = pin_dir {
-        map.pin(dir.join(name)).with_context(|| format!("pin {name} under {}", dir.display()))?;
+        map.pin(dir.join(name))
+            .with_context(|| format!("pin {name} under {}", dir.display()))?;
     }
     match map {
         Map::Array(d) => Ok(d),
@@ -192,11 +205,16 @@ impl Dataplane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
-            prog.load().with_context(|| format!("verify/load program {name}"))?;
+            prog.load()
+                .with_context(|| format!("verify/load program {name}"))?;
         }
         if let Some(dir) = pin_dir {
-            let prog: &mut Xdp = ebpf.program_mut(PROG_DNSFAST).expect("loaded above").try_into()?;
-            prog.pin(dir.join(PROG_DNSFAST)).context("pin the program")?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(PROG_DNSFAST)
+                .expect("loaded above")
+                .try_into()?;
+            prog.pin(dir.join(PROG_DNSFAST))
+                .context("pin the program")?;
         }
         // The scratch map is the program's own; pinning it lets bpftool show it, nothing more.
         if let Some(dir) = pin_dir
@@ -204,7 +222,8 @@ impl Dataplane {
         {
             m.pin(dir.join(MAP_SCRATCH)).context("pin SCRATCH")?;
         }
-        let grace_inner = Array::<MapData, u32>::create(1, 0).context("create the grace inner map")?;
+        let grace_inner =
+            Array::<MapData, u32>::create(1, 0).context("create the grace inner map")?;
         let mut dp = Self {
             hot32: take(&mut ebpf, MAP_HOT[0], pin_dir)?,
             hot64: take(&mut ebpf, MAP_HOT[1], pin_dir)?,
@@ -248,14 +267,20 @@ impl Dataplane {
     /// Attaches the answering program to `iface`. Native mode falls back to generic when the
     /// driver refuses, with a warning.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attached> {
-        let prog: &mut Xdp = self.ebpf.program_mut(PROG_DNSFAST).expect("loaded").try_into()?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_DNSFAST)
+            .expect("loaded")
+            .try_into()?;
         let (id, how) = match mode {
             XdpMode::Off => bail!("attach called with xdp off"),
             XdpMode::Generic => (prog.attach(iface, AyaXdpMode::Skb)?, Attached::Generic),
             XdpMode::Native => match prog.attach(iface, AyaXdpMode::Driver) {
                 Ok(id) => (id, Attached::Native),
                 Err(e) => {
-                    tracing::warn!("native XDP on {iface} failed ({e}); falling back to generic XDP");
+                    tracing::warn!(
+                        "native XDP on {iface} failed ({e}); falling back to generic XDP"
+                    );
                     (
                         prog.attach(iface, AyaXdpMode::Skb)
                             .with_context(|| format!("attach XDP to {iface}"))?,
@@ -271,7 +296,11 @@ impl Dataplane {
     /// Detaches from the interface (also done on drop).
     pub fn detach(&mut self) -> Result<()> {
         if let Some((id, _)) = self.link.take() {
-            let prog: &mut Xdp = self.ebpf.program_mut(PROG_DNSFAST).expect("loaded").try_into()?;
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(PROG_DNSFAST)
+                .expect("loaded")
+                .try_into()?;
             prog.detach(id)?;
         }
         Ok(())
@@ -286,7 +315,11 @@ impl Dataplane {
     /// Brings the maps in line with `changes`, never exposing a half-written answer.
     pub fn apply(&mut self, changes: &[Change]) -> Result<ApplyStats> {
         let plan = self.sync.plan(changes);
-        let mut stats = ApplyStats { ops: plan.ops.len(), skipped: plan.skipped, graces: 0 };
+        let mut stats = ApplyStats {
+            ops: plan.ops.len(),
+            skipped: plan.skipped,
+            graces: 0,
+        };
         for op in &plan.ops {
             match op {
                 Op::WriteSlot { slot, answer } => self.write_slot(*slot, answer)?,
@@ -294,7 +327,9 @@ impl Dataplane {
                 Op::InsertKey { key, entry } => self.insert_key(key, *entry)?,
                 Op::DeleteKey { key } => self.delete_key(key)?,
                 Op::Grace => {
-                    self.grace.set(0, &self.grace_inner, 0).context("grace period")?;
+                    self.grace
+                        .set(0, &self.grace_inner, 0)
+                        .context("grace period")?;
                     stats.graces += 1;
                 }
             }
@@ -322,10 +357,18 @@ impl Dataplane {
     fn insert_key(&mut self, key: &HotKey, entry: u32) -> Result<()> {
         let v = HotRef { entry };
         match name_class(key.name().len()) {
-            0 => self.hot32.insert(fill_key(key, HotKey32::zeroed()), v, BPF_NOEXIST)?,
-            1 => self.hot64.insert(fill_key(key, HotKey64::zeroed()), v, BPF_NOEXIST)?,
-            2 => self.hot128.insert(fill_key(key, HotKey128::zeroed()), v, BPF_NOEXIST)?,
-            _ => self.hot256.insert(fill_key(key, HotKey256::zeroed()), v, BPF_NOEXIST)?,
+            0 => self
+                .hot32
+                .insert(fill_key(key, HotKey32::zeroed()), v, BPF_NOEXIST)?,
+            1 => self
+                .hot64
+                .insert(fill_key(key, HotKey64::zeroed()), v, BPF_NOEXIST)?,
+            2 => self
+                .hot128
+                .insert(fill_key(key, HotKey128::zeroed()), v, BPF_NOEXIST)?,
+            _ => self
+                .hot256
+                .insert(fill_key(key, HotKey256::zeroed()), v, BPF_NOEXIST)?,
         }
         Ok(())
     }
@@ -350,7 +393,11 @@ impl Dataplane {
     /// Runs the answering program once on `frame` (`BPF_PROG_RUN`): the XDP action and the
     /// frame as the program left it.
     pub fn test_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let prog: &Xdp = self.ebpf.program(PROG_DNSFAST).expect("loaded").try_into()?;
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_DNSFAST)
+            .expect("loaded")
+            .try_into()?;
         let mut out = vec![0u8; frame.len() + 4096];
         let r = prog.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -416,9 +463,13 @@ pub fn attach_pass(iface: &str) -> Result<PassProgram> {
         .map_max_entries(MAP_ANSWERS_SMALL, 1)
         .map_max_entries(MAP_ANSWERS_LARGE, 1);
     let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
-    let prog: &mut Xdp = ebpf.program_mut(PROG_PASS).ok_or_else(|| anyhow!("no pass program"))?.try_into()?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_PASS)
+        .ok_or_else(|| anyhow!("no pass program"))?
+        .try_into()?;
     prog.load()?;
-    prog.attach(iface, AyaXdpMode::Driver).with_context(|| format!("attach the pass program to {iface}"))?;
+    prog.attach(iface, AyaXdpMode::Driver)
+        .with_context(|| format!("attach the pass program to {iface}"))?;
     Ok(PassProgram { _ebpf: ebpf })
 }
 
@@ -442,7 +493,8 @@ pub struct PinnedEntry {
 /// Reads every hot entry from the maps pinned under `dir`.
 pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
     let open = |name: &str| {
-        MapData::from_pin(dir.join(name)).with_context(|| format!("open {}", dir.join(name).display()))
+        MapData::from_pin(dir.join(name))
+            .with_context(|| format!("open {}", dir.join(name).display()))
     };
     let index: Array<MapData, u32> = Array::try_from(Map::Array(open(MAP_ANSWER_INDEX)?))?;
     let small: Array<MapData, AnswerSmall> = Array::try_from(Map::Array(open(MAP_ANSWERS_SMALL)?))?;
@@ -460,17 +512,34 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
             Some((a.ttl, a.rrtype, a.count, a.rdata.to_vec()))
         }
         .map(|(ttl, rrtype, count, mut rdata)| {
-            let per = if rrtype == dnsfast_common::wire::TYPE_AAAA { 16 } else { 4 };
+            let per = if rrtype == dnsfast_common::wire::TYPE_AAAA {
+                16
+            } else {
+                4
+            };
             rdata.truncate((usize::from(count) * per).min(rdata.len()));
-            HotAnswer { ttl, rrtype, count, rdata: rdata.into_boxed_slice() }
+            HotAnswer {
+                ttl,
+                rrtype,
+                count,
+                rdata: rdata.into_boxed_slice(),
+            }
         });
         let end = wire_len(name);
-        out.push(PinnedEntry { name: name[..end].to_vec(), qtype, region, entry, slot, answer });
+        out.push(PinnedEntry {
+            name: name[..end].to_vec(),
+            qtype,
+            region,
+            entry,
+            slot,
+            answer,
+        });
         Ok(())
     };
     macro_rules! scan {
         ($i:expr, $t:ty) => {{
-            let m: HashMap<MapData, $t, HotRef> = HashMap::try_from(Map::HashMap(open(MAP_HOT[$i])?))?;
+            let m: HashMap<MapData, $t, HotRef> =
+                HashMap::try_from(Map::HashMap(open(MAP_HOT[$i])?))?;
             for k in m.keys() {
                 let k = k?;
                 let v = m.get(&k, 0)?;
@@ -489,7 +558,9 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
 pub fn read_pinned_counters(dir: &Path) -> Result<Vec<u64>> {
     let stats: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(MapData::from_pin(dir.join(MAP_STATS))?))?;
-    (0..COUNTERS as u32).map(|i| Ok(stats.get(&i, 0)?.iter().sum())).collect()
+    (0..COUNTERS as u32)
+        .map(|i| Ok(stats.get(&i, 0)?.iter().sum()))
+        .collect()
 }
 
 /// Length of the wire name at the start of `buf` (up to and including the root label).

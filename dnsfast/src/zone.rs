@@ -43,7 +43,14 @@ pub struct ZoneError {
 
 impl fmt::Display for ZoneError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.field, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.field,
+            self.message
+        )
     }
 }
 
@@ -87,7 +94,11 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, ZoneError> {
     let mut line = 1;
     let mut paren_line = 0;
     let mut depth = 0usize;
-    let mut current = Entry { line: 1, blank_owner: false, tokens: Vec::new() };
+    let mut current = Entry {
+        line: 1,
+        blank_owner: false,
+        tokens: Vec::new(),
+    };
     let mut token: Option<Token> = None;
     let mut at_line_start = true;
     let mut i = 0;
@@ -105,7 +116,11 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, ZoneError> {
             if !current.tokens.is_empty() {
                 entries.push(std::mem::replace(
                     &mut current,
-                    Entry { line, blank_owner: false, tokens: Vec::new() },
+                    Entry {
+                        line,
+                        blank_owner: false,
+                        tokens: Vec::new(),
+                    },
                 ));
             }
             current.line = line;
@@ -161,10 +176,16 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, ZoneError> {
                     }
                 }
                 let end = i.min(bytes.len());
-                current.tokens.push(Token { text: text[start..end].to_string(), quoted: true });
+                current.tokens.push(Token {
+                    text: text[start..end].to_string(),
+                    quoted: true,
+                });
             }
             _ => {
-                let t = token.get_or_insert_with(|| Token { text: String::new(), quoted: false });
+                let t = token.get_or_insert_with(|| Token {
+                    text: String::new(),
+                    quoted: false,
+                });
                 if c == b'\\' {
                     // Keep the escape as written; names and hickory decode it.
                     let end = (i + 2).min(bytes.len());
@@ -207,7 +228,12 @@ struct ReadState {
 /// Reads the master file `path` of the zone `origin` (and its `$INCLUDE`s).
 pub fn read_file(path: &Path, origin: &Name) -> Result<Vec<SourceRecord>, ZoneError> {
     let mut out = Vec::new();
-    let mut state = ReadState { origin: origin.clone(), default_ttl: None, last_ttl: None, last_owner: None };
+    let mut state = ReadState {
+        origin: origin.clone(),
+        default_ttl: None,
+        last_ttl: None,
+        last_owner: None,
+    };
     let mut stack = Vec::new();
     read_into(path, &mut state, &mut stack, &mut out)?;
     Ok(out)
@@ -216,7 +242,12 @@ pub fn read_file(path: &Path, origin: &Name) -> Result<Vec<SourceRecord>, ZoneEr
 /// Reads zone text (tests, fuzzing) as if from `path`.
 pub fn read_text(text: &str, path: &Path, origin: &Name) -> Result<Vec<SourceRecord>, ZoneError> {
     let mut out = Vec::new();
-    let mut state = ReadState { origin: origin.clone(), default_ttl: None, last_ttl: None, last_owner: None };
+    let mut state = ReadState {
+        origin: origin.clone(),
+        default_ttl: None,
+        last_ttl: None,
+        last_owner: None,
+    };
     read_entries(text, path, &mut state, &mut Vec::new(), &mut out)?;
     Ok(out)
 }
@@ -233,12 +264,16 @@ fn read_into(
         field: "file".into(),
         message,
     };
-    let canonical = path.canonicalize().map_err(|e| file_err(format!("cannot open: {e}")))?;
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| file_err(format!("cannot open: {e}")))?;
     if stack.contains(&canonical) {
         return Err(file_err("$INCLUDE loop".into()));
     }
     if stack.len() >= MAX_INCLUDE_DEPTH {
-        return Err(file_err(format!("$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}")));
+        return Err(file_err(format!(
+            "$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}"
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
     stack.push(canonical);
@@ -271,7 +306,11 @@ fn read_entries(
             continue;
         }
         let record = record(&entry, state).map_err(|(f, m)| err(f, m))?;
-        out.push(SourceRecord { record, file: Arc::clone(&file), line: entry.line });
+        out.push(SourceRecord {
+            record,
+            file: Arc::clone(&file),
+            line: entry.line,
+        });
     }
     Ok(())
 }
@@ -299,18 +338,26 @@ fn directive(
     let args = &entry.tokens[1..];
     match name.as_str() {
         "$ORIGIN" => {
-            let [arg] = args else { return Err(Directive::Invalid("$ORIGIN takes one domain name".into())) };
+            let [arg] = args else {
+                return Err(Directive::Invalid("$ORIGIN takes one domain name".into()));
+            };
             state.origin = parse_name(&arg.text, &state.origin)?;
         }
         "$TTL" => {
-            let [arg] = args else { return Err(Directive::Invalid("$TTL takes one TTL".into())) };
+            let [arg] = args else {
+                return Err(Directive::Invalid("$TTL takes one TTL".into()));
+            };
             state.default_ttl = Some(ttl_value(&arg.text)?);
         }
         "$INCLUDE" => {
             let (file, origin) = match args {
                 [f] => (f, None),
                 [f, o] => (f, Some(o)),
-                _ => return Err(Directive::Invalid("$INCLUDE takes a file name and an optional origin".into())),
+                _ => {
+                    return Err(Directive::Invalid(
+                        "$INCLUDE takes a file name and an optional origin".into(),
+                    ));
+                }
             };
             let fname = file.text.trim_matches('"');
             let target = path.parent().unwrap_or(Path::new(".")).join(fname);
@@ -336,7 +383,8 @@ fn parse_name(text: &str, origin: &Name) -> Result<Name, String> {
     if text == "@" {
         return Ok(origin.clone());
     }
-    let mut name = Name::from_ascii(text).map_err(|e| format!("{text:?} is not a domain name: {e}"))?;
+    let mut name =
+        Name::from_ascii(text).map_err(|e| format!("{text:?} is not a domain name: {e}"))?;
     if !name.is_fqdn() {
         name = name
             .append_domain(origin)
@@ -347,9 +395,12 @@ fn parse_name(text: &str, origin: &Name) -> Result<Name, String> {
 }
 
 fn ttl_value(text: &str) -> Result<u32, String> {
-    let v = parse_ttl(text).map_err(|_| format!("{text:?} is not a TTL (seconds, or units: 1h30m)"))?;
+    let v =
+        parse_ttl(text).map_err(|_| format!("{text:?} is not a TTL (seconds, or units: 1h30m)"))?;
     if v > i32::MAX as u32 {
-        return Err(format!("{text} is larger than the largest TTL, 2147483647 (RFC 2181)"));
+        return Err(format!(
+            "{text} is larger than the largest TTL, 2147483647 (RFC 2181)"
+        ));
     }
     Ok(v)
 }
@@ -370,13 +421,18 @@ fn parse_type(text: &str) -> Result<RecordType, String> {
         && !n.is_empty()
         && n.bytes().all(|b| b.is_ascii_digit())
     {
-        return n.parse::<u16>().map(RecordType::from).map_err(|_| format!("{text} is out of range"));
+        return n
+            .parse::<u16>()
+            .map(RecordType::from)
+            .map_err(|_| format!("{text} is out of range"));
     }
     let t = RecordType::from_str(&u).map_err(|_| format!("unknown record type {text:?}"))?;
     match t {
-        RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR | RecordType::TSIG => {
-            Err(format!("{u} is a query or meta type, not zone data"))
-        }
+        RecordType::OPT
+        | RecordType::ANY
+        | RecordType::AXFR
+        | RecordType::IXFR
+        | RecordType::TSIG => Err(format!("{u} is a query or meta type, not zone data")),
         _ => Ok(t),
     }
 }
@@ -385,7 +441,10 @@ fn parse_type(text: &str) -> Result<RecordType, String> {
 fn record(entry: &Entry, state: &mut ReadState) -> Result<Record, (&'static str, String)> {
     let mut rest = &entry.tokens[..];
     let owner = if entry.blank_owner {
-        state.last_owner.clone().ok_or(("owner", "no owner, and no previous record to take it from".into()))?
+        state.last_owner.clone().ok_or((
+            "owner",
+            "no owner, and no previous record to take it from".into(),
+        ))?
     } else {
         let t = &rest[0];
         rest = &rest[1..];
@@ -441,7 +500,12 @@ fn one_token<'a>(rtype: RecordType, tokens: &'a [Token]) -> Result<&'a str, Stri
     }
 }
 
-fn rdata(rtype: RecordType, tokens: &[Token], owner: &Name, origin: &Name) -> Result<RData, String> {
+fn rdata(
+    rtype: RecordType,
+    tokens: &[Token],
+    owner: &Name,
+    origin: &Name,
+) -> Result<RData, String> {
     if tokens.first().is_some_and(|t| t.text == "\\#") {
         return generic_rdata(rtype, &tokens[1..]);
     }
@@ -449,7 +513,9 @@ fn rdata(rtype: RecordType, tokens: &[Token], owner: &Name, origin: &Name) -> Re
         // The common case, and the one large zones are made of: no detour through a parser.
         RecordType::A => {
             let t = one_token(rtype, tokens)?;
-            Ipv4Addr::from_str(t).map(|a| RData::A(A(a))).map_err(|_| format!("{t:?} is not an IPv4 address"))
+            Ipv4Addr::from_str(t)
+                .map(|a| RData::A(A(a)))
+                .map_err(|_| format!("{t:?} is not an IPv4 address"))
         }
         RecordType::AAAA => {
             let t = one_token(rtype, tokens)?;
@@ -457,15 +523,18 @@ fn rdata(rtype: RecordType, tokens: &[Token], owner: &Name, origin: &Name) -> Re
                 .map(|a| RData::AAAA(AAAA(a)))
                 .map_err(|_| format!("{t:?} is not an IPv6 address"))
         }
-        RecordType::Unknown(code) => {
-            Err(format!("TYPE{code} is unknown here: write its data in RFC 3597 form (\\# length hex)"))
-        }
+        RecordType::Unknown(code) => Err(format!(
+            "TYPE{code} is unknown here: write its data in RFC 3597 form (\\# length hex)"
+        )),
         _ => {
             if tokens.is_empty() {
                 return Err(format!("{rtype} needs data"));
             }
             let data: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
-            let text = format!("$ORIGIN {origin}\n{owner} 0 IN {rtype} {}\n", data.join(" "));
+            let text = format!(
+                "$ORIGIN {origin}\n{owner} 0 IN {rtype} {}\n",
+                data.join(" ")
+            );
             let (_, sets) = Parser::new(text, None, Some(origin.clone()))
                 .parse()
                 .map_err(|e| format!("{rtype}: {e}"))?;
@@ -482,7 +551,10 @@ fn generic_rdata(rtype: RecordType, tokens: &[Token]) -> Result<RData, String> {
     let Some((len_tok, hex)) = tokens.split_first() else {
         return Err("\\# needs a length".into());
     };
-    let len: usize = len_tok.text.parse().map_err(|_| format!("\\# length {:?} is not a number", len_tok.text))?;
+    let len: usize = len_tok
+        .text
+        .parse()
+        .map_err(|_| format!("\\# length {:?} is not a number", len_tok.text))?;
     let hex: String = hex.iter().map(|t| t.text.as_str()).collect();
     if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("\\# data {hex:?} is not hexadecimal octets"));
@@ -498,7 +570,10 @@ fn generic_rdata(rtype: RecordType, tokens: &[Token]) -> Result<RData, String> {
         return Err("\\# data longer than 65535 octets".into());
     }
     if let RecordType::Unknown(_) = rtype {
-        return Ok(RData::Unknown { code: rtype, rdata: NULL::with(bytes) });
+        return Ok(RData::Unknown {
+            code: rtype,
+            rdata: NULL::with(bytes),
+        });
     }
     // A known type in generic form must still be valid data of that type.
     let mut decoder = BinDecoder::new(&bytes);
@@ -521,7 +596,9 @@ pub struct RRset {
 impl RRset {
     /// The records of this set with owner `owner`.
     pub fn records<'a>(&'a self, owner: &'a Name) -> impl Iterator<Item = Record> + 'a {
-        self.rdatas.iter().map(move |d| Record::from_rdata(owner.clone(), self.ttl, d.clone()))
+        self.rdatas
+            .iter()
+            .map(move |d| Record::from_rdata(owner.clone(), self.ttl, d.clone()))
     }
 }
 
@@ -563,7 +640,11 @@ pub struct Zone {
 
 impl Zone {
     /// Checks `records` and builds the zone `origin`.
-    pub fn build(origin: &Name, file: &Path, records: Vec<SourceRecord>) -> Result<Self, ZoneError> {
+    pub fn build(
+        origin: &Name,
+        file: &Path,
+        records: Vec<SourceRecord>,
+    ) -> Result<Self, ZoneError> {
         let origin = origin.to_lowercase();
         let apex = LowerName::new(&origin);
         let zerr = |src: &SourceRecord, field: &str, message: String| ZoneError {
@@ -581,12 +662,20 @@ impl Zone {
             let r = &src.record;
             let owner = LowerName::new(&r.name);
             if !apex.zone_of(&owner) {
-                return Err(zerr(&src, "owner", format!("{} is outside the zone {origin}", r.name)));
+                return Err(zerr(
+                    &src,
+                    "owner",
+                    format!("{} is outside the zone {origin}", r.name),
+                ));
             }
             let rtype = r.record_type();
             if rtype == RecordType::SOA {
                 if owner != apex {
-                    return Err(zerr(&src, "owner", format!("SOA at {} is not at the apex {origin}", r.name)));
+                    return Err(zerr(
+                        &src,
+                        "owner",
+                        format!("SOA at {} is not at the apex {origin}", r.name),
+                    ));
                 }
                 if soa.is_some() {
                     return Err(zerr(&src, "type", "a second SOA record".into()));
@@ -615,7 +704,11 @@ impl Zone {
                     }
                 }
                 None => {
-                    node.rrsets.push(RRset { rtype, ttl: r.ttl, rdatas: vec![r.data.clone()] });
+                    node.rrsets.push(RRset {
+                        rtype,
+                        ttl: r.ttl,
+                        rdatas: vec![r.data.clone()],
+                    });
                     first_seen.insert((owner, rtype), src);
                 }
             }
@@ -629,27 +722,39 @@ impl Zone {
                 message: format!("no SOA record at the apex {origin}"),
             });
         };
-        let RData::SOA(soa_data) = &soa.data else { unreachable!("SOA record holds SOA data") };
+        let RData::SOA(soa_data) = &soa.data else {
+            unreachable!("SOA record holds SOA data")
+        };
         let negative_ttl = soa.ttl.min(soa_data.minimum);
-        if nodes.get(&apex).and_then(|n| n.get(RecordType::NS)).is_none() {
+        if nodes
+            .get(&apex)
+            .and_then(|n| n.get(RecordType::NS))
+            .is_none()
+        {
             let src = &first_seen[&(apex.clone(), RecordType::SOA)];
-            return Err(zerr(src, "zone", format!("no NS records at the apex {origin}")));
+            return Err(zerr(
+                src,
+                "zone",
+                format!("no NS records at the apex {origin}"),
+            ));
         }
 
         // CNAME and other data do not mix (RFC 1034 §3.6.2; RFC 2181 §10.1).
         for (name, node) in &nodes {
             if node.get(RecordType::CNAME).is_some() && node.rrsets.len() > 1 {
                 let src = &first_seen[&(name.clone(), RecordType::CNAME)];
-                let other = node.rrsets.iter().find(|s| s.rtype != RecordType::CNAME).expect("len > 1");
+                let other = node
+                    .rrsets
+                    .iter()
+                    .find(|s| s.rtype != RecordType::CNAME)
+                    .expect("len > 1");
                 let other_src = &first_seen[&(name.clone(), other.rtype)];
                 return Err(zerr(
                     src,
                     "type",
                     format!(
                         "CNAME at {} beside other data ({} at line {})",
-                        src.record.name,
-                        other.rtype,
-                        other_src.line
+                        src.record.name, other.rtype, other_src.line
                     ),
                 ));
             }
@@ -663,23 +768,32 @@ impl Zone {
 
         // In-zone name servers need addresses, or nobody can reach them (glue below a cut).
         for (name, node) in &nodes {
-            let Some(ns) = node.get(RecordType::NS) else { continue };
+            let Some(ns) = node.get(RecordType::NS) else {
+                continue;
+            };
             for d in &ns.rdatas {
                 let RData::NS(target) = d else { continue };
                 let t = LowerName::new(&target.0);
                 if !apex.zone_of(&t) {
                     continue;
                 }
-                let has_addr = nodes
-                    .get(&t)
-                    .is_some_and(|n| n.get(RecordType::A).is_some() || n.get(RecordType::AAAA).is_some());
+                let has_addr = nodes.get(&t).is_some_and(|n| {
+                    n.get(RecordType::A).is_some() || n.get(RecordType::AAAA).is_some()
+                });
                 if !has_addr {
                     let src = &first_seen[&(name.clone(), RecordType::NS)];
-                    let what = if *name == apex { "address records" } else { "glue" };
+                    let what = if *name == apex {
+                        "address records"
+                    } else {
+                        "glue"
+                    };
                     return Err(zerr(
                         src,
                         "rdata",
-                        format!("{what} missing: NS target {} of {} has no A or AAAA in the zone", target.0, src.record.name),
+                        format!(
+                            "{what} missing: NS target {} of {} has no A or AAAA in the zone",
+                            target.0, src.record.name
+                        ),
                     ));
                 }
             }
@@ -696,7 +810,16 @@ impl Zone {
             }
         }
 
-        Ok(Self { origin, apex, file: file.to_path_buf(), nodes, ents, cuts, soa, negative_ttl })
+        Ok(Self {
+            origin,
+            apex,
+            file: file.to_path_buf(),
+            nodes,
+            ents,
+            cuts,
+            soa,
+            negative_ttl,
+        })
     }
 
     /// Reads and builds the zone `origin` from `file`.

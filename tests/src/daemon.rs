@@ -32,7 +32,12 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts `dnsfast run` in `host`'s namespace with XDP `mode` on the namespace's veth end,
     /// listening on the host's two addresses, serving `zones` (origin, file).
-    pub fn start(host: &TestHost, instance: &str, mode: &str, zones: &[(&str, &Path)]) -> Result<Self> {
+    pub fn start(
+        host: &TestHost,
+        instance: &str,
+        mode: &str,
+        zones: &[(&str, &Path)],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cfg = format!(
             "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\ntcp_idle_timeout = 5\n\
@@ -40,7 +45,10 @@ impl TestDaemon {
             host.v4, host.v6, host.ns_if
         );
         for (origin, file) in zones {
-            cfg.push_str(&format!("[[zone]]\norigin = \"{origin}\"\nfile = \"{}\"\n", file.display()));
+            cfg.push_str(&format!(
+                "[[zone]]\norigin = \"{origin}\"\nfile = \"{}\"\n",
+                file.display()
+            ));
         }
         let config = dir.path().join("dnsfast.toml");
         std::fs::write(&config, cfg)?;
@@ -48,11 +56,25 @@ impl TestDaemon {
     }
 
     /// Starts with an existing configuration file kept in `dir`.
-    pub fn start_with(host: &TestHost, instance: &str, config: PathBuf, dir: tempfile::TempDir) -> Result<Self> {
+    pub fn start_with(
+        host: &TestHost,
+        instance: &str,
+        config: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
         let mut cmd = Command::new(dnsfast_bin());
-        cmd.arg("run").arg("--config").arg(&config).args(["--netns", &host.netns]);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--netns", &host.netns]);
         let service = Service::start(&format!("dnsfast {instance}"), cmd, START_DEADLINE)?;
-        Ok(Self { service, instance: instance.into(), netns: host.netns.clone(), config, _dir: dir })
+        Ok(Self {
+            service,
+            instance: instance.into(),
+            netns: host.netns.clone(),
+            config,
+            _dir: dir,
+        })
     }
 
     /// The directory the configuration is in (zone files written there are served on reload).
@@ -64,7 +86,14 @@ impl TestDaemon {
     /// `dnsfast status --json`.
     pub fn status(&self) -> Result<Value> {
         let out = Command::new(dnsfast_bin())
-            .args(["status", "--instance", &self.instance, "--netns", &self.netns, "--json"])
+            .args([
+                "status",
+                "--instance",
+                &self.instance,
+                "--netns",
+                &self.netns,
+                "--json",
+            ])
             .output()?;
         if !out.status.success() {
             bail!("dnsfast status: {}", String::from_utf8_lossy(&out.stderr));
@@ -84,7 +113,9 @@ impl TestDaemon {
 
     /// A userspace counter from the status.
     pub fn server_counter(&self, name: &str) -> Result<u64> {
-        self.status()?["server"][name].as_u64().with_context(|| format!("no server counter {name}"))
+        self.status()?["server"][name]
+            .as_u64()
+            .with_context(|| format!("no server counter {name}"))
     }
 
     /// SIGHUP, then wait until the daemon reports it is ready again.

@@ -25,7 +25,13 @@ pub fn query(id: u16, name: &str, qtype: RecordType, edns: Option<(u16, bool)>) 
 
 /// Like [`query`] with a class.
 #[must_use]
-pub fn query_class(id: u16, name: &str, qtype: RecordType, class: DNSClass, edns: Option<(u16, bool)>) -> Vec<u8> {
+pub fn query_class(
+    id: u16,
+    name: &str,
+    qtype: RecordType,
+    class: DNSClass,
+    edns: Option<(u16, bool)>,
+) -> Vec<u8> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     let mut q = Query::query(Name::from_ascii(name).expect("valid test name"), qtype);
@@ -42,13 +48,20 @@ pub fn query_class(id: u16, name: &str, qtype: RecordType, class: DNSClass, edns
 
 /// Sends `msg` from `socket` to `server` and waits up to `timeout` for the reply with the same
 /// ID (a late reply to an earlier query is skipped).
-pub fn udp_exchange_on(socket: &UdpSocket, server: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+pub fn udp_exchange_on(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    msg: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
     socket.send_to(msg, server)?;
     socket.set_read_timeout(Some(timeout))?;
     let mut buf = vec![0u8; 65_535];
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no reply from {server} within {timeout:?}"))?;
+        let (n, from) = socket
+            .recv_from(&mut buf)
+            .with_context(|| format!("no reply from {server} within {timeout:?}"))?;
         if from == server && n >= 2 && buf[..2] == msg[..2] {
             return Ok(buf[..n].to_vec());
         }
@@ -60,14 +73,23 @@ pub fn udp_exchange_on(socket: &UdpSocket, server: SocketAddr, msg: &[u8], timeo
 
 /// One UDP exchange from a fresh socket.
 pub fn udp_exchange(server: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>> {
-    let bind: SocketAddr = if server.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
     let s = UdpSocket::bind(bind)?;
     udp_exchange_on(&s, server, msg, timeout)
 }
 
 /// Sends `msgs` over one TCP connection (pipelined: all written first) and reads as many answers.
-pub fn tcp_exchange(server: SocketAddr, msgs: &[Vec<u8>], timeout: Duration) -> Result<Vec<Vec<u8>>> {
-    let mut s = TcpStream::connect_timeout(&server, timeout).with_context(|| format!("connect {server}"))?;
+pub fn tcp_exchange(
+    server: SocketAddr,
+    msgs: &[Vec<u8>],
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>> {
+    let mut s = TcpStream::connect_timeout(&server, timeout)
+        .with_context(|| format!("connect {server}"))?;
     s.set_read_timeout(Some(timeout))?;
     let mut out = Vec::new();
     for m in msgs {
@@ -119,7 +141,10 @@ fn section(records: &[Record]) -> Result<Section> {
     let mut s = Section::new();
     for r in records {
         let key = (r.name.to_ascii().to_ascii_lowercase(), r.record_type());
-        let e = s.entry(key).or_insert_with(|| RRset { ttls: BTreeSet::new(), rdata: BTreeSet::new() });
+        let e = s.entry(key).or_insert_with(|| RRset {
+            ttls: BTreeSet::new(),
+            rdata: BTreeSet::new(),
+        });
         e.ttls.insert(r.ttl);
         e.rdata.insert(r.data.to_bytes()?);
     }

@@ -12,9 +12,16 @@ use anyhow::{Context as _, Result, bail};
 
 /// Runs `ip` with `args`.
 pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("run ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -58,19 +65,65 @@ impl TestHost {
 
     /// A test host named after `tag` on subnet `n`.
     pub fn new(n: u8, tag: &str) -> Result<Self> {
-        Self::with_names(n, &format!("dft-{tag}"), &format!("dft{n}h"), &format!("dft{n}n"))
+        Self::with_names(
+            n,
+            &format!("dft-{tag}"),
+            &format!("dft{n}h"),
+            &format!("dft{n}n"),
+        )
     }
 
     fn create(&self) -> Result<()> {
         let ns = self.netns.as_str();
         ip(&["netns", "add", ns])?;
-        ip(&["link", "add", &self.host_if, "type", "veth", "peer", "name", &self.ns_if])?;
+        ip(&[
+            "link",
+            "add",
+            &self.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.ns_if,
+        ])?;
         ip(&["link", "set", &self.ns_if, "netns", ns])?;
-        ip(&["addr", "add", &format!("{}/24", self.v4_peer), "dev", &self.host_if])?;
-        ip(&["-6", "addr", "add", &format!("{}/64", self.v6_peer), "dev", &self.host_if, "nodad"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", self.v4_peer),
+            "dev",
+            &self.host_if,
+        ])?;
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.v6_peer),
+            "dev",
+            &self.host_if,
+            "nodad",
+        ])?;
         ip(&["link", "set", &self.host_if, "up"])?;
-        ip(&["-n", ns, "addr", "add", &format!("{}/24", self.v4), "dev", &self.ns_if])?;
-        ip(&["-n", ns, "-6", "addr", "add", &format!("{}/64", self.v6), "dev", &self.ns_if, "nodad"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", self.v4),
+            "dev",
+            &self.ns_if,
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.v6),
+            "dev",
+            &self.ns_if,
+            "nodad",
+        ])?;
         ip(&["-n", ns, "link", "set", &self.ns_if, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         Ok(())
@@ -88,7 +141,9 @@ impl TestHost {
         std::thread::spawn(move || -> Result<T> {
             let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
             // SAFETY: setns on this (new, short-lived) thread only, with an fd we own.
-            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) }
+                != 0
+            {
                 return Err(std::io::Error::last_os_error()).context("setns");
             }
             Ok(f())

@@ -28,7 +28,11 @@ impl Service {
     /// the error if the service fails to start.
     pub fn start(name: &str, mut cmd: Command, deadline: Duration) -> Result<Self> {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("dnsfast-{}-{}-{seq}", std::process::id(), name.replace(['/', ' '], "_"));
+        let tag = format!(
+            "dnsfast-{}-{}-{seq}",
+            std::process::id(),
+            name.replace(['/', ' '], "_")
+        );
         let notify_path = std::env::temp_dir().join(format!("{tag}.notify"));
         let log_path = std::env::temp_dir().join(format!("{tag}.log"));
         let _ = std::fs::remove_file(&notify_path);
@@ -38,8 +42,16 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd.spawn().with_context(|| format!("start {name}: {cmd:?}"))?;
-        let mut s = Self { name: name.to_string(), child: Some(child), notify, notify_path, log_path };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {name}: {cmd:?}"))?;
+        let mut s = Self {
+            name: name.to_string(),
+            child: Some(child),
+            notify,
+            notify_path,
+            log_path,
+        };
         s.wait_for("READY=1", deadline)?;
         Ok(s)
     }
@@ -51,9 +63,14 @@ impl Service {
         loop {
             let now = Instant::now();
             if now >= end {
-                bail!("{} did not report {state} within {deadline:?}\n--- log ---\n{}", self.name, self.log());
+                bail!(
+                    "{} did not report {state} within {deadline:?}\n--- log ---\n{}",
+                    self.name,
+                    self.log()
+                );
             }
-            self.notify.set_read_timeout(Some((end - now).min(Duration::from_millis(100))))?;
+            self.notify
+                .set_read_timeout(Some((end - now).min(Duration::from_millis(100))))?;
             match self.notify.recv(&mut buf) {
                 Ok(n) => {
                     let msg = String::from_utf8_lossy(&buf[..n]);
@@ -61,13 +78,21 @@ impl Service {
                         return Ok(());
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(e).context("notify socket"),
             }
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                bail!("{} exited ({status}) before reporting {state}\n--- log ---\n{}", self.name, self.log());
+                bail!(
+                    "{} exited ({status}) before reporting {state}\n--- log ---\n{}",
+                    self.name,
+                    self.log()
+                );
             }
         }
     }
@@ -102,7 +127,9 @@ impl Service {
 
     /// Stops the service with SIGTERM (SIGKILL after 10 s) and returns how it exited.
     pub fn stop(&mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else { bail!("{} already stopped", self.name) };
+        let Some(mut child) = self.child.take() else {
+            bail!("{} already stopped", self.name)
+        };
         if child.try_wait()?.is_none() {
             let pid = i32::try_from(child.id())?;
             // SAFETY: as in `signal`.

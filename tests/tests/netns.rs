@@ -47,7 +47,11 @@ fn with_option(mut q: Vec<u8>, option: &[u8]) -> Vec<u8> {
 }
 
 fn battery() -> Vec<Case> {
-    let long = format!("{a}.{a}.{a}.{}.example.com.", "z".repeat(49), a = "a".repeat(63));
+    let long = format!(
+        "{a}.{a}.{a}.{}.example.com.",
+        "z".repeat(49),
+        a = "a".repeat(63)
+    );
     let sixteen = "sixteen-aaaa-records-under-a-rather-long-owner.example.com.";
     let cookie = [0u8, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
     let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7];
@@ -58,28 +62,102 @@ fn battery() -> Vec<Case> {
     let n = v1.len();
     v1[n - 5] = 1;
     vec![
-        Case { what: "www A", msg: q(1, "www.example.com.", RecordType::A, None), hot: true },
-        Case { what: "www AAAA +do", msg: q(2, "www.example.com.", RecordType::AAAA, Some((1232, true))), hot: true },
-        Case { what: "WWW A (0x20)", msg: q(3, "WwW.ExAmPlE.cOm.", RecordType::A, None), hot: true },
         Case {
-            what: "single A +cookie",
-            msg: with_option(q(4, "single.example.com.", RecordType::A, Some((4096, true))), &cookie),
+            what: "www A",
+            msg: q(1, "www.example.com.", RecordType::A, None),
             hot: true,
         },
-        Case { what: "255-octet name", msg: q(5, &long, RecordType::A, Some((1232, false))), hot: true },
-        Case { what: "16 AAAA +edns", msg: q(6, sixteen, RecordType::AAAA, Some((1232, false))), hot: true },
-        Case { what: "16 AAAA, 512 limit (TC)", msg: q(7, sixteen, RecordType::AAAA, None), hot: false },
-        Case { what: "www A +ecs", msg: with_option(q(8, "www.example.com.", RecordType::A, Some((1232, false))), &ecs), hot: false },
-        Case { what: "CNAME to hot", msg: q(9, "alias.example.com.", RecordType::A, None), hot: false },
-        Case { what: "NXDOMAIN", msg: q(10, "nope.example.com.", RecordType::A, Some((1232, false))), hot: false },
-        Case { what: "NODATA", msg: q(11, "single.example.com.", RecordType::AAAA, None), hot: false },
-        Case { what: "MX + additional", msg: q(12, "mail.example.com.", RecordType::MX, None), hot: false },
-        Case { what: "SOA", msg: q(13, "example.com.", RecordType::SOA, None), hot: false },
-        Case { what: "NS", msg: q(14, "example.com.", RecordType::NS, Some((1232, true))), hot: false },
-        Case { what: "outside our zones", msg: q(15, "www.example.net.", RecordType::A, None), hot: false },
-        Case { what: "class CH", msg: dns::query_class(16, "www.example.com.", RecordType::A, DNSClass::CH, None), hot: false },
-        Case { what: "EDNS version 1", msg: v1, hot: false },
-        Case { what: "trailing byte", msg: trailing, hot: false },
+        Case {
+            what: "www AAAA +do",
+            msg: q(2, "www.example.com.", RecordType::AAAA, Some((1232, true))),
+            hot: true,
+        },
+        Case {
+            what: "WWW A (0x20)",
+            msg: q(3, "WwW.ExAmPlE.cOm.", RecordType::A, None),
+            hot: true,
+        },
+        Case {
+            what: "single A +cookie",
+            msg: with_option(
+                q(4, "single.example.com.", RecordType::A, Some((4096, true))),
+                &cookie,
+            ),
+            hot: true,
+        },
+        Case {
+            what: "255-octet name",
+            msg: q(5, &long, RecordType::A, Some((1232, false))),
+            hot: true,
+        },
+        Case {
+            what: "16 AAAA +edns",
+            msg: q(6, sixteen, RecordType::AAAA, Some((1232, false))),
+            hot: true,
+        },
+        Case {
+            what: "16 AAAA, 512 limit (TC)",
+            msg: q(7, sixteen, RecordType::AAAA, None),
+            hot: false,
+        },
+        Case {
+            what: "www A +ecs",
+            msg: with_option(
+                q(8, "www.example.com.", RecordType::A, Some((1232, false))),
+                &ecs,
+            ),
+            hot: false,
+        },
+        Case {
+            what: "CNAME to hot",
+            msg: q(9, "alias.example.com.", RecordType::A, None),
+            hot: false,
+        },
+        Case {
+            what: "NXDOMAIN",
+            msg: q(10, "nope.example.com.", RecordType::A, Some((1232, false))),
+            hot: false,
+        },
+        Case {
+            what: "NODATA",
+            msg: q(11, "single.example.com.", RecordType::AAAA, None),
+            hot: false,
+        },
+        Case {
+            what: "MX + additional",
+            msg: q(12, "mail.example.com.", RecordType::MX, None),
+            hot: false,
+        },
+        Case {
+            what: "SOA",
+            msg: q(13, "example.com.", RecordType::SOA, None),
+            hot: false,
+        },
+        Case {
+            what: "NS",
+            msg: q(14, "example.com.", RecordType::NS, Some((1232, true))),
+            hot: false,
+        },
+        Case {
+            what: "outside our zones",
+            msg: q(15, "www.example.net.", RecordType::A, None),
+            hot: false,
+        },
+        Case {
+            what: "class CH",
+            msg: dns::query_class(16, "www.example.com.", RecordType::A, DNSClass::CH, None),
+            hot: false,
+        },
+        Case {
+            what: "EDNS version 1",
+            msg: v1,
+            hot: false,
+        },
+        Case {
+            what: "trailing byte",
+            msg: trailing,
+            hot: false,
+        },
     ]
 }
 
@@ -89,11 +167,15 @@ fn ask_all(host: &TestHost, cases: &[Case]) -> Vec<(String, Normal)> {
     let mut out = Vec::new();
     for c in cases {
         for s in servers {
-            let udp = dns::udp_exchange(s, &c.msg, TIMEOUT).unwrap_or_else(|e| panic!("{} over UDP {s}: {e:#}", c.what));
+            let udp = dns::udp_exchange(s, &c.msg, TIMEOUT)
+                .unwrap_or_else(|e| panic!("{} over UDP {s}: {e:#}", c.what));
             out.push((format!("{} udp {s}", c.what), dns::normalize(&udp).unwrap()));
             let tcp = dns::tcp_exchange(s, std::slice::from_ref(&c.msg), TIMEOUT)
                 .unwrap_or_else(|e| panic!("{} over TCP {s}: {e:#}", c.what));
-            out.push((format!("{} tcp {s}", c.what), dns::normalize(&tcp[0]).unwrap()));
+            out.push((
+                format!("{} tcp {s}", c.what),
+                dns::normalize(&tcp[0]).unwrap(),
+            ));
         }
     }
     out
@@ -107,28 +189,41 @@ fn xdp_on_and_off_answer_alike() {
     let hot = cases.iter().filter(|c| c.hot).count() as u64;
     let no_room = NO_ROOM_ON_VETH.len() as u64;
 
-    let on = TestDaemon::start(&host, "battery", "native", &[("example.com.", &hot_zone())]).unwrap();
+    let on =
+        TestDaemon::start(&host, "battery", "native", &[("example.com.", &hot_zone())]).unwrap();
     let st = on.status().unwrap();
     assert_eq!(st["xdp"]["attached"], "native", "native XDP on veth");
     let answered_before = on.xdp_counter("answered").unwrap();
     let with_xdp = ask_all(&host, &cases);
     // Every hot query over UDP (IPv4 and IPv6) was answered in the kernel, nothing else was.
-    assert_eq!(on.xdp_counter("answered").unwrap() - answered_before, 2 * (hot - no_room));
+    assert_eq!(
+        on.xdp_counter("answered").unwrap() - answered_before,
+        2 * (hot - no_room)
+    );
     assert_eq!(on.xdp_counter("pass_no_room").unwrap(), 2 * no_room);
     assert_eq!(on.xdp_counter("pass_bad_slot").unwrap(), 0);
     assert_eq!(on.xdp_counter("pass_rewrite").unwrap(), 0);
     assert_eq!(on.xdp_counter("drop_rewrite").unwrap(), 0);
-    assert_eq!(on.server_counter("udp_queries").unwrap(), 2 * (cases.len() as u64 - hot + no_room));
+    assert_eq!(
+        on.server_counter("udp_queries").unwrap(),
+        2 * (cases.len() as u64 - hot + no_room)
+    );
     // Over TCP the daemon answers the hot names with the same builder (the 16 AAAA without EDNS
     // too: no 512-byte limit there), and over UDP those without room on veth.
     let hot_over_tcp = hot + 1;
-    assert_eq!(on.server_counter("hot_answers").unwrap(), 2 * (hot_over_tcp + no_room));
+    assert_eq!(
+        on.server_counter("hot_answers").unwrap(),
+        2 * (hot_over_tcp + no_room)
+    );
     drop(on);
 
     let off = TestDaemon::start(&host, "battery", "off", &[("example.com.", &hot_zone())]).unwrap();
     assert_eq!(off.status().unwrap()["xdp"]["mode"], "off");
     let without_xdp = ask_all(&host, &cases);
-    assert_eq!(off.server_counter("udp_queries").unwrap(), 2 * cases.len() as u64);
+    assert_eq!(
+        off.server_counter("udp_queries").unwrap(),
+        2 * cases.len() as u64
+    );
     drop(off);
 
     for ((what, a), (_, b)) in with_xdp.iter().zip(&without_xdp) {
@@ -139,29 +234,66 @@ fn xdp_on_and_off_answer_alike() {
     let find = |w: &str| &with_xdp.iter().find(|(k, _)| k.starts_with(w)).unwrap().1;
     let www = find("www A udp");
     assert_eq!(www.flags, 0x8500, "QR AA RD, NOERROR");
-    assert_eq!(www.answer[&("www.example.com.".into(), RecordType::A)].rdata.len(), 3);
-    assert_eq!(find("16 AAAA, 512 limit (TC) udp").flags & 0x0200, 0x0200, "TC over UDP");
-    assert!(find("16 AAAA, 512 limit (TC) tcp").answer.values().next().is_some_and(|s| s.rdata.len() == 16));
+    assert_eq!(
+        www.answer[&("www.example.com.".into(), RecordType::A)]
+            .rdata
+            .len(),
+        3
+    );
+    assert_eq!(
+        find("16 AAAA, 512 limit (TC) udp").flags & 0x0200,
+        0x0200,
+        "TC over UDP"
+    );
+    assert!(
+        find("16 AAAA, 512 limit (TC) tcp")
+            .answer
+            .values()
+            .next()
+            .is_some_and(|s| s.rdata.len() == 16)
+    );
     assert_eq!(find("NXDOMAIN udp").flags & 0xF, 3);
     assert_eq!(find("outside our zones udp").flags & 0xF, 5, "REFUSED");
     assert_eq!(find("trailing byte udp").flags & 0xF, 1, "FORMERR");
-    assert_eq!(find("EDNS version 1 udp").edns.as_ref().map(|e| e.rcode_high()), Some(1), "BADVERS");
-    assert!(find("www A +ecs udp").answer.values().next().is_some_and(|s| s.rdata.len() == 3));
+    assert_eq!(
+        find("EDNS version 1 udp")
+            .edns
+            .as_ref()
+            .map(|e| e.rcode_high()),
+        Some(1),
+        "BADVERS"
+    );
+    assert!(
+        find("www A +ecs udp")
+            .answer
+            .values()
+            .next()
+            .is_some_and(|s| s.rdata.len() == 3)
+    );
 }
 
 #[test]
 fn responses_get_no_answer_and_the_server_keeps_answering() {
     let host = TestHost::new(12, "reflect").unwrap();
     let _pass = pass_program(&host);
-    let d = TestDaemon::start(&host, "reflect", "native", &[("example.com.", &hot_zone())]).unwrap();
+    let d =
+        TestDaemon::start(&host, "reflect", "native", &[("example.com.", &hot_zone())]).unwrap();
     let server: SocketAddr = (host.v4, 53).into();
     let mut resp = dns::query(1, "www.example.com.", RecordType::A, None);
     resp[2] |= 0x80;
-    assert!(dns::udp_exchange(server, &resp, Duration::from_millis(300)).is_err(), "a QR=1 message is never answered");
+    assert!(
+        dns::udp_exchange(server, &resp, Duration::from_millis(300)).is_err(),
+        "a QR=1 message is never answered"
+    );
     assert!(dns::udp_exchange(server, &[1, 2, 3], Duration::from_millis(300)).is_err());
     assert_eq!(d.xdp_counter("drop_response").unwrap(), 1);
     assert_eq!(d.xdp_counter("drop_short_header").unwrap(), 1);
-    let ok = dns::udp_exchange(server, &dns::query(2, "www.example.com.", RecordType::A, None), TIMEOUT).unwrap();
+    let ok = dns::udp_exchange(
+        server,
+        &dns::query(2, "www.example.com.", RecordType::A, None),
+        TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(dns::rcode(&ok).unwrap(), 0);
 }
 
@@ -172,7 +304,18 @@ fn tcp_pipelining_and_split_queries() {
     let _d = TestDaemon::start(&host, "tcp", "native", &[("example.com.", &hot_zone())]).unwrap();
     let server: SocketAddr = (host.v6, 53).into();
     let msgs: Vec<Vec<u8>> = (0..20u16)
-        .map(|i| dns::query(i, if i % 2 == 0 { "www.example.com." } else { "nope.example.com." }, RecordType::A, None))
+        .map(|i| {
+            dns::query(
+                i,
+                if i % 2 == 0 {
+                    "www.example.com."
+                } else {
+                    "nope.example.com."
+                },
+                RecordType::A,
+                None,
+            )
+        })
         .collect();
     let replies = dns::tcp_exchange(server, &msgs, TIMEOUT).unwrap();
     for (m, r) in msgs.iter().zip(&replies) {
@@ -194,7 +337,17 @@ fn tcp_pipelining_and_split_queries() {
     let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut r).unwrap();
     assert_eq!(&r[..2], &[0, 77]);
-    assert_eq!(dns::normalize(&r).unwrap().answer.values().next().unwrap().rdata.len(), 2);
+    assert_eq!(
+        dns::normalize(&r)
+            .unwrap()
+            .answer
+            .values()
+            .next()
+            .unwrap()
+            .rdata
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -208,8 +361,18 @@ fn reload_applies_good_zones_and_keeps_serving_through_bad_ones() {
     let mut d = TestDaemon::start(&host, "reload", "native", &[("example.com.", &zone)]).unwrap();
     let server: SocketAddr = (host.v4, 53).into();
     let ask = || {
-        let r = dns::udp_exchange(server, &dns::query(5, "www.example.com.", RecordType::A, None), TIMEOUT).unwrap();
-        dns::normalize(&r).unwrap().answer.values().next().map(|s| s.rdata.iter().next().unwrap().clone())
+        let r = dns::udp_exchange(
+            server,
+            &dns::query(5, "www.example.com.", RecordType::A, None),
+            TIMEOUT,
+        )
+        .unwrap();
+        dns::normalize(&r)
+            .unwrap()
+            .answer
+            .values()
+            .next()
+            .map(|s| s.rdata.iter().next().unwrap().clone())
     };
     assert_eq!(ask(), Some(vec![198, 18, 14, 10]));
 
@@ -219,7 +382,10 @@ fn reload_applies_good_zones_and_keeps_serving_through_bad_ones() {
     assert_eq!(ask(), Some(vec![198, 18, 14, 10]));
     let st = d.status().unwrap();
     let err = st["last_reload_error"].as_str().unwrap();
-    assert!(err.contains("example.com.zone:5: rdata:"), "error names file, line and field: {err}");
+    assert!(
+        err.contains("example.com.zone:5: rdata:"),
+        "error names file, line and field: {err}"
+    );
     assert_eq!(st["reloads"], 0);
 
     // Fixed: the new answer is served from the XDP maps at once.
@@ -235,7 +401,8 @@ fn reload_applies_good_zones_and_keeps_serving_through_bad_ones() {
 fn one_instance_per_name_and_namespace_and_clean_exit() {
     let host = TestHost::new(15, "lock").unwrap();
     let _pass = pass_program(&host);
-    let mut d = TestDaemon::start(&host, "lock", "native", &[("example.com.", &hot_zone())]).unwrap();
+    let mut d =
+        TestDaemon::start(&host, "lock", "native", &[("example.com.", &hot_zone())]).unwrap();
     let pins = PathBuf::from(d.status().unwrap()["xdp"]["pin_dir"].as_str().unwrap());
     assert!(pins.join("HOT_32").exists() && pins.join("STATS").exists());
     let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
@@ -247,13 +414,23 @@ fn one_instance_per_name_and_namespace_and_clean_exit() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already running") && err.contains(&d.service.pid().to_string()), "{err}");
+    assert!(
+        err.contains("already running") && err.contains(&d.service.pid().to_string()),
+        "{err}"
+    );
     let status = d.service.stop().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     assert!(!pins.exists(), "pins removed on exit");
     // Detached: a query now goes to nobody.
     let server: SocketAddr = (host.v4, 53).into();
-    assert!(dns::udp_exchange(server, &dns::query(1, "www.example.com.", RecordType::A, None), Duration::from_millis(300)).is_err());
+    assert!(
+        dns::udp_exchange(
+            server,
+            &dns::query(1, "www.example.com.", RecordType::A, None),
+            Duration::from_millis(300)
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -262,14 +439,37 @@ fn check_reports_file_line_and_field() {
     let zone = dir.path().join("bad.zone");
     std::fs::write(&zone, "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n NS ns1\nns1 A 198.18.0.1\nwww CNAME x\nwww A 198.18.0.2\n").unwrap();
     let cfg = dir.path().join("dnsfast.toml");
-    std::fs::write(&cfg, format!("[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"{}\"\n", zone.display())).unwrap();
-    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin()).arg("check").arg("--config").arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"{}\"\n",
+            zone.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.zone:5: type: CNAME at www.example.com. beside other data (A at line 6)"), "{err}");
+    assert!(
+        err.contains("bad.zone:5: type: CNAME at www.example.com. beside other data (A at line 6)"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "[xdp]\nmode = \"off\"\nbogus = 1\n").unwrap();
-    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin()).arg("check").arg("--config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("dnsfast.toml:3:") && err.contains("bogus"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("dnsfast.toml:3:") && err.contains("bogus"),
+        "{err}"
+    );
 }

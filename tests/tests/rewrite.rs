@@ -48,7 +48,11 @@ fn name(i: u8) -> String {
 }
 
 fn key(i: u8, qtype: u16) -> HotKey {
-    HotKey::new(&Name::from_ascii(name(i)).unwrap().to_bytes().unwrap(), qtype, 0)
+    HotKey::new(
+        &Name::from_ascii(name(i)).unwrap().to_bytes().unwrap(),
+        qtype,
+        0,
+    )
 }
 
 /// Records of name `i` in generation `g`. Counts stay within what a veth frame can grow by
@@ -63,13 +67,29 @@ fn aaaa_count(g: u32, i: u8) -> usize {
 fn answer(g: u32, i: u8, qtype: u16) -> Arc<HotAnswer> {
     let rdatas: Vec<RData> = if qtype == TYPE_A {
         (0..a_count(g, i))
-            .map(|k| RData::A(std::net::Ipv4Addr::new(198, 19, i, (((g % 16) << 4) as u8) | k as u8).into()))
+            .map(|k| {
+                RData::A(
+                    std::net::Ipv4Addr::new(198, 19, i, (((g % 16) << 4) as u8) | k as u8).into(),
+                )
+            })
             .collect()
     } else {
         (0..aaaa_count(g, i))
             .map(|k| {
                 let gg = (g % 65_536) as u16;
-                RData::AAAA(std::net::Ipv6Addr::new(0x2001, 2, 0, 0xff00 | u16::from(i), gg, 0, 0, k as u16).into())
+                RData::AAAA(
+                    std::net::Ipv6Addr::new(
+                        0x2001,
+                        2,
+                        0,
+                        0xff00 | u16::from(i),
+                        gg,
+                        0,
+                        0,
+                        k as u16,
+                    )
+                    .into(),
+                )
             })
             .collect()
     };
@@ -88,7 +108,10 @@ fn generation(g: u32) -> Vec<Change> {
     for i in (0..NAMES).filter(|i| full || CHURN.contains(i)) {
         for t in [TYPE_A, TYPE_AAAA] {
             let gone = removed && i < REMOVABLE;
-            out.push(Change { key: key(i, t), answer: (!gone).then(|| answer(g, i, t)) });
+            out.push(Change {
+                key: key(i, t),
+                answer: (!gone).then(|| answer(g, i, t)),
+            });
         }
     }
     out
@@ -99,15 +122,25 @@ fn check(reply: &[u8], i: u8, qtype: u16) -> Result<bool, String> {
     let m = Message::from_vec(reply).map_err(|e| format!("unparseable reply: {e}"))?;
     let rcode = reply[3] & 0xF;
     if rcode == 5 {
-        return if i < REMOVABLE { Ok(true) } else { Err(format!("REFUSED for n{i:02}, never removed")) };
+        return if i < REMOVABLE {
+            Ok(true)
+        } else {
+            Err(format!("REFUSED for n{i:02}, never removed"))
+        };
     }
     if rcode != 0 || m.answers.is_empty() {
-        return Err(format!("rcode {rcode} with {} answers for n{i:02}", m.answers.len()));
+        return Err(format!(
+            "rcode {rcode} with {} answers for n{i:02}",
+            m.answers.len()
+        ));
     }
     let mut gens = std::collections::BTreeSet::new();
     let mut ks = std::collections::BTreeSet::new();
     for r in &m.answers {
-        if !r.name.to_ascii().eq_ignore_ascii_case(&name(i)) || u16::from(r.record_type()) != qtype || r.ttl != 60 {
+        if !r.name.to_ascii().eq_ignore_ascii_case(&name(i))
+            || u16::from(r.record_type()) != qtype
+            || r.ttl != 60
+        {
             return Err(format!("record {r} in the answer for n{i:02} type {qtype}"));
         }
         match &r.data {
@@ -131,12 +164,21 @@ fn check(reply: &[u8], i: u8, qtype: u16) -> Result<bool, String> {
         }
     }
     if gens.len() != 1 {
-        return Err(format!("n{i:02} type {qtype}: records of generations {gens:?} in one answer (torn)"));
+        return Err(format!(
+            "n{i:02} type {qtype}: records of generations {gens:?} in one answer (torn)"
+        ));
     }
     let g = *gens.first().unwrap();
-    let want = if qtype == TYPE_A { a_count(g, i) } else { aaaa_count(g, i) };
+    let want = if qtype == TYPE_A {
+        a_count(g, i)
+    } else {
+        aaaa_count(g, i)
+    };
     if m.answers.len() != want || ks.len() != want || ks.last().copied() != Some(want as u8 - 1) {
-        return Err(format!("n{i:02} type {qtype} generation {g}: {} records, want {want} (torn)", m.answers.len()));
+        return Err(format!(
+            "n{i:02} type {qtype} generation {g}: {} records, want {want} (torn)",
+            m.answers.len()
+        ));
     }
     Ok(false)
 }
@@ -156,7 +198,9 @@ fn answers_rewritten_under_load_are_never_torn() {
             move || UdpSocket::bind((v4, 53)).unwrap()
         })
         .unwrap();
-    responder.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    responder
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let responder_stop = Arc::clone(&stop);
     let responder = std::thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -178,7 +222,13 @@ fn answers_rewritten_under_load_are_never_torn() {
     let client = std::thread::spawn(move || {
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         if attached_rx.recv().is_err() {
-            return (0, 0, 0, vec!["the writer never attached the program".to_string()], Duration::ZERO);
+            return (
+                0,
+                0,
+                0,
+                vec!["the writer never attached the program".to_string()],
+                Duration::ZERO,
+            );
         }
         let start = Instant::now();
         let (mut sent, mut lost, mut refused) = (0u32, 0u32, 0u32);
@@ -192,7 +242,11 @@ fn answers_rewritten_under_load_are_never_torn() {
             } else {
                 ((x >> 8) % u32::from(NAMES)) as u8
             };
-            let qtype = if (x >> 20) & 1 == 0 { RecordType::A } else { RecordType::AAAA };
+            let qtype = if (x >> 20) & 1 == 0 {
+                RecordType::A
+            } else {
+                RecordType::AAAA
+            };
             let q = dns::query((sent & 0xFFFF) as u16, &name(i), qtype, Some((1232, false)));
             sent += 1;
             match dns::udp_exchange_on(&sock, server, &q, Duration::from_secs(1)) {
@@ -215,7 +269,15 @@ fn answers_rewritten_under_load_are_never_torn() {
             let v4 = host.v4;
             let stop = Arc::clone(&stop);
             move || {
-                let mut dp = Dataplane::load(Capacity { entries: 128, small: 256, large: 256 }, None).unwrap();
+                let mut dp = Dataplane::load(
+                    Capacity {
+                        entries: 128,
+                        small: 256,
+                        large: 256,
+                    },
+                    None,
+                )
+                .unwrap();
                 let mut cfg = XdpConfig::zeroed();
                 cfg.flags = CFG_ANSWER;
                 cfg.port = 53;
@@ -223,7 +285,10 @@ fn answers_rewritten_under_load_are_never_torn() {
                 cfg.v4[0] = v4.octets();
                 dp.set_config(&cfg).unwrap();
                 dp.apply(&generation(0)).unwrap();
-                assert_eq!(dp.attach(&ns_if, XdpMode::Native).unwrap(), dnsfast::xdp::Attached::Native);
+                assert_eq!(
+                    dp.attach(&ns_if, XdpMode::Native).unwrap(),
+                    dnsfast::xdp::Attached::Native
+                );
                 attached_tx.send(()).unwrap();
                 let mut g = 0u32;
                 while !stop.load(Ordering::Relaxed) {
@@ -249,15 +314,38 @@ fn answers_rewritten_under_load_are_never_torn() {
         2 * NAMES,
         c(Counter::Answered)
     );
-    let nonzero: Vec<String> =
-        COUNTER_NAMES.iter().zip(&counters).filter(|(_, v)| **v > 0).map(|(n, v)| format!("{n}={v}")).collect();
+    let nonzero: Vec<String> = COUNTER_NAMES
+        .iter()
+        .zip(&counters)
+        .filter(|(_, v)| **v > 0)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
     eprintln!("XDP counters: {}", nonzero.join(" "));
-    assert!(errors.is_empty(), "{} bad replies, first: {:?}", errors.len(), &errors[..errors.len().min(5)]);
-    assert_eq!(lost, 0, "replies lost (a bad checksum is dropped by the client's kernel)");
-    assert!(rounds >= 1_000, "only {rounds} rewrite rounds ran: the test did not exercise the scheme");
+    assert!(
+        errors.is_empty(),
+        "{} bad replies, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(
+        lost, 0,
+        "replies lost (a bad checksum is dropped by the client's kernel)"
+    );
+    assert!(
+        rounds >= 1_000,
+        "only {rounds} rewrite rounds ran: the test did not exercise the scheme"
+    );
     assert!(refused > 0, "removed names were queried while removed");
-    assert!(c(Counter::Answered) + u64::from(refused) >= u64::from(sent), "answered in XDP");
-    for bad in [Counter::PassBadSlot, Counter::PassRewrite, Counter::DropRewrite, Counter::PassNoRoom] {
+    assert!(
+        c(Counter::Answered) + u64::from(refused) >= u64::from(sent),
+        "answered in XDP"
+    );
+    for bad in [
+        Counter::PassBadSlot,
+        Counter::PassRewrite,
+        Counter::DropRewrite,
+        Counter::PassNoRoom,
+    ] {
         assert_eq!(c(bad), 0, "{}", COUNTER_NAMES[bad as usize]);
     }
 }

@@ -47,14 +47,26 @@ fn snapshot() -> Snapshot {
     let zone = Zone::load(&origin, &workspace_root().join("tests/data/hot.zone")).unwrap();
     let zones = Zones::new(vec![zone]);
     let hot = HotTable::from_zones(&zones);
-    Snapshot { zones, hot, compiled_at: SystemTime::now() }
+    Snapshot {
+        zones,
+        hot,
+        compiled_at: SystemTime::now(),
+    }
 }
 
 fn fixture() -> &'static Mutex<Fixture> {
     static F: OnceLock<Mutex<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
         let snap = snapshot();
-        let mut dp = Dataplane::load(Capacity { entries: 64, small: 128, large: 16 }, None).unwrap();
+        let mut dp = Dataplane::load(
+            Capacity {
+                entries: 64,
+                small: 128,
+                large: 16,
+            },
+            None,
+        )
+        .unwrap();
         let mut cfg = XdpConfig::zeroed();
         cfg.flags = CFG_ANSWER;
         cfg.port = 53;
@@ -64,19 +76,26 @@ fn fixture() -> &'static Mutex<Fixture> {
         cfg.v6[0] = SERVER6;
         dp.set_config(&cfg).unwrap();
         dp.apply(&snap.hot.as_changes()).unwrap();
-        Mutex::new(Fixture { dp, shared: Shared::new(snap) })
+        Mutex::new(Fixture {
+            dp,
+            shared: Shared::new(snap),
+        })
     })
 }
 
 fn v4_frame(dns: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, SERVER4, 61).udp(CLIENT_PORT, 53);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT4, SERVER4, 61)
+        .udp(CLIENT_PORT, 53);
     let mut f = Vec::new();
     b.write(&mut f, dns).unwrap();
     f
 }
 
 fn v6_frame(dns: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv6(CLIENT6, SERVER6, 61).udp(CLIENT_PORT, 53);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv6(CLIENT6, SERVER6, 61)
+        .udp(CLIENT_PORT, 53);
     let mut f = Vec::new();
     b.write(&mut f, dns).unwrap();
     f
@@ -84,7 +103,9 @@ fn v6_frame(dns: &[u8]) -> Vec<u8> {
 
 /// RFC 1071 sum of `data` (odd length padded), not folded.
 fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -104,9 +125,20 @@ fn run(frame: &[u8], action: u32, counter: Counter) -> Vec<u8> {
         .filter(|&i| i != Counter::Seen as usize && after[i] != before[i])
         .map(|i| COUNTER_NAMES[i])
         .collect();
-    assert_eq!(after[Counter::Seen as usize] - before[Counter::Seen as usize], 1);
-    assert_eq!(moved, [COUNTER_NAMES[counter as usize]], "counters that moved");
-    assert_eq!(got, action, "XDP action (1 drop, 2 pass, 3 tx) for counter {}", COUNTER_NAMES[counter as usize]);
+    assert_eq!(
+        after[Counter::Seen as usize] - before[Counter::Seen as usize],
+        1
+    );
+    assert_eq!(
+        moved,
+        [COUNTER_NAMES[counter as usize]],
+        "counters that moved"
+    );
+    assert_eq!(
+        got, action,
+        "XDP action (1 drop, 2 pass, 3 tx) for counter {}",
+        COUNTER_NAMES[counter as usize]
+    );
     if action != XDP_TX {
         assert_eq!(out, frame, "a passed or dropped frame is left untouched");
     }
@@ -120,7 +152,11 @@ fn check_v4_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
     assert_eq!(&reply[12..14], &[0x08, 0x00]);
     let ip = &reply[14..34];
     assert_eq!(ip[0], 0x45, "IPv4, no options");
-    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), reply.len() - 14, "total length");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        reply.len() - 14,
+        "total length"
+    );
     assert_eq!(ip[8], 64, "TTL");
     assert_eq!(ip[9], 17, "UDP");
     assert_eq!(&ip[12..16], &SERVER4, "source is the server");
@@ -129,7 +165,11 @@ fn check_v4_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
     let udp = &reply[34..];
     assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 53);
     assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), CLIENT_PORT);
-    assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len(), "UDP length");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+        udp.len(),
+        "UDP length"
+    );
     assert_ne!(&udp[6..8], &[0, 0], "UDP checksum present");
     let pseudo = sum16(&ip[12..20]) + 17 + udp.len() as u32;
     assert_eq!(fold(pseudo + sum16(udp)), 0xFFFF, "UDP checksum");
@@ -143,7 +183,11 @@ fn check_v6_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
     assert_eq!(&reply[12..14], &[0x86, 0xDD]);
     let ip = &reply[14..54];
     assert_eq!(ip[0] >> 4, 6);
-    assert_eq!(usize::from(u16::from_be_bytes([ip[4], ip[5]])), reply.len() - 54, "payload length");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+        reply.len() - 54,
+        "payload length"
+    );
     assert_eq!(ip[6], 17, "next header UDP");
     assert_eq!(ip[7], 64, "hop limit");
     assert_eq!(&ip[8..24], &SERVER6);
@@ -166,8 +210,16 @@ fn userspace(dns: &[u8]) -> Vec<u8> {
 
 fn same_answer(xdp: &[u8], query: &[u8]) {
     let user = userspace(query);
-    assert_eq!(dns::normalize(xdp).unwrap(), dns::normalize(&user).unwrap(), "XDP and daemon answers differ");
-    assert_eq!(xdp.len(), user.len(), "same size (same records, compressed the same way)");
+    assert_eq!(
+        dns::normalize(xdp).unwrap(),
+        dns::normalize(&user).unwrap(),
+        "XDP and daemon answers differ"
+    );
+    assert_eq!(
+        xdp.len(),
+        user.len(),
+        "same size (same records, compressed the same way)"
+    );
 }
 
 #[test]
@@ -191,7 +243,12 @@ fn ipv4_a_answered_in_xdp() {
 #[test]
 fn ipv6_aaaa_with_do_and_cookie() {
     // DO set and a client COOKIE, as validating resolvers send: answered, cookie not echoed.
-    let mut q = dns::query(0x2222, "WwW.ExAmPlE.CoM.", RecordType::AAAA, Some((4096, true)));
+    let mut q = dns::query(
+        0x2222,
+        "WwW.ExAmPlE.CoM.",
+        RecordType::AAAA,
+        Some((4096, true)),
+    );
     let cookie = [0u8, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
     let n = q.len();
     q[n - 2..].copy_from_slice(&(cookie.len() as u16).to_be_bytes());
@@ -207,7 +264,10 @@ fn ipv6_aaaa_with_do_and_cookie() {
     assert_eq!(e.max_payload(), 1232);
     assert_eq!(e.version(), 0);
     assert_eq!(e.options().as_ref().len(), 0, "no options echoed");
-    assert_eq!(&payload[payload.len() - 11..], &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]);
+    assert_eq!(
+        &payload[payload.len() - 11..],
+        &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]
+    );
     same_answer(&payload, &q);
 }
 
@@ -222,7 +282,10 @@ fn round_robin_rotates() {
         let first = q.len() + 12;
         firsts.insert(payload[first..first + 4].to_vec());
     }
-    assert!(firsts.len() > 1, "the first address changes across queries: {firsts:?}");
+    assert!(
+        firsts.len() > 1,
+        "the first address changes across queries: {firsts:?}"
+    );
 }
 
 #[test]
@@ -233,7 +296,17 @@ fn too_big_without_edns_fits_with_it() {
     let q = dns::query(3, name, RecordType::AAAA, Some((1232, false)));
     let frame = v4_frame(&q);
     let payload = check_v4_reply(&frame, &run(&frame, XDP_TX, Counter::Answered));
-    assert_eq!(dns::normalize(&payload).unwrap().answer.values().next().unwrap().rdata.len(), 16);
+    assert_eq!(
+        dns::normalize(&payload)
+            .unwrap()
+            .answer
+            .values()
+            .next()
+            .unwrap()
+            .rdata
+            .len(),
+        16
+    );
     same_answer(&payload, &q);
     // A client size below 512 counts as 512.
     let q = dns::query(3, name, RecordType::AAAA, Some((100, false)));
@@ -242,11 +315,38 @@ fn too_big_without_edns_fits_with_it() {
 
 #[test]
 fn misses_and_other_types_go_to_the_daemon() {
-    run(&v4_frame(&dns::query(1, "nope.example.com.", RecordType::A, None)), XDP_PASS, Counter::PassMiss);
-    run(&v4_frame(&dns::query(1, "single.example.com.", RecordType::AAAA, None)), XDP_PASS, Counter::PassMiss);
-    run(&v4_frame(&dns::query(1, "alias.example.com.", RecordType::A, None)), XDP_PASS, Counter::PassMiss);
-    run(&v4_frame(&dns::query(1, "mail.example.com.", RecordType::MX, None)), XDP_PASS, Counter::PassNotHot);
-    let ch = dns::query_class(1, "www.example.com.", RecordType::A, hickory_proto::rr::DNSClass::CH, None);
+    run(
+        &v4_frame(&dns::query(1, "nope.example.com.", RecordType::A, None)),
+        XDP_PASS,
+        Counter::PassMiss,
+    );
+    run(
+        &v4_frame(&dns::query(
+            1,
+            "single.example.com.",
+            RecordType::AAAA,
+            None,
+        )),
+        XDP_PASS,
+        Counter::PassMiss,
+    );
+    run(
+        &v4_frame(&dns::query(1, "alias.example.com.", RecordType::A, None)),
+        XDP_PASS,
+        Counter::PassMiss,
+    );
+    run(
+        &v4_frame(&dns::query(1, "mail.example.com.", RecordType::MX, None)),
+        XDP_PASS,
+        Counter::PassNotHot,
+    );
+    let ch = dns::query_class(
+        1,
+        "www.example.com.",
+        RecordType::A,
+        hickory_proto::rr::DNSClass::CH,
+        None,
+    );
     run(&v4_frame(&ch), XDP_PASS, Counter::PassNotHot);
 }
 
@@ -289,7 +389,11 @@ fn responses_and_short_headers_are_dropped() {
     let mut q = dns::query(9, "www.example.com.", RecordType::A, None);
     q[2] |= 0x80;
     run(&v4_frame(&q), XDP_DROP, Counter::DropResponse);
-    run(&v4_frame(&[0x12, 0x34, 0, 0, 0]), XDP_DROP, Counter::DropShortHeader);
+    run(
+        &v4_frame(&[0x12, 0x34, 0, 0, 0]),
+        XDP_DROP,
+        Counter::DropShortHeader,
+    );
     run(&v6_frame(&[]), XDP_DROP, Counter::DropShortHeader);
 }
 
@@ -313,7 +417,10 @@ fn padded_minimum_frame_is_sized_from_udp() {
 fn unusual_frames_are_passed_up_untouched() {
     let q = dns::query(4, "www.example.com.", RecordType::A, None);
     // 802.1Q tag.
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).single_vlan(10.try_into().unwrap()).ipv4(CLIENT4, SERVER4, 64).udp(CLIENT_PORT, 53);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .single_vlan(10.try_into().unwrap())
+        .ipv4(CLIENT4, SERVER4, 64)
+        .udp(CLIENT_PORT, 53);
     let mut tagged = Vec::new();
     b.write(&mut tagged, &q).unwrap();
     run(&tagged, XDP_PASS, Counter::PassVlan);
@@ -343,11 +450,15 @@ fn unusual_frames_are_passed_up_untouched() {
     bad[38..40].copy_from_slice(&ul.to_be_bytes());
     run(&bad, XDP_PASS, Counter::PassUdpLength);
     // Not our address, not our port, not UDP, not IP.
-    let other = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, [198, 18, 200, 99], 64).udp(CLIENT_PORT, 53);
+    let other = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT4, [198, 18, 200, 99], 64)
+        .udp(CLIENT_PORT, 53);
     let mut f = Vec::new();
     other.write(&mut f, &q).unwrap();
     run(&f, XDP_PASS, Counter::PassNotOurs);
-    let port = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT4, SERVER4, 64).udp(CLIENT_PORT, 5353);
+    let port = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT4, SERVER4, 64)
+        .udp(CLIENT_PORT, 5353);
     let mut f = Vec::new();
     port.write(&mut f, &q).unwrap();
     run(&f, XDP_PASS, Counter::PassNotDnsPort);
@@ -364,11 +475,17 @@ fn every_name_size_class_up_to_255_octets() {
     let a = "a".repeat(63);
     let names = [
         (format!("{}.example.com.", "m".repeat(30)), 44),
-        (format!("{}.{}.example.com.", "l".repeat(63), "l".repeat(30)), 108),
+        (
+            format!("{}.{}.example.com.", "l".repeat(63), "l".repeat(30)),
+            108,
+        ),
         (format!("{a}.{a}.{a}.{}.example.com.", "z".repeat(49)), 255),
     ];
     for (name, octets) in names {
-        let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(&Name::from_ascii(&name).unwrap()).unwrap();
+        let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(
+            &Name::from_ascii(&name).unwrap(),
+        )
+        .unwrap();
         assert_eq!(wire.len(), octets);
         let q = dns::query(6, &name.to_uppercase(), RecordType::A, Some((1232, false)));
         let frame = v4_frame(&q);
@@ -392,7 +509,15 @@ fn every_name_size_class_up_to_255_octets() {
 #[test]
 fn answering_off_passes_everything() {
     // A second program instance whose CONFIG has answering off, as while the daemon starts.
-    let mut off = Dataplane::load(Capacity { entries: 16, small: 16, large: 2 }, None).unwrap();
+    let mut off = Dataplane::load(
+        Capacity {
+            entries: 16,
+            small: 16,
+            large: 2,
+        },
+        None,
+    )
+    .unwrap();
     let mut cfg = XdpConfig::zeroed();
     cfg.port = 53;
     cfg.v4_count = 1;

@@ -2,11 +2,7 @@
 //! example (`examples/dnsfast.toml`) until Ctrl-C, then everything removed. With `--smoke` the
 //! printed commands are run and checked instead of waiting.
 
-use std::{
-    process::Command,
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, sync::mpsc, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use dnsfast_tests::{host::TestHost, service::Service};
@@ -19,7 +15,10 @@ const NETNS: &str = "dnsfast-demo";
 fn output(line: &str) -> Result<String> {
     let out = Command::new("sh").args(["-c", line]).output()?;
     if !out.status.success() {
-        bail!("`{line}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{line}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -28,18 +27,26 @@ pub fn run(smoke: bool) -> Result<()> {
     let bin = dnsfast_bin();
     let config = root().join("examples/dnsfast.toml");
     // Names and the 198.18.0.0/24 / 2001:2::/64 subnet match examples/dnsfast.toml.
-    let host = TestHost::with_names(0, NETNS, "dnsf-cli", "dnsf-srv").context("create the demo test host")?;
+    let host = TestHost::with_names(0, NETNS, "dnsf-cli", "dnsf-srv")
+        .context("create the demo test host")?;
     let mut pass = Command::new(&bin);
     pass.args(["pass", "--interface", &host.host_if]);
     let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
     let mut run = Command::new(&bin);
-    run.arg("run").arg("--config").arg(&config).args(["--netns", NETNS]);
+    run.arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--netns", NETNS]);
     let mut daemon = Service::start("dnsfast", run, Duration::from_secs(60))?;
 
     let status = output(&format!("{} status --netns {NETNS} --json", bin.display()))?;
     let pins = status
         .lines()
-        .find_map(|l| l.trim().strip_prefix("\"pin_dir\": \"").map(|p| p.trim_end_matches("\",").to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("\"pin_dir\": \"")
+                .map(|p| p.trim_end_matches("\",").to_string())
+        })
         .context("no pin directory in the status")?;
     let b = bin.display();
     let lines = [
@@ -52,7 +59,10 @@ pub fn run(smoke: bool) -> Result<()> {
         format!("bpftool map dump pinned {pins}/HOT_32"),
         format!("bpftool prog show pinned {pins}/dnsfast"),
     ];
-    println!("\ndnsfast serves examples/example.com.zone on {} and {} (netns {NETNS}, XDP on {}).", host.v4, host.v6, host.ns_if);
+    println!(
+        "\ndnsfast serves examples/example.com.zone on {} and {} (netns {NETNS}, XDP on {}).",
+        host.v4, host.v6, host.ns_if
+    );
     println!("Query it and look inside:\n");
     for l in &lines {
         println!("  {l}");
@@ -60,11 +70,20 @@ pub fn run(smoke: bool) -> Result<()> {
 
     if smoke {
         let a = output(&format!("{} +short", lines[0]))?;
-        ensure!(a.lines().count() == 3 && a.contains("198.18.1.1"), "www A: {a}");
+        ensure!(
+            a.lines().count() == 3 && a.contains("198.18.1.1"),
+            "www A: {a}"
+        );
         let aaaa = output(&format!("{} +short", lines[1]))?;
-        ensure!(aaaa.contains("2001:2:0:1::1") && aaaa.contains("2001:2:0:1::2"), "www AAAA: {aaaa}");
+        ensure!(
+            aaaa.contains("2001:2:0:1::1") && aaaa.contains("2001:2:0:1::2"),
+            "www AAAA: {aaaa}"
+        );
         let cname = output(&format!("{} +short", lines[2]))?;
-        ensure!(cname.starts_with("www.example.com.") && cname.lines().count() == 4, "blog A over TCP: {cname}");
+        ensure!(
+            cname.starts_with("www.example.com.") && cname.lines().count() == 4,
+            "blog A over TCP: {cname}"
+        );
         let nx = output(&lines[3])?;
         ensure!(nx.contains("status: NXDOMAIN"), "nope A: {nx}");
         let st = output(&format!("{} --json", lines[4]))?;
@@ -75,15 +94,29 @@ pub fn run(smoke: bool) -> Result<()> {
             .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse::<u64>().ok())
             .context("no answered counter in the status")?;
-        ensure!(answered >= 2, "the XDP program answered {answered} queries, expected the two UDP ones");
+        ensure!(
+            answered >= 2,
+            "the XDP program answered {answered} queries, expected the two UDP ones"
+        );
         let maps = output(&lines[5])?;
-        ensure!(maps.contains("www.example.com.") && maps.contains("198.18.1.3"), "maps: {maps}");
+        ensure!(
+            maps.contains("www.example.com.") && maps.contains("198.18.1.3"),
+            "maps: {maps}"
+        );
         let dump = output(&lines[6])?;
-        ensure!(dump.contains("\"qtype\": 1") && dump.contains("\"entry\""), "bpftool dump: {dump}");
+        ensure!(
+            dump.contains("\"qtype\": 1") && dump.contains("\"entry\""),
+            "bpftool dump: {dump}"
+        );
         output(&lines[7])?;
-        println!("\nsmoke: every printed command answered as expected ({answered} answered in XDP)");
+        println!(
+            "\nsmoke: every printed command answered as expected ({answered} answered in XDP)"
+        );
     } else {
-        println!("\nServing until Ctrl-C. The daemon logs to {}", daemon.log_path().display());
+        println!(
+            "\nServing until Ctrl-C. The daemon logs to {}",
+            daemon.log_path().display()
+        );
         let (tx, rx) = mpsc::channel();
         ctrlc::set_handler(move || {
             let _ = tx.send(());

@@ -65,7 +65,10 @@ fn main() {
 
 /// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs `cmd`, failing with its name if it fails.
@@ -115,7 +118,9 @@ struct Phase {
 fn test(filter: Option<&str>) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("cargo xtask test needs root: the XDP and network-namespace tests attach programs and create test hosts");
+        bail!(
+            "cargo xtask test needs root: the XDP and network-namespace tests attach programs and create test hosts"
+        );
     }
     let total = Instant::now();
     let mut phases: Vec<Phase> = Vec::new();
@@ -126,7 +131,11 @@ fn test(filter: Option<&str>) -> Result<()> {
         if let Err(e) = &r {
             eprintln!("xtask: phase {name} failed: {e:#}");
         }
-        phases.push(Phase { name, took: t.elapsed(), ok: r.is_ok() });
+        phases.push(Phase {
+            name,
+            took: t.elapsed(),
+            ok: r.is_ok(),
+        });
         r.is_ok()
     };
 
@@ -136,7 +145,14 @@ fn test(filter: Option<&str>) -> Result<()> {
             sh(cargo().args(["+nightly", "fmt", "--all", "--", "--check"]))
         });
         phase("clippy", &mut || {
-            sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+            sh(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
         });
         phase("unit tests", &mut || {
             sh(cargo().args(["test", "--workspace", "--exclude", "dnsfast-tests"]))
@@ -147,7 +163,13 @@ fn test(filter: Option<&str>) -> Result<()> {
         });
         phase("privileged tests (serial)", &mut || {
             let mut c = cargo();
-            c.args(["test", "--package", "dnsfast-tests", "--", "--test-threads=1"]);
+            c.args([
+                "test",
+                "--package",
+                "dnsfast-tests",
+                "--",
+                "--test-threads=1",
+            ]);
             if let Some(f) = filter {
                 c.arg(f);
             }
@@ -160,7 +182,12 @@ fn test(filter: Option<&str>) -> Result<()> {
 
     println!("\n==> summary");
     for p in &phases {
-        println!("  {:<34} {:>8.1}s  {}", p.name, p.took.as_secs_f64(), if p.ok { "ok" } else { "FAILED" });
+        println!(
+            "  {:<34} {:>8.1}s  {}",
+            p.name,
+            p.took.as_secs_f64(),
+            if p.ok { "ok" } else { "FAILED" }
+        );
     }
     println!("  {:<34} {:>8.1}s", "total", total.elapsed().as_secs_f64());
     let failed = phases.iter().filter(|p| !p.ok).count();

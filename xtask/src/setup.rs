@@ -25,7 +25,9 @@ const BPF_LINKER: &str = "0.13.0";
 /// Full setup, reporting each step.
 pub fn setup() -> Result<()> {
     ensure()?;
-    println!("setup complete: Debian packages, nightly rust-src and bpf-linker {BPF_LINKER} are in place");
+    println!(
+        "setup complete: Debian packages, nightly rust-src and bpf-linker {BPF_LINKER} are in place"
+    );
     Ok(())
 }
 
@@ -45,11 +47,18 @@ fn found(cmd: &str) -> bool {
 }
 
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, cmd)| !found(cmd)).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd)| !found(cmd))
+        .map(|(p, _)| *p)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    println!("xtask setup: installing Debian packages: {}", missing.join(" "));
+    println!(
+        "xtask setup: installing Debian packages: {}",
+        missing.join(" ")
+    );
     sh(Command::new("apt-get").args(["update", "-q"]))?;
     sh(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -58,7 +67,11 @@ fn apt() -> Result<()> {
 }
 
 fn rustc_nightly(args: &[&str]) -> Result<String> {
-    let out = Command::new("rustc").arg("+nightly").args(args).output().context("run rustc +nightly")?;
+    let out = Command::new("rustc")
+        .arg("+nightly")
+        .args(args)
+        .output()
+        .context("run rustc +nightly")?;
     if !out.status.success() {
         bail!(
             "the nightly toolchain is missing (`rustup toolchain list`); this machine's image ships it: {}",
@@ -70,10 +83,15 @@ fn rustc_nightly(args: &[&str]) -> Result<String> {
 
 fn nightly() -> Result<()> {
     let sysroot = PathBuf::from(rustc_nightly(&["--print", "sysroot"])?);
-    if sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").exists() {
+    if sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
+    {
         return Ok(());
     }
-    println!("xtask setup: adding rust-src to the nightly toolchain (needed for -Z build-std=core)");
+    println!(
+        "xtask setup: adding rust-src to the nightly toolchain (needed for -Z build-std=core)"
+    );
     sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
@@ -81,11 +99,15 @@ fn bpf_linker() -> Result<()> {
     let ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER)
+        });
     if ok {
         return Ok(());
     }
-    println!("xtask setup: building bpf-linker {BPF_LINKER} against the nightly's libLLVM (about 90 s)");
+    println!(
+        "xtask setup: building bpf-linker {BPF_LINKER} against the nightly's libLLVM (about 90 s)"
+    );
     let sysroot = PathBuf::from(rustc_nightly(&["--print", "sysroot"])?);
     let lib = std::fs::read_dir(sysroot.join("lib"))?
         .filter_map(Result::ok)
@@ -107,7 +129,12 @@ fn bpf_linker() -> Result<()> {
             .with_context(|| format!("symlink {}", p.display()))?;
     }
     sh(Command::new("cargo")
-        .args(["+nightly", "install", "--force", &format!("bpf-linker@{BPF_LINKER}")])
+        .args([
+            "+nightly",
+            "install",
+            "--force",
+            &format!("bpf-linker@{BPF_LINKER}"),
+        ])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("LLVM_PREFIX", &prefix))
 }

@@ -201,7 +201,11 @@ fn opt_errors() {
     assert_eq!(parse(&m), Err(QueryError::Truncated));
 
     // An option whose length overruns the RDATA.
-    let m = query("a.test", TYPE_A, Some(opt(1232, 0, 0, &[0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8])));
+    let m = query(
+        "a.test",
+        TYPE_A,
+        Some(opt(1232, 0, 0, &[0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8])),
+    );
     assert_eq!(parse(&m), Err(QueryError::OptionOverrun));
     let m = query("a.test", TYPE_A, Some(opt(1232, 0, 0, &[0, 10, 0])));
     assert_eq!(parse(&m), Err(QueryError::OptionOverrun));
@@ -219,7 +223,11 @@ fn cookies_and_unknown_options_are_accepted() {
     let m = query("a.test", TYPE_A, Some(opt(1232, 0, EDNS_DO, &opts)));
     let e = parse(&m).unwrap().edns.unwrap();
     assert!(e.cookie);
-    let m = query("a.test", TYPE_A, Some(opt(1232, 0, 0, &[0, 10, 0, 3, 1, 2, 3])));
+    let m = query(
+        "a.test",
+        TYPE_A,
+        Some(opt(1232, 0, 0, &[0, 10, 0, 3, 1, 2, 3])),
+    );
     assert_eq!(parse(&m), Err(QueryError::BadCookie));
 }
 
@@ -256,7 +264,11 @@ fn tsig_is_reported_by_the_daemon_validator_only() {
     m[11] = 1;
     // key name "k.", type TSIG, class ANY, TTL 0, empty RDATA (enough to be walked).
     m.extend_from_slice(&[1, b'k', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]);
-    assert!(parse_query::<FullLimits, _>(&mut SliceWire(&m)).unwrap().tsig);
+    assert!(
+        parse_query::<FullLimits, _>(&mut SliceWire(&m))
+            .unwrap()
+            .tsig
+    );
     let mut buf = [0u8; MSG_BUF_LEN];
     buf[..m.len()].copy_from_slice(&m);
     let mut cell = 0;
@@ -289,7 +301,10 @@ fn key_is_lowercase_and_padded_to_class() {
     assert_eq!(key.qtype, TYPE_A);
     assert_eq!(key.region, 3);
     assert_eq!(&key.name[..17], &wire_name("www.example.com")[..]);
-    assert!(key.name[17..32].iter().all(|&b| b == 0), "class padding must be zero");
+    assert!(
+        key.name[17..32].iter().all(|&b| b == 0),
+        "class padding must be zero"
+    );
     // Bytes past the class are not part of the key and may hold anything.
     let long = "a".repeat(60);
     let m = query(&long, TYPE_A, None);
@@ -310,7 +325,12 @@ fn small(rrtype: u16, ttl: u32, addrs: &[&[u8]]) -> AnswerSmall {
     a
 }
 
-fn build(m: &[u8], ans: &impl AnswerData, rotation: u32, limit: usize) -> Result<Vec<u8>, BuildError> {
+fn build(
+    m: &[u8],
+    ans: &impl AnswerData,
+    rotation: u32,
+    limit: usize,
+) -> Result<Vec<u8>, BuildError> {
     let mut buf = [0u8; MSG_BUF_LEN];
     buf[..m.len()].copy_from_slice(m);
     let mut cell = 0;
@@ -345,7 +365,11 @@ fn hot_answer_bytes() {
 fn hot_answer_with_opt() {
     let mut cookie = vec![0, 10, 0, 8];
     cookie.extend_from_slice(&[7; 8]);
-    let m = query("a.test", TYPE_AAAA, Some(opt(4096, 0, EDNS_DO | 0x0001, &cookie)));
+    let m = query(
+        "a.test",
+        TYPE_AAAA,
+        Some(opt(4096, 0, EDNS_DO | 0x0001, &cookie)),
+    );
     let mut ans = AnswerLarge::zeroed();
     ans.ttl = 300;
     ans.rrtype = TYPE_AAAA;
@@ -357,7 +381,10 @@ fn hot_answer_with_opt() {
     assert_eq!(&r[10..12], &[0, 1], "ARCOUNT 1 for our OPT");
     assert_eq!(r.len(), qend + 28 + 11);
     // OPT: root, type 41, 1232, ext-rcode 0, version 0, only DO kept, no options.
-    assert_eq!(&r[qend + 28..], &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]);
+    assert_eq!(
+        &r[qend + 28..],
+        &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]
+    );
     assert_eq!(LARGE_RDATA, 256);
 }
 
@@ -365,7 +392,10 @@ fn hot_answer_with_opt() {
 fn hot_answer_respects_limit_and_slot_checks() {
     let m = query("a.test", TYPE_A, None);
     let ans = small(TYPE_A, 60, &[&[198, 18, 0, 1]]);
-    assert_eq!(build(&m, &ans, 0, 12 + 12 + 16 - 1), Err(BuildError::TooBig));
+    assert_eq!(
+        build(&m, &ans, 0, 12 + 12 + 16 - 1),
+        Err(BuildError::TooBig)
+    );
     assert!(build(&m, &ans, 0, 12 + 12 + 16).is_ok());
     let aaaa = query("a.test", TYPE_AAAA, None);
     assert_eq!(build(&aaaa, &ans, 0, 512), Err(BuildError::BadSlot));

@@ -29,7 +29,9 @@ ns.sub  A   198.18.9.9
 fn zones() -> Zones {
     let origin = Name::from_ascii("example.com.").unwrap();
     let recs = read_text(ZONE, Path::new("t.zone"), &origin).unwrap();
-    Zones::new(vec![Zone::build(&origin, Path::new("t.zone"), recs).unwrap()])
+    Zones::new(vec![
+        Zone::build(&origin, Path::new("t.zone"), recs).unwrap(),
+    ])
 }
 
 fn ask(name: &str, t: RecordType) -> Answer {
@@ -37,7 +39,9 @@ fn ask(name: &str, t: RecordType) -> Answer {
 }
 
 fn names(rs: &[Record]) -> Vec<String> {
-    rs.iter().map(|r| format!("{} {}", r.name.to_ascii().to_lowercase(), r.record_type())).collect()
+    rs.iter()
+        .map(|r| format!("{} {}", r.name.to_ascii().to_lowercase(), r.record_type()))
+        .collect()
 }
 
 #[test]
@@ -82,7 +86,11 @@ fn cname_chains() {
     assert_eq!(names(&out.answer), ["outside.example.com. CNAME"]);
     assert_eq!(out.rcode, rcode::NOERROR);
     let lp = ask("loop1.example.com.", RecordType::A);
-    assert_eq!(lp.answer.len(), MAX_CNAME_CHAIN + 1, "a loop stops at the cap");
+    assert_eq!(
+        lp.answer.len(),
+        MAX_CNAME_CHAIN + 1,
+        "a loop stops at the cap"
+    );
     let c = ask("alias.example.com.", RecordType::CNAME);
     assert_eq!(names(&c.answer), ["alias.example.com. CNAME"]);
 }
@@ -121,12 +129,24 @@ fn additional_for_mx_and_outside_zones_refused() {
     assert_eq!(names(&mx.additional), ["mx1.example.com. A"]);
     let r = ask("www.example.net.", RecordType::A);
     assert_eq!((r.rcode, r.aa), (rcode::REFUSED, false));
-    let ch = resolve(&zones(), &Name::from_ascii("www.example.com.").unwrap(), RecordType::A, DNSClass::CH);
+    let ch = resolve(
+        &zones(),
+        &Name::from_ascii("www.example.com.").unwrap(),
+        RecordType::A,
+        DNSClass::CH,
+    );
     assert_eq!(ch.rcode, rcode::REFUSED);
 }
 
 #[test]
 fn any_gets_one_rrset() {
     let a = ask("www.example.com.", RecordType::ANY);
-    assert_eq!(a.answer.iter().map(Record::record_type).collect::<std::collections::HashSet<_>>().len(), 1);
+    assert_eq!(
+        a.answer
+            .iter()
+            .map(Record::record_type)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1
+    );
 }

@@ -28,7 +28,9 @@ fn reads_the_usual_syntax() {
     let recs = read(&text).unwrap();
     let find = |name: &str, t: RecordType| {
         recs.iter()
-            .find(|r| r.record.name.to_ascii().eq_ignore_ascii_case(name) && r.record.record_type() == t)
+            .find(|r| {
+                r.record.name.to_ascii().eq_ignore_ascii_case(name) && r.record.record_type() == t
+            })
             .unwrap_or_else(|| panic!("{name} {t} missing"))
     };
     let www = find("www.example.com.", RecordType::A);
@@ -36,12 +38,21 @@ fn reads_the_usual_syntax() {
     let aaaa = find("www.example.com.", RecordType::AAAA);
     assert_eq!(aaaa.record.ttl, 300, "no TTL on the record: $TTL applies");
     assert_eq!(find("WWW2.example.com.", RecordType::A).record.ttl, 120);
-    let RData::TXT(txt) = &find("txt.example.com.", RecordType::TXT).record.data else { panic!() };
-    assert_eq!(*txt, TXT::new(vec!["v=spf1 -all".into(), "second; string".into()]));
-    let RData::CNAME(c) = &find("alias.example.com.", RecordType::CNAME).record.data else { panic!() };
+    let RData::TXT(txt) = &find("txt.example.com.", RecordType::TXT).record.data else {
+        panic!()
+    };
+    assert_eq!(
+        *txt,
+        TXT::new(vec!["v=spf1 -all".into(), "second; string".into()])
+    );
+    let RData::CNAME(c) = &find("alias.example.com.", RecordType::CNAME).record.data else {
+        panic!()
+    };
     assert_eq!(c.0.to_ascii(), "www.example.com.");
     find("host.sub.example.com.", RecordType::A);
-    let RData::SOA(soa) = &find("example.com.", RecordType::SOA).record.data else { panic!() };
+    let RData::SOA(soa) = &find("example.com.", RecordType::SOA).record.data else {
+        panic!()
+    };
     assert_eq!(soa.mname.to_ascii(), "ns1.example.com.");
     assert_eq!(soa.minimum, 60);
 }
@@ -50,7 +61,10 @@ fn reads_the_usual_syntax() {
 fn generic_and_unknown_types() {
     let recs = read("$TTL 60\na TYPE65400 \\# 3 01 0203\nb A \\# 4 C6120001\n").unwrap();
     assert_eq!(recs[0].record.record_type(), RecordType::Unknown(65400));
-    assert_eq!(recs[1].record.data, RData::A(A(Ipv4Addr::new(198, 18, 0, 1))));
+    assert_eq!(
+        recs[1].record.data,
+        RData::A(A(Ipv4Addr::new(198, 18, 0, 1)))
+    );
     let e = read("$TTL 60\na TYPE65400 \\# 4 01 0203\n").unwrap_err();
     assert_eq!((e.line, e.field.as_str()), (2, "rdata"), "{e}");
 }
@@ -72,8 +86,16 @@ fn errors_name_file_line_and_field() {
     ];
     for (text, line, field) in cases {
         let e = read(text).unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (*line, *field), "{text:?} gave {e}");
-        assert!(e.to_string().starts_with(&format!("test.zone:{line}: {field}: ")), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (*line, *field),
+            "{text:?} gave {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("test.zone:{line}: {field}: ")),
+            "{e}"
+        );
     }
 }
 
@@ -83,7 +105,10 @@ fn include_with_origin_and_loops() {
     std::fs::create_dir_all(&dir).unwrap();
     let main = dir.join("main.zone");
     let inc = dir.join("hosts.inc");
-    std::fs::File::create(&inc).unwrap().write_all(b"h1 A 198.18.2.1\nh2 A 198.18.2.300\n").unwrap();
+    std::fs::File::create(&inc)
+        .unwrap()
+        .write_all(b"h1 A 198.18.2.1\nh2 A 198.18.2.300\n")
+        .unwrap();
     std::fs::File::create(&main)
         .unwrap()
         .write_all(b"$TTL 60\n$INCLUDE hosts.inc lab.example.com.\nafter A 198.18.0.9\n")
@@ -92,12 +117,22 @@ fn include_with_origin_and_loops() {
     assert_eq!(e.file, inc);
     assert_eq!((e.line, e.field.as_str()), (2, "rdata"), "{e}");
 
-    std::fs::File::create(&inc).unwrap().write_all(b"h1 A 198.18.2.1\n").unwrap();
+    std::fs::File::create(&inc)
+        .unwrap()
+        .write_all(b"h1 A 198.18.2.1\n")
+        .unwrap();
     let recs = read_file(&main, &origin()).unwrap();
     assert_eq!(recs[0].record.name.to_ascii(), "h1.lab.example.com.");
-    assert_eq!(recs[1].record.name.to_ascii(), "after.example.com.", "origin restored after $INCLUDE");
+    assert_eq!(
+        recs[1].record.name.to_ascii(),
+        "after.example.com.",
+        "origin restored after $INCLUDE"
+    );
 
-    std::fs::File::create(&inc).unwrap().write_all(b"$INCLUDE main.zone\n").unwrap();
+    std::fs::File::create(&inc)
+        .unwrap()
+        .write_all(b"$INCLUDE main.zone\n")
+        .unwrap();
     let e = read_file(&main, &origin()).unwrap_err();
     assert!(e.to_string().contains("$INCLUDE loop"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -105,22 +140,48 @@ fn include_with_origin_and_loops() {
 
 #[test]
 fn zone_checks() {
-    let z = build(&format!("{HEAD}a.b.c A 198.18.0.7\nsub NS ns.sub\nns.sub A 198.18.9.9\n")).unwrap();
+    let z = build(&format!(
+        "{HEAD}a.b.c A 198.18.0.7\nsub NS ns.sub\nns.sub A 198.18.9.9\n"
+    ))
+    .unwrap();
     assert_eq!(z.negative_ttl, 60);
     let ln = |s: &str| LowerName::new(&Name::from_ascii(s).unwrap());
     assert!(z.is_empty_non_terminal(&ln("b.c.example.com.")));
     assert!(z.is_empty_non_terminal(&ln("c.example.com.")));
     assert!(!z.is_empty_non_terminal(&ln("a.b.c.example.com.")));
-    assert_eq!(z.cut_above(&ln("x.ns.sub.example.com.")), Some(ln("sub.example.com.")));
+    assert_eq!(
+        z.cut_above(&ln("x.ns.sub.example.com.")),
+        Some(ln("sub.example.com."))
+    );
     assert_eq!(z.cut_above(&ln("www.example.com.")), None);
 
     let cases: &[(&str, usize, &str, &str)] = &[
         ("$TTL 60\nwww A 198.18.0.1\n", 0, "zone", "no SOA"),
         ("$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n", 2, "zone", "no NS"),
-        (&format!("{HEAD}www A 198.18.0.1\nwww CNAME x\n"), 7, "type", "beside other data (A at line 6)"),
-        (&format!("{HEAD}www.example.net. A 198.18.0.1\n"), 6, "owner", "outside the zone"),
-        (&format!("{HEAD}sub NS ns.sub\n"), 6, "rdata", "glue missing"),
-        (&format!("{HEAD}www SOA ns1 h 1 2 3 4 5\n"), 6, "owner", "not at the apex"),
+        (
+            &format!("{HEAD}www A 198.18.0.1\nwww CNAME x\n"),
+            7,
+            "type",
+            "beside other data (A at line 6)",
+        ),
+        (
+            &format!("{HEAD}www.example.net. A 198.18.0.1\n"),
+            6,
+            "owner",
+            "outside the zone",
+        ),
+        (
+            &format!("{HEAD}sub NS ns.sub\n"),
+            6,
+            "rdata",
+            "glue missing",
+        ),
+        (
+            &format!("{HEAD}www SOA ns1 h 1 2 3 4 5\n"),
+            6,
+            "owner",
+            "not at the apex",
+        ),
     ];
     for (text, line, field, msg) in cases {
         let e = build(text).unwrap_err();
