@@ -62,7 +62,7 @@ pub fn sum_message(msg: &mut [u8; MSG_BUF_LEN], len: usize) -> Option<u64> {
     if a < 0 {
         return None;
     }
-    let mut s = a as u64 & 0xFFFF_FFFF;
+    let mut s = a.cast_unsigned() & 0xFFFF_FFFF;
     if rest > 0 && rest <= MSG_AREA - CSUM_CHUNK {
         // SAFETY: as above; the second chunk starts at 512, 4-byte aligned like the first.
         let b = unsafe {
@@ -77,7 +77,7 @@ pub fn sum_message(msg: &mut [u8; MSG_BUF_LEN], len: usize) -> Option<u64> {
         if b < 0 {
             return None;
         }
-        s += b as u64 & 0xFFFF_FFFF;
+        s += b.cast_unsigned() & 0xFFFF_FFFF;
     }
     Some(s)
 }

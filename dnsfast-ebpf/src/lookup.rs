@@ -57,14 +57,22 @@ pub enum Answer {
 
 /// The answer for `key` (built by `wire::build_key` for size class `class`), if it is hot.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a reference keeps the key off the 512-byte BPF stack"
+)]
 pub fn find(class: usize, key: &HotKey256) -> Option<Answer> {
+    let k: *const HotKey256 = key;
+    // The smaller keys are prefixes of HotKey256's layout (same leading fields, shorter name,
+    // same alignment) and each map reads only size_of::<HotKeyN>() bytes: a pointer cast is a
+    // valid reference to the smaller key, and no copy lands on the 512-byte stack.
     let entry = match class {
-        // SAFETY (all three casts): HotKeyN is a prefix of HotKey256's layout (same leading
-        // fields, shorter name) with the same alignment, and the map reads only size_of::<HotKeyN>
-        // bytes of it.
-        0 => HOT_32.get_ptr(unsafe { &*core::ptr::from_ref(key).cast::<HotKey32>() }),
-        1 => HOT_64.get_ptr(unsafe { &*core::ptr::from_ref(key).cast::<HotKey64>() }),
-        2 => HOT_128.get_ptr(unsafe { &*core::ptr::from_ref(key).cast::<HotKey128>() }),
+        // SAFETY: see above.
+        0 => HOT_32.get_ptr(unsafe { &*k.cast::<HotKey32>() }),
+        // SAFETY: see above.
+        1 => HOT_64.get_ptr(unsafe { &*k.cast::<HotKey64>() }),
+        // SAFETY: see above.
+        2 => HOT_128.get_ptr(unsafe { &*k.cast::<HotKey128>() }),
         _ => HOT_256.get_ptr(key),
     }?;
     // SAFETY: the pointer came from a successful lookup and is valid for this program run. The

@@ -92,15 +92,17 @@ fn save(ctx: &XdpContext, v6: bool) -> Option<Saved> {
 /// Resizes the frame by `delta` bytes: tail first, headroom when the tail has no room.
 #[inline(always)]
 fn resize(ctx: &XdpContext, delta: i32) -> bool {
-    // SAFETY (both calls): plain helpers on our context; on failure the frame is unchanged.
+    // SAFETY: plain helper on our context; on failure the frame is unchanged.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0 {
         return true;
     }
+    // SAFETY: as above.
     delta > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } == 0
 }
 
 /// Rewrites the frame into the reply carrying `msg[..len]`.
 #[inline(always)]
+#[expect(clippy::cast_possible_wrap, reason = "frame lengths are below 64 KiB")]
 pub fn reply(
     ctx: &XdpContext,
     frame: &Frame,

@@ -216,7 +216,7 @@ impl Config {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let udp_workers = bounded(
             raw.server.udp_workers,
-            cpus as i64,
+            u32::try_from(cpus).unwrap_or(256).min(256),
             1,
             256,
             "server.udp_workers",
@@ -338,14 +338,14 @@ impl Config {
             instance,
             listen,
             udp_workers: udp_workers as usize,
-            tcp_idle_timeout: Duration::from_secs(tcp_idle as u64),
+            tcp_idle_timeout: Duration::from_secs(u64::from(tcp_idle)),
             tcp_max_connections: tcp_max as usize,
             xdp: XdpSettings {
                 mode,
                 interface,
-                max_hot_names: max_hot as u32,
-                max_answers: max_answers as u32,
-                max_large_answers: max_large as u32,
+                max_hot_names: max_hot,
+                max_answers,
+                max_large_answers: max_large,
             },
             zones,
         })
@@ -376,28 +376,34 @@ impl Config {
     }
 }
 
-/// An integer key with a default and bounds.
+/// An integer key with a default and bounds (`min >= 0`).
 fn bounded(
     value: Option<Spanned<i64>>,
-    default: i64,
-    min: i64,
-    max: i64,
+    default: u32,
+    min: u32,
+    max: u32,
     key: &str,
     err: &impl Fn(Range<usize>, &str, String) -> ConfigError,
-) -> Result<i64, ConfigError> {
+) -> Result<u32, ConfigError> {
     match value {
         None => Ok(default),
-        Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
-        Some(v) => Err(err(
-            v.span(),
-            key,
-            format!("{} is out of range {min}..={max}", v.get_ref()),
-        )),
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(err(
+                v.span(),
+                key,
+                format!("{} is out of range {min}..={max}", v.get_ref()),
+            )),
+        },
     }
 }
 
 /// 1-based line of byte offset `pos` in `text`.
 #[must_use]
+#[expect(
+    clippy::naive_bytecount,
+    reason = "configuration files are small; no crate for this"
+)]
 pub fn line_of(text: &str, pos: usize) -> usize {
     text.as_bytes()[..pos.min(text.len())]
         .iter()

@@ -302,14 +302,14 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     );
     instance::notify("READY=1");
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
                 instance::notify("RELOADING=1");
                 let d = Arc::clone(&daemon);
                 tokio::task::spawn_blocking(move || d.reload()).await?;

@@ -3,7 +3,12 @@
 //! [`HotTable`] is what `compile` produces; the userspace server answers from it directly and
 //! [`HotTable::diff`] gives the [`Change`]s that the XDP maps need to match it.
 
-use std::{borrow::Borrow, collections::HashMap, fmt, sync::Arc};
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    fmt::{self, Write as _},
+    sync::Arc,
+};
 
 use dnsfast_common::{
     maps::{AnswerLarge, AnswerSmall, LARGE_RDATA, MAX_HOT_RECORDS, REGION_ANY, SMALL_RDATA},
@@ -109,7 +114,9 @@ pub fn wire_to_text(wire: &[u8]) -> String {
                     out.push(char::from(b));
                 }
                 0x21..=0x7E => out.push(char::from(b)),
-                _ => out.push_str(&format!("\\{b:03}")),
+                _ => {
+                    let _ = write!(out, "\\{b:03}");
+                }
             }
         }
         out.push('.');
@@ -298,9 +305,8 @@ fn add_zone(zone: &Zone, map: &mut HashMap<HotKey, Arc<HotAnswer>>) {
         if zone.cut_above(name).is_some() {
             continue;
         }
-        let wire = match Name::from(name.clone()).to_bytes() {
-            Ok(w) => w,
-            Err(_) => continue,
+        let Ok(wire) = Name::from(name.clone()).to_bytes() else {
+            continue;
         };
         for t in [RecordType::A, RecordType::AAAA] {
             if let Some(set) = node.get(t)

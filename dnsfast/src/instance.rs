@@ -89,7 +89,7 @@ impl Instance {
     pub fn lock(&self) -> Result<InstanceLock> {
         let path = self.lock_path();
         fs::create_dir_all(path.parent().expect("has parent"))
-            .with_context(|| format!("create {}", RUN_DIR))?;
+            .with_context(|| format!("create {RUN_DIR}"))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -256,6 +256,10 @@ pub fn running_sockets(netns: u64) -> Vec<PathBuf> {
 
 /// IP addresses configured on `iface` (for a wildcard listen address: the XDP program matches
 /// exactly these).
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "getifaddrs allocates each address as the sockaddr of its family, aligned for it"
+)]
 pub fn interface_addresses(iface: &str) -> Result<Vec<std::net::IpAddr>> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

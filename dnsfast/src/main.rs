@@ -64,7 +64,7 @@ enum Command {
         netns: Option<String>,
     },
     /// Test-host helper: attach a pass-everything XDP program to a veth end (native XDP on veth
-    /// delivers XDP_TX frames only to a peer with a program) and hold it until SIGINT/SIGTERM.
+    /// sends answers back only to a peer that has a program too) and hold it until Ctrl-C.
     Pass {
         /// Interface.
         #[arg(long)]

@@ -347,7 +347,7 @@ mod tests {
         let mut want: HashMap<u32, Arc<HotAnswer>> = HashMap::new();
         // Deterministic pseudo-random batches: adds, replacements (small <-> large), removals.
         let mut x = 12345u32;
-        for round in 0..300 {
+        for round in 0u32..300 {
             let mut changes = Vec::new();
             let mut touched = HashSet::new();
             for _ in 0..4 {
@@ -356,7 +356,7 @@ mod tests {
                 if !touched.insert(k) {
                     continue;
                 }
-                if (x >> 20) % 4 == 0 {
+                if (x >> 20).is_multiple_of(4) {
                     changes.push(Change {
                         key: key(k),
                         answer: None,
@@ -374,7 +374,7 @@ mod tests {
                 let got = model.answer(&key(k));
                 match want.get(&k) {
                     Some(a) if plan.skipped == 0 => {
-                        assert_eq!(got, Some(a), "round {round} key {k}")
+                        assert_eq!(got, Some(a), "round {round} key {k}");
                     }
                     Some(_) => {}
                     None => assert_eq!(got, None, "round {round} key {k} should be gone"),

@@ -492,7 +492,7 @@ fn record(entry: &Entry, state: &mut ReadState) -> Result<Record, (&'static str,
     Ok(Record::from_rdata(owner, ttl, rdata))
 }
 
-fn one_token<'a>(rtype: RecordType, tokens: &'a [Token]) -> Result<&'a str, String> {
+fn one_token(rtype: RecordType, tokens: &[Token]) -> Result<&str, String> {
     match tokens {
         [t] if !t.quoted => Ok(&t.text),
         [] => Err(format!("{rtype} needs an address")),
@@ -556,7 +556,7 @@ fn generic_rdata(rtype: RecordType, tokens: &[Token]) -> Result<RData, String> {
         .parse()
         .map_err(|_| format!("\\# length {:?} is not a number", len_tok.text))?;
     let hex: String = hex.iter().map(|t| t.text.as_str()).collect();
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("\\# data {hex:?} is not hexadecimal octets"));
     }
     let bytes: Vec<u8> = (0..hex.len())
@@ -683,34 +683,31 @@ impl Zone {
                 soa = Some(r.clone());
             }
             let node = nodes.entry(owner.clone()).or_default();
-            match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
-                Some(set) => {
-                    if rtype == RecordType::CNAME {
-                        return Err(zerr(&src, "type", format!("a second CNAME at {}", r.name)));
-                    }
-                    if set.ttl != r.ttl {
-                        tracing::warn!(
-                            "{}:{}: TTL {} differs from {} of the {rtype} RRset at {}; using {}",
-                            src.file.display(),
-                            src.line,
-                            r.ttl,
-                            set.ttl,
-                            r.name,
-                            set.ttl
-                        );
-                    }
-                    if !set.rdatas.contains(&r.data) {
-                        set.rdatas.push(r.data.clone());
-                    }
+            if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+                if rtype == RecordType::CNAME {
+                    return Err(zerr(&src, "type", format!("a second CNAME at {}", r.name)));
                 }
-                None => {
-                    node.rrsets.push(RRset {
-                        rtype,
-                        ttl: r.ttl,
-                        rdatas: vec![r.data.clone()],
-                    });
-                    first_seen.insert((owner, rtype), src);
+                if set.ttl != r.ttl {
+                    tracing::warn!(
+                        "{}:{}: TTL {} differs from {} of the {rtype} RRset at {}; using {}",
+                        src.file.display(),
+                        src.line,
+                        r.ttl,
+                        set.ttl,
+                        r.name,
+                        set.ttl
+                    );
                 }
+                if !set.rdatas.contains(&r.data) {
+                    set.rdatas.push(r.data.clone());
+                }
+            } else {
+                node.rrsets.push(RRset {
+                    rtype,
+                    ttl: r.ttl,
+                    rdatas: vec![r.data.clone()],
+                });
+                first_seen.insert((owner, rtype), src);
             }
         }
 

@@ -1,5 +1,5 @@
 //! Test hosts: a network namespace with one end of a veth pair, the other end in this
-//! namespace. Each test host gets its own names and subnet (198.18.<n>.0/24, 2001:2:0:<n>::/64),
+//! namespace. Each test host gets its own names and subnet (`198.18.<n>.0/24`, `2001:2:0:<n>::/64`),
 //! IPv6 addresses go on with `nodad` so they are usable at once, and everything is removed on
 //! drop.
 

@@ -1,7 +1,7 @@
 //! The test-host harness shared by dnsfast's integration tests and `cargo xtask`.
 //!
 //! - [`host`]: a test host: a network namespace joined to this one by a veth pair, addressed
-//!   from 198.18.0.0/15 and 2001:2::/48, removed on drop even when a test fails;
+//!   from 198.18.0.0/15 and `2001:2::/48`, removed on drop even when a test fails;
 //! - [`service`]: a child process started with `NOTIFY_SOCKET` and waited for until it reports
 //!   `READY=1` (readiness, never a sleep), stopped by its PID on drop;
 //! - [`daemon`]: the real `dnsfast` binary serving a test host, with its status at hand;

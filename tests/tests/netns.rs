@@ -2,7 +2,12 @@
 //! namespace over IPv4 and IPv6, UDP and TCP. Needs root; run serially (`--test-threads=1`):
 //! each test has its own namespace, interfaces, subnet and instance (so its own pins).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use dnsfast_tests::{
     daemon::TestDaemon,
@@ -186,7 +191,7 @@ fn xdp_on_and_off_answer_alike() {
     let host = TestHost::new(11, "battery").unwrap();
     let _pass = pass_program(&host);
     let cases = battery();
-    let hot = cases.iter().filter(|c| c.hot).count() as u64;
+    let hot_cases = cases.iter().filter(|c| c.hot).count() as u64;
     let no_room = NO_ROOM_ON_VETH.len() as u64;
 
     let on =
@@ -198,7 +203,7 @@ fn xdp_on_and_off_answer_alike() {
     // Every hot query over UDP (IPv4 and IPv6) was answered in the kernel, nothing else was.
     assert_eq!(
         on.xdp_counter("answered").unwrap() - answered_before,
-        2 * (hot - no_room)
+        2 * (hot_cases - no_room)
     );
     assert_eq!(on.xdp_counter("pass_no_room").unwrap(), 2 * no_room);
     assert_eq!(on.xdp_counter("pass_bad_slot").unwrap(), 0);
@@ -206,11 +211,11 @@ fn xdp_on_and_off_answer_alike() {
     assert_eq!(on.xdp_counter("drop_rewrite").unwrap(), 0);
     assert_eq!(
         on.server_counter("udp_queries").unwrap(),
-        2 * (cases.len() as u64 - hot + no_room)
+        2 * (cases.len() as u64 - hot_cases + no_room)
     );
     // Over TCP the daemon answers the hot names with the same builder (the 16 AAAA without EDNS
     // too: no 512-byte limit there), and over UDP those without room on veth.
-    let hot_over_tcp = hot + 1;
+    let hot_over_tcp = hot_cases + 1;
     assert_eq!(
         on.server_counter("hot_answers").unwrap(),
         2 * (hot_over_tcp + no_room)
@@ -259,7 +264,7 @@ fn xdp_on_and_off_answer_alike() {
         find("EDNS version 1 udp")
             .edns
             .as_ref()
-            .map(|e| e.rcode_high()),
+            .map(hickory_proto::op::Edns::rcode_high),
         Some(1),
         "BADVERS"
     );
@@ -322,7 +327,6 @@ fn tcp_pipelining_and_split_queries() {
         assert_eq!(&r[..2], &m[..2], "answers in order, matching IDs");
     }
     // A query written in two pieces, with a pause between them, is still one query.
-    use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let q = dns::query(77, "www.example.com.", RecordType::AAAA, None);

@@ -102,7 +102,7 @@ const CHURN: std::ops::Range<u8> = 30..32;
 const FULL_EVERY: u32 = 16;
 
 fn generation(g: u32) -> Vec<Change> {
-    let full = g % FULL_EVERY == 0;
+    let full = g.is_multiple_of(FULL_EVERY);
     let removed = full && (g / FULL_EVERY) % 2 == 1;
     let mut out = Vec::new();
     for i in (0..NAMES).filter(|i| full || CHURN.contains(i)) {
@@ -233,16 +233,16 @@ fn answers_rewritten_under_load_are_never_torn() {
         let start = Instant::now();
         let (mut sent, mut lost, mut refused) = (0u32, 0u32, 0u32);
         let mut errors = Vec::new();
-        let mut x = 0x9E37_79B9u32;
+        let mut rng = 0x9E37_79B9u32;
         while sent < MAX_QUERIES && start.elapsed() < MAX_TIME {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            rng = rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             // Half the queries ask for the names rewritten in every round.
-            let i = if (x >> 28) & 1 == 0 {
-                CHURN.start + ((x >> 8) % u32::from(CHURN.end - CHURN.start)) as u8
+            let i = if (rng >> 28) & 1 == 0 {
+                CHURN.start + ((rng >> 8) % u32::from(CHURN.end - CHURN.start)) as u8
             } else {
-                ((x >> 8) % u32::from(NAMES)) as u8
+                ((rng >> 8) % u32::from(NAMES)) as u8
             };
-            let qtype = if (x >> 20) & 1 == 0 {
+            let qtype = if (rng >> 20) & 1 == 0 {
                 RecordType::A
             } else {
                 RecordType::AAAA

@@ -37,7 +37,7 @@ pub fn run(smoke: bool) -> Result<()> {
         .arg("--config")
         .arg(&config)
         .args(["--netns", NETNS]);
-    let mut daemon = Service::start("dnsfast", run, Duration::from_secs(60))?;
+    let mut daemon = Service::start("dnsfast", run, Duration::from_mins(1))?;
 
     let status = output(&format!("{} status --netns {NETNS} --json", bin.display()))?;
     let pins = status
@@ -69,49 +69,7 @@ pub fn run(smoke: bool) -> Result<()> {
     }
 
     if smoke {
-        let a = output(&format!("{} +short", lines[0]))?;
-        ensure!(
-            a.lines().count() == 3 && a.contains("198.18.1.1"),
-            "www A: {a}"
-        );
-        let aaaa = output(&format!("{} +short", lines[1]))?;
-        ensure!(
-            aaaa.contains("2001:2:0:1::1") && aaaa.contains("2001:2:0:1::2"),
-            "www AAAA: {aaaa}"
-        );
-        let cname = output(&format!("{} +short", lines[2]))?;
-        ensure!(
-            cname.starts_with("www.example.com.") && cname.lines().count() == 4,
-            "blog A over TCP: {cname}"
-        );
-        let nx = output(&lines[3])?;
-        ensure!(nx.contains("status: NXDOMAIN"), "nope A: {nx}");
-        let st = output(&format!("{} --json", lines[4]))?;
-        let answered = st
-            .split("\"name\": \"answered\",")
-            .nth(1)
-            .and_then(|s| s.split("\"value\": ").nth(1))
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .context("no answered counter in the status")?;
-        ensure!(
-            answered >= 2,
-            "the XDP program answered {answered} queries, expected the two UDP ones"
-        );
-        let maps = output(&lines[5])?;
-        ensure!(
-            maps.contains("www.example.com.") && maps.contains("198.18.1.3"),
-            "maps: {maps}"
-        );
-        let dump = output(&lines[6])?;
-        ensure!(
-            dump.contains("\"qtype\": 1") && dump.contains("\"entry\""),
-            "bpftool dump: {dump}"
-        );
-        output(&lines[7])?;
-        println!(
-            "\nsmoke: every printed command answered as expected ({answered} answered in XDP)"
-        );
+        smoke_checks(&lines)?;
     } else {
         println!(
             "\nServing until Ctrl-C. The daemon logs to {}",
@@ -129,5 +87,51 @@ pub fn run(smoke: bool) -> Result<()> {
         bail!("dnsfast exited with {status}\n{}", daemon.log());
     }
     drop(host);
+    Ok(())
+}
+
+/// Runs the printed commands and checks what they print.
+fn smoke_checks(lines: &[String]) -> Result<()> {
+    let a = output(&format!("{} +short", lines[0]))?;
+    ensure!(
+        a.lines().count() == 3 && a.contains("198.18.1.1"),
+        "www A: {a}"
+    );
+    let aaaa = output(&format!("{} +short", lines[1]))?;
+    ensure!(
+        aaaa.contains("2001:2:0:1::1") && aaaa.contains("2001:2:0:1::2"),
+        "www AAAA: {aaaa}"
+    );
+    let cname = output(&format!("{} +short", lines[2]))?;
+    ensure!(
+        cname.starts_with("www.example.com.") && cname.lines().count() == 4,
+        "blog A over TCP: {cname}"
+    );
+    let nx = output(&lines[3])?;
+    ensure!(nx.contains("status: NXDOMAIN"), "nope A: {nx}");
+    let st = output(&format!("{} --json", lines[4]))?;
+    let answered = st
+        .split("\"name\": \"answered\",")
+        .nth(1)
+        .and_then(|s| s.split("\"value\": ").nth(1))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("no answered counter in the status")?;
+    ensure!(
+        answered >= 2,
+        "the XDP program answered {answered} queries, expected the two UDP ones"
+    );
+    let maps = output(&lines[5])?;
+    ensure!(
+        maps.contains("www.example.com.") && maps.contains("198.18.1.3"),
+        "maps: {maps}"
+    );
+    let dump = output(&lines[6])?;
+    ensure!(
+        dump.contains("\"qtype\": 1") && dump.contains("\"entry\""),
+        "bpftool dump: {dump}"
+    );
+    output(&lines[7])?;
+    println!("\nsmoke: every printed command answered as expected ({answered} answered in XDP)");
     Ok(())
 }

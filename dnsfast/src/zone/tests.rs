@@ -35,14 +35,14 @@ fn reads_the_usual_syntax() {
     };
     let www = find("www.example.com.", RecordType::A);
     assert_eq!((www.record.ttl, www.line), (60, 6));
-    let aaaa = find("www.example.com.", RecordType::AAAA);
-    assert_eq!(aaaa.record.ttl, 300, "no TTL on the record: $TTL applies");
+    let v6 = find("www.example.com.", RecordType::AAAA);
+    assert_eq!(v6.record.ttl, 300, "no TTL on the record: $TTL applies");
     assert_eq!(find("WWW2.example.com.", RecordType::A).record.ttl, 120);
-    let RData::TXT(txt) = &find("txt.example.com.", RecordType::TXT).record.data else {
+    let RData::TXT(strings) = &find("txt.example.com.", RecordType::TXT).record.data else {
         panic!()
     };
     assert_eq!(
-        *txt,
+        *strings,
         TXT::new(vec!["v=spf1 -all".into(), "second; string".into()])
     );
     let RData::CNAME(c) = &find("alias.example.com.", RecordType::CNAME).record.data else {
