@@ -39,8 +39,8 @@ struct Case {
     hot: bool,
 }
 
-/// Queries that are hot but whose answer needs more room than a veth frame has (448 bytes
-/// more than the query): passed up with `pass_no_room`, answered by the daemon.
+/// Queries that are hot but whose answer may need more room than a veth frame has (448 bytes
+/// more than the query): passed up with `pass_no_room` when it lacks, answered by the daemon.
 const NO_ROOM_ON_VETH: &[&str] = &["16 AAAA +edns"];
 
 fn with_option(mut q: Vec<u8>, option: &[u8]) -> Vec<u8> {
@@ -192,7 +192,6 @@ fn xdp_on_and_off_answer_alike() {
     let _pass = pass_program(&host);
     let cases = battery();
     let hot_cases = cases.iter().filter(|c| c.hot).count() as u64;
-    let no_room = NO_ROOM_ON_VETH.len() as u64;
 
     let on =
         TestDaemon::start(&host, "battery", "native", &[("example.com.", &hot_zone())]).unwrap();
@@ -200,25 +199,29 @@ fn xdp_on_and_off_answer_alike() {
     assert_eq!(st["xdp"]["attached"], "native", "native XDP on veth");
     let answered_before = on.xdp_counter("answered").unwrap();
     let with_xdp = ask_all(&host, &cases);
-    // Every hot query over UDP (IPv4 and IPv6) was answered in the kernel, nothing else was.
-    assert_eq!(
-        on.xdp_counter("answered").unwrap() - answered_before,
-        2 * (hot_cases - no_room)
+    // Every hot query over UDP (IPv4 and IPv6) was answered in the kernel, nothing else was;
+    // except that a big answer may find no room to grow the veth frame (whether it does depends
+    // on the buffer the kernel copied the query into), and then the daemon answers it.
+    let answered = on.xdp_counter("answered").unwrap() - answered_before;
+    let no_room = on.xdp_counter("pass_no_room").unwrap();
+    assert!(
+        no_room <= 2 * NO_ROOM_ON_VETH.len() as u64,
+        "{no_room} passed for room"
     );
-    assert_eq!(on.xdp_counter("pass_no_room").unwrap(), 2 * no_room);
+    assert_eq!(answered + no_room, 2 * hot_cases);
     assert_eq!(on.xdp_counter("pass_bad_slot").unwrap(), 0);
     assert_eq!(on.xdp_counter("pass_rewrite").unwrap(), 0);
     assert_eq!(on.xdp_counter("drop_rewrite").unwrap(), 0);
     assert_eq!(
         on.server_counter("udp_queries").unwrap(),
-        2 * (cases.len() as u64 - hot_cases + no_room)
+        2 * (cases.len() as u64 - hot_cases) + no_room
     );
     // Over TCP the daemon answers the hot names with the same builder (the 16 AAAA without EDNS
-    // too: no 512-byte limit there), and over UDP those without room on veth.
+    // too: no 512-byte limit there), and over UDP those without room.
     let hot_over_tcp = hot_cases + 1;
     assert_eq!(
         on.server_counter("hot_answers").unwrap(),
-        2 * (hot_over_tcp + no_room)
+        2 * hot_over_tcp + no_room
     );
     drop(on);
 
