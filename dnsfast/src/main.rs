@@ -73,6 +73,17 @@ enum Command {
         #[arg(long)]
         netns: Option<String>,
     },
+    /// Benchmark reference: attach the bare XDP responder that turns every DNS query into an
+    /// empty answer without any lookup (the ceiling `cargo xtask bench` compares with) and hold
+    /// it until Ctrl-C.
+    Reflect {
+        /// Interface.
+        #[arg(long)]
+        interface: String,
+        /// Network namespace of the interface.
+        #[arg(long)]
+        netns: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,7 +123,12 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Maps { instance, netns } => maps(instance.as_deref(), netns.as_deref()),
-        Command::Pass { interface, netns } => pass(&interface, netns.as_deref()),
+        Command::Pass { interface, netns } => {
+            hold_helper(xdp::Helper::Pass, &interface, netns.as_deref())
+        }
+        Command::Reflect { interface, netns } => {
+            hold_helper(xdp::Helper::Reflect, &interface, netns.as_deref())
+        }
     }
 }
 
@@ -217,12 +233,12 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn pass(interface: &str, netns: Option<&str>) -> Result<()> {
+fn hold_helper(helper: xdp::Helper, interface: &str, netns: Option<&str>) -> Result<()> {
     if let Some(ns) = netns {
         instance::enter_netns(ns)?;
     }
-    let _prog = xdp::attach_pass(interface)?;
-    tracing::info!("pass program attached to {interface}; Ctrl-C detaches it");
+    let _prog = xdp::attach_helper(helper, interface)?;
+    tracing::info!("{helper:?} program attached to {interface}; Ctrl-C detaches it");
     instance::notify("READY=1");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

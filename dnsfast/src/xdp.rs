@@ -19,8 +19,8 @@ use dnsfast_common::{
     maps::{
         AnswerLarge, AnswerSmall, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
         MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_GRACE, MAP_HOT,
-        MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, SLOT_LARGE, SLOT_NONE, XdpConfig,
-        name_class,
+        MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, SLOT_LARGE, SLOT_NONE,
+        XdpConfig, name_class,
     },
     stats::COUNTERS,
 };
@@ -408,6 +408,25 @@ impl Dataplane {
         Ok((r.return_value, out))
     }
 
+    /// Runs the answering program `repeat` times on `frame` and returns the kernel's average run
+    /// time. Only meaningful for frames the program does not rewrite (a rewritten frame is what
+    /// the next run sees).
+    pub fn time_run(&self, frame: &[u8], repeat: u32) -> Result<std::time::Duration> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_DNSFAST)
+            .expect("loaded")
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 4096];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok(r.duration)
+    }
+
     /// The directory the maps are pinned under, if any.
     #[must_use]
     pub fn pin_dir(&self) -> Option<&Path> {
@@ -445,14 +464,22 @@ macro_rules! key_layout {
 }
 key_layout!(HotKey32, HotKey64, HotKey128, HotKey256);
 
-/// The pass-everything program attached to an interface, for the far end of a veth pair;
-/// detached when dropped.
-pub struct PassProgram {
+/// A helper program of the object, for test hosts and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Helper {
+    /// Passes everything: for the far end of a veth pair.
+    Pass,
+    /// The benchmark's ceiling: an empty answer to every DNS query, no lookup.
+    Reflect,
+}
+
+/// A helper program attached to an interface; detached when dropped.
+pub struct HelperProgram {
     _ebpf: Ebpf,
 }
 
-/// Attaches [`PROG_PASS`] to `iface` in native mode.
-pub fn attach_pass(iface: &str) -> Result<PassProgram> {
+/// Attaches `helper` to `iface` in native mode.
+pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
     let mut loader = EbpfLoader::new();
     // Only the program is used; keep the maps it brings along tiny.
     for m in MAP_HOT {
@@ -463,14 +490,18 @@ pub fn attach_pass(iface: &str) -> Result<PassProgram> {
         .map_max_entries(MAP_ANSWERS_SMALL, 1)
         .map_max_entries(MAP_ANSWERS_LARGE, 1);
     let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
+    let name = match helper {
+        Helper::Pass => PROG_PASS,
+        Helper::Reflect => PROG_REFLECT,
+    };
     let prog: &mut Xdp = ebpf
-        .program_mut(PROG_PASS)
-        .ok_or_else(|| anyhow!("no pass program"))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?
         .try_into()?;
     prog.load()?;
     prog.attach(iface, AyaXdpMode::Driver)
-        .with_context(|| format!("attach the pass program to {iface}"))?;
-    Ok(PassProgram { _ebpf: ebpf })
+        .with_context(|| format!("attach {name} to {iface}"))?;
+    Ok(HelperProgram { _ebpf: ebpf })
 }
 
 /// One hot entry as read back from pinned maps.

@@ -529,3 +529,59 @@ fn answering_off_passes_everything() {
     assert_eq!((action, out), (XDP_PASS, frame));
     assert_eq!(off.counters().unwrap()[Counter::PassDisabled as usize], 1);
 }
+
+/// Per-stage cost on frames that leave the program at different points (not a pass/fail test:
+/// `cargo test -p dnsfast-tests --test xdp_prog_run -- --ignored --nocapture stage_costs`).
+#[test]
+#[ignore = "measurement, run by hand"]
+fn stage_costs() {
+    let f = fixture().lock().unwrap();
+    let q = dns::query(1, "www.example.com.", RecordType::A, None);
+    let mut arp = v4_frame(&q);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let port = {
+        let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(CLIENT4, SERVER4, 64)
+            .udp(CLIENT_PORT, 5353);
+        let mut v = Vec::new();
+        b.write(&mut v, &q).unwrap();
+        v
+    };
+    let mut resp = q.clone();
+    resp[2] |= 0x80;
+    let cases = [
+        ("not IP (eth only)", arp),
+        ("other port (eth+ip+udp)", port),
+        ("response (+copy, header)", v4_frame(&resp)),
+        (
+            "miss (+parse, key, lookup)",
+            v4_frame(&dns::query(1, "nope.example.com.", RecordType::A, None)),
+        ),
+        (
+            "miss, 255-octet name",
+            v4_frame(&dns::query(
+                1,
+                &format!(
+                    "{a}.{a}.{a}.{}.example.com.",
+                    "q".repeat(49),
+                    a = "a".repeat(63)
+                ),
+                RecordType::A,
+                None,
+            )),
+        ),
+        (
+            "too big (+build)",
+            v4_frame(&dns::query(
+                1,
+                "sixteen-aaaa-records-under-a-rather-long-owner.example.com.",
+                RecordType::AAAA,
+                None,
+            )),
+        ),
+    ];
+    for (what, frame) in cases {
+        let d = f.dp.time_run(&frame, 200_000).unwrap();
+        eprintln!("{what:<32} {:>6} ns", d.as_nanos());
+    }
+}
