@@ -290,30 +290,36 @@ impl XdpConfig {
     }
 }
 
-/// Size of the message area in [`Scratch`]: a power of two, so masking an offset with
-/// `MSG_MASK` keeps it in bounds for the verifier.
+/// Largest answer either path builds with the hot builder (offsets below it are masked with
+/// `MSG_MASK` for the verifier).
 pub const MSG_AREA: usize = 1024;
-/// Mask for offsets into the message area.
+/// Mask for offsets into a message.
 pub const MSG_MASK: usize = MSG_AREA - 1;
-/// Bytes past `MSG_AREA` so that a masked offset can take a 16-byte write.
+/// Bytes past `MSG_AREA` in the daemon's message buffer so that a masked offset can take a
+/// 16-byte write.
 pub const MSG_SLACK: usize = 64;
-/// Largest query the XDP program copies and answers; bigger ones are passed up.
+/// Largest query the XDP program answers; bigger ones are passed up.
 pub const MAX_XDP_QUERY: usize = 512;
 
-/// Per-CPU scratch of the XDP program (value of `SCRATCH`, one entry).
+/// `Scratch::hint`: growing the frame at the tail failed last time on this CPU (veth), so try
+/// the headroom first.
+pub const HINT_HEAD_FIRST: u32 = 1;
+
+/// Per-CPU scratch of the XDP program (value of `SCRATCH`, one entry): what does not fit the
+/// 512-byte BPF stack.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scratch {
     /// Verifier-opaque cell for `Wire::launder`.
     pub cell: u64,
-    /// The DNS message: the query is copied in, the answer built in place.
+    /// The DNS message: the query is copied in, the answer built in place and copied out.
     pub msg: [u8; MSG_AREA + MSG_SLACK],
     /// The lookup key being built.
     pub key: HotKey256,
-    /// Explicit tail padding to the struct's 8-byte alignment.
-    pub pad: [u8; 4],
+    /// `HINT_*` bits remembered between packets.
+    pub hint: u32,
 }
 const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4);
 #[cfg(feature = "user")]
-// SAFETY: repr(C), only byte arrays and integers, padding explicit (asserted above).
+// SAFETY: repr(C), only integers and byte arrays, no padding (asserted above).
 unsafe impl aya::Pod for Scratch {}

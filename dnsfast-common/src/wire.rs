@@ -75,8 +75,10 @@ pub mod rcode {
 
 /// Read access to a DNS message.
 ///
-/// Implemented by [`MsgBuf`] (the XDP program's masked, fixed-size buffer, also used by the daemon
-/// for hot answers) and [`SliceWire`] (any received message in the daemon).
+/// Implemented by [`MsgBuf`] (a masked, fixed-size buffer: the daemon's hot path and tests),
+/// [`SliceWire`] (any received message in the daemon) and, in the XDP program, the packet itself
+/// (every access bounds-checked against the frame). A read outside the message is `None`: the
+/// validator turns it into [`QueryError::Truncated`].
 pub trait Wire {
     /// Length of the message.
     fn len(&self) -> usize;
@@ -86,11 +88,17 @@ pub trait Wire {
         self.len() == 0
     }
 
-    /// Byte at `i`. Callers check `i < len()` first; out of range reads return an unspecified
-    /// byte, never fault.
-    fn byte(&self, i: usize) -> u8;
+    /// Byte at `i`, if `i < len()`.
+    fn u8_at(&self, i: usize) -> Option<u8>;
 
-    /// Eight bytes from `i`, little-endian; bytes past the end are unspecified (callers mask).
+    /// Big-endian u16 at `i`, if both bytes are inside the message.
+    #[inline(always)]
+    fn u16_at(&self, i: usize) -> Option<u16> {
+        Some((u16::from(self.u8_at(i)?) << 8) | u16::from(self.u8_at(i + 1)?))
+    }
+
+    /// Eight bytes from `i`, little-endian. Bytes past the end of the message are unspecified
+    /// (zero, or stale buffer contents): callers mask them off.
     fn u64_le_at(&self, i: usize) -> u64;
 
     /// Returns `v` unchanged. The XDP implementation round-trips it through memory the verifier
@@ -99,11 +107,21 @@ pub trait Wire {
     fn launder(&mut self, v: usize) -> usize {
         v
     }
+}
 
-    /// Big-endian u16 at `i`.
+/// Write access for building an answer in place. Writes may extend past [`Wire::len`] up to the
+/// buffer's capacity; a write outside it is `None` (the XDP program then drops the frame).
+pub trait WireMut: Wire {
+    /// Writes a byte at `i`.
+    fn put_u8(&mut self, i: usize, v: u8) -> Option<()>;
+    /// Writes a big-endian u16 at `i`.
+    fn put_u16(&mut self, i: usize, v: u16) -> Option<()>;
+    /// Writes four bytes at `i`.
+    fn put4(&mut self, i: usize, v: [u8; 4]) -> Option<()>;
+    /// Writes a big-endian u32 at `i`.
     #[inline(always)]
-    fn u16_at(&self, i: usize) -> u16 {
-        (u16::from(self.byte(i)) << 8) | u16::from(self.byte(i + 1))
+    fn put_u32(&mut self, i: usize, v: u32) -> Option<()> {
+        self.put4(i, v.to_be_bytes())
     }
 }
 
@@ -116,14 +134,14 @@ impl Wire for SliceWire<'_> {
         self.0.len()
     }
     #[inline]
-    fn byte(&self, i: usize) -> u8 {
-        self.0.get(i).copied().unwrap_or(0)
+    fn u8_at(&self, i: usize) -> Option<u8> {
+        self.0.get(i).copied()
     }
     #[inline]
     fn u64_le_at(&self, i: usize) -> u64 {
         let mut w = [0u8; 8];
         for (k, b) in w.iter_mut().enumerate() {
-            *b = self.byte(i + k);
+            *b = self.u8_at(i + k).unwrap_or(0);
         }
         u64::from_le_bytes(w)
     }
@@ -133,12 +151,11 @@ impl Wire for SliceWire<'_> {
 pub const MSG_BUF_LEN: usize = MSG_AREA + MSG_SLACK;
 
 /// A message in a fixed buffer whose offsets are masked to [`MSG_AREA`], with [`MSG_SLACK`]
-/// bytes after it so a masked offset can take a multi-byte access. This is the shape the BPF
-/// verifier can prove in bounds; the daemon uses the same type so both paths run the same code.
+/// bytes after it so a masked offset can take a multi-byte access.
 pub struct MsgBuf<'a> {
     buf: &'a mut [u8; MSG_BUF_LEN],
     len: usize,
-    /// Verifier-opaque cell for [`Wire::launder`] (a map value in the XDP program).
+    /// Opaque cell for [`Wire::launder`].
     cell: &'a mut u64,
 }
 
@@ -160,38 +177,10 @@ impl<'a> MsgBuf<'a> {
         &self.buf[..self.len]
     }
 
-    /// The whole buffer (the XDP program checksums and copies from it).
-    #[must_use]
-    pub fn buffer(&self) -> &[u8; MSG_BUF_LEN] {
-        self.buf
-    }
-
     /// Sets the message length (after building an answer).
     #[inline(always)]
     pub fn set_len(&mut self, len: usize) {
         self.len = len & MSG_MASK;
-    }
-
-    #[inline(always)]
-    fn put_u8(&mut self, off: usize, v: u8) {
-        self.buf[off & MSG_MASK] = v;
-    }
-
-    #[inline(always)]
-    fn put_u16(&mut self, off: usize, v: u16) {
-        let i = off & MSG_MASK;
-        self.buf[i..i + 2].copy_from_slice(&v.to_be_bytes());
-    }
-
-    #[inline(always)]
-    fn put_u32(&mut self, off: usize, v: u32) {
-        self.put4(off, v.to_be_bytes());
-    }
-
-    #[inline(always)]
-    fn put4(&mut self, off: usize, v: [u8; 4]) {
-        let i = off & MSG_MASK;
-        self.buf[i..i + 4].copy_from_slice(&v);
     }
 }
 
@@ -201,24 +190,49 @@ impl Wire for MsgBuf<'_> {
         self.len
     }
     #[inline(always)]
-    fn byte(&self, i: usize) -> u8 {
-        self.buf[i & MSG_MASK]
+    fn u8_at(&self, i: usize) -> Option<u8> {
+        if i >= self.len {
+            return None;
+        }
+        Some(self.buf[i & MSG_MASK])
     }
     #[inline(always)]
     fn u64_le_at(&self, i: usize) -> u64 {
-        let i = i & MSG_MASK;
+        // No branch on the length here: in the XDP program's key loop a branch would double
+        // the verifier's states per word. Callers mask what lies past what they read.
+        let j = i & MSG_MASK;
         let mut w = [0u8; 8];
-        w.copy_from_slice(&self.buf[i..i + 8]);
+        w.copy_from_slice(&self.buf[j..j + 8]);
         u64::from_le_bytes(w)
     }
     #[inline(always)]
     fn launder(&mut self, v: usize) -> usize {
         // SAFETY: `cell` is a valid, exclusive u64; volatile keeps the compiler from forwarding
-        // the stored value, so the program really reloads it.
+        // the stored value, so it really is reloaded.
         unsafe {
             core::ptr::write_volatile(self.cell, v as u64);
             core::ptr::read_volatile(self.cell) as usize
         }
+    }
+}
+
+impl WireMut for MsgBuf<'_> {
+    #[inline(always)]
+    fn put_u8(&mut self, off: usize, v: u8) -> Option<()> {
+        self.buf[off & MSG_MASK] = v;
+        Some(())
+    }
+    #[inline(always)]
+    fn put_u16(&mut self, off: usize, v: u16) -> Option<()> {
+        let i = off & MSG_MASK;
+        self.buf[i..i + 2].copy_from_slice(&v.to_be_bytes());
+        Some(())
+    }
+    #[inline(always)]
+    fn put4(&mut self, off: usize, v: [u8; 4]) -> Option<()> {
+        let i = off & MSG_MASK;
+        self.buf[i..i + 4].copy_from_slice(&v);
+        Some(())
     }
 }
 
@@ -233,6 +247,11 @@ pub trait Limits {
     /// it an OPT owner must be the root byte and anything else fails with
     /// [`QueryError::OtherAdditional`] (the XDP program passes such queries up).
     const WALK_NAMES: bool;
+    /// Whether EDNS options are recorded in [`Edns`] (COOKIE, NSID, Client Subnet). Without it
+    /// they are only checked, and a Client Subnet option stops the walk with
+    /// [`QueryError::ClientSubnet`]: the XDP program leaves those queries to the daemon, and
+    /// recording would multiply the verifier's states with every option.
+    const RECORD_OPTIONS: bool;
     /// Whether additional records other than OPT (TSIG, stray records) are accepted and
     /// reported in [`Query::tsig`], instead of failing with [`QueryError::OtherAdditional`].
     const OTHER_ADDITIONAL: bool;
@@ -244,6 +263,7 @@ impl Limits for XdpLimits {
     const MAX_ADDITIONAL: usize = 1;
     const MAX_OPTIONS: usize = 8;
     const WALK_NAMES: bool = false;
+    const RECORD_OPTIONS: bool = false;
     const OTHER_ADDITIONAL: bool = false;
 }
 
@@ -253,6 +273,7 @@ impl Limits for FullLimits {
     const MAX_ADDITIONAL: usize = 65_535;
     const MAX_OPTIONS: usize = 16_384;
     const WALK_NAMES: bool = true;
+    const RECORD_OPTIONS: bool = true;
     const OTHER_ADDITIONAL: bool = true;
 }
 
@@ -295,6 +316,8 @@ pub enum QueryError {
     TooManyOptions,
     /// A malformed Client Subnet option (RFC 7871 §7.1.2).
     BadEcs,
+    /// A Client Subnet option, under limits that leave those queries to the daemon.
+    ClientSubnet,
     /// A malformed COOKIE option (RFC 7873 §5.2.2).
     BadCookie,
     /// EDNS version other than 0.
@@ -403,6 +426,31 @@ impl Query {
         self.flags & FLAG_CD != 0
     }
 
+    /// The query as the hot builder needs it: only the fields it reads, each passed through
+    /// `launder` (the XDP program's verifier aid: the paths the validator took through the
+    /// options collapse into one state per type and EDNS presence).
+    #[inline(always)]
+    #[must_use]
+    pub fn hot_form(&self, mut launder: impl FnMut(usize) -> usize) -> Self {
+        Self {
+            id: 0,
+            flags: (launder(usize::from(self.flags)) as u16) & (FLAG_RD | FLAG_CD),
+            name_len: launder(self.name_len) & 0xFF,
+            qtype: self.qtype,
+            qclass: CLASS_IN,
+            question_end: launder(self.question_end) & 0x1FF,
+            edns: self.edns.map(|e| Edns {
+                udp_size: launder(usize::from(e.udp_size)) as u16,
+                version: 0,
+                flags: (launder(usize::from(e.flags)) as u16) & EDNS_DO,
+                ecs: None,
+                cookie: false,
+                nsid: false,
+            }),
+            tsig: false,
+        }
+    }
+
     /// The most bytes an answer over UDP may have: 512 without EDNS, else the client's size
     /// (at least 512) capped at [`EDNS_UDP_SIZE`].
     #[must_use]
@@ -425,24 +473,27 @@ impl Query {
 
 /// Validates a query: header, exactly one question, and the additional section (OPT and its
 /// options). Runs in the XDP program with [`XdpLimits`] and in the daemon with [`FullLimits`].
+/// Always inlined: as a BPF function it would return its result through the caller's stack,
+/// which the verifier refuses.
+#[inline(always)]
 pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError> {
     let len = msg.len();
     // The header is fixed size; anything shorter carries no ID to answer with.
     if len < HEADER_LEN {
         return Err(QueryError::ShortHeader);
     }
-    let id = msg.u16_at(0);
-    let flags = msg.u16_at(2);
+    let id = msg.u16_at(0).ok_or(QueryError::ShortHeader)?;
+    let flags = msg.u16_at(2).ok_or(QueryError::ShortHeader)?;
     if flags & FLAG_QR != 0 {
         return Err(QueryError::Response);
     }
     if (flags >> 11) & 0xF != 0 {
         return Err(QueryError::Opcode);
     }
-    let questions = msg.u16_at(4);
-    let answers = msg.u16_at(6);
-    let authorities = msg.u16_at(8);
-    let additionals = msg.u16_at(10) as usize;
+    let questions = msg.u16_at(4).ok_or(QueryError::ShortHeader)?;
+    let answers = msg.u16_at(6).ok_or(QueryError::ShortHeader)?;
+    let authorities = msg.u16_at(8).ok_or(QueryError::ShortHeader)?;
+    let additionals = msg.u16_at(10).ok_or(QueryError::ShortHeader)? as usize;
     if questions == 0 {
         return Err(QueryError::NoQuestion);
     }
@@ -463,8 +514,8 @@ pub fn parse_query<L: Limits, W: Wire>(msg: &mut W) -> Result<Query, QueryError>
     if off + 4 > len {
         return Err(QueryError::Truncated);
     }
-    let qtype = msg.u16_at(off);
-    let qclass = msg.u16_at(off + 2);
+    let qtype = msg.u16_at(off).ok_or(QueryError::Truncated)?;
+    let qclass = msg.u16_at(off + 2).ok_or(QueryError::Truncated)?;
     off += 4;
     let question_end = off;
 
@@ -511,7 +562,7 @@ fn qname_len<W: Wire>(msg: &W, len: usize) -> Result<usize, QueryError> {
         if off >= len {
             return Err(QueryError::Truncated);
         }
-        let b = msg.byte(off) as usize;
+        let b = msg.u8_at(off).ok_or(QueryError::Truncated)? as usize;
         match b & 0xC0 {
             0 => {}
             0xC0 => return Err(QueryError::Pointer),
@@ -539,7 +590,7 @@ fn skip_name<W: Wire>(msg: &W, mut off: usize, len: usize) -> Result<(usize, boo
         if off >= len {
             return Err(QueryError::Truncated);
         }
-        let b = msg.byte(off) as usize;
+        let b = msg.u8_at(off).ok_or(QueryError::Truncated)? as usize;
         match b & 0xC0 {
             0 => {}
             // A pointer ends the name; where it points does not matter for skipping.
@@ -569,7 +620,7 @@ fn additional_record<L: Limits, W: Wire>(
     let len = msg.len();
     let (off, root) = if L::WALK_NAMES {
         skip_name(msg, off, len)?
-    } else if off < len && msg.byte(off) == 0 {
+    } else if msg.u8_at(off) == Some(0) {
         (off + 1, true)
     } else {
         return Err(QueryError::OtherAdditional);
@@ -578,11 +629,12 @@ fn additional_record<L: Limits, W: Wire>(
     if off + 10 > len {
         return Err(QueryError::Truncated);
     }
-    let rrtype = msg.u16_at(off);
-    let class = msg.u16_at(off + 2);
-    let ttl_hi = msg.u16_at(off + 4);
-    let ttl_lo = msg.u16_at(off + 6);
-    let rdlen = msg.u16_at(off + 8) as usize;
+    let field = |i: usize| msg.u16_at(off + i).ok_or(QueryError::Truncated);
+    let rrtype = field(0)?;
+    let class = field(2)?;
+    let ttl_hi = field(4)?;
+    let ttl_lo = field(6)?;
+    let rdlen = field(8)? as usize;
     let rdata = off + 10;
     let end = rdata + rdlen;
     if end > len {
@@ -632,23 +684,26 @@ fn options<L: Limits, W: Wire>(
         if off + 4 > end {
             return Err(QueryError::OptionOverrun);
         }
-        let code = msg.u16_at(off);
-        let olen = msg.u16_at(off + 2) as usize;
+        let code = msg.u16_at(off).ok_or(QueryError::OptionOverrun)?;
+        let olen = msg.u16_at(off + 2).ok_or(QueryError::OptionOverrun)? as usize;
         let data = off + 4;
         if data + olen > end {
             return Err(QueryError::OptionOverrun);
         }
         match code {
+            OPTION_ECS if !L::RECORD_OPTIONS => return Err(QueryError::ClientSubnet),
             OPTION_ECS => e.ecs = Some(ecs(msg, data, olen)?),
             OPTION_COOKIE => {
                 // A client cookie alone is 8 bytes; with a server cookie 16 to 40.
                 if olen != 8 && !(16..=40).contains(&olen) {
                     return Err(QueryError::BadCookie);
                 }
-                e.cookie = true;
+                if L::RECORD_OPTIONS {
+                    e.cookie = true;
+                }
             }
             // RFC 5001: the request carries an empty NSID option; ignore a non-empty one.
-            OPTION_NSID => e.nsid = true,
+            OPTION_NSID if L::RECORD_OPTIONS => e.nsid = true,
             // Unknown options are ignored (RFC 6891 §6.1.2) and never echoed.
             _ => {}
         }
@@ -667,9 +722,9 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
     if olen < 4 {
         return Err(QueryError::BadEcs);
     }
-    let family = msg.u16_at(data);
-    let source = msg.byte(data + 2);
-    let scope = msg.byte(data + 3);
+    let family = msg.u16_at(data).ok_or(QueryError::BadEcs)?;
+    let source = msg.u8_at(data + 2).ok_or(QueryError::BadEcs)?;
+    let scope = msg.u8_at(data + 3).ok_or(QueryError::BadEcs)?;
     let max_prefix = match family {
         1 => 32,
         2 => 128,
@@ -712,9 +767,10 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
     })
 }
 
-/// Mask keeping the first `n` (0..=8) bytes of a little-endian word.
+/// Mask keeping the first `n` bytes (all eight for `n >= 8`) of a little-endian word.
 #[inline(always)]
-const fn low_bytes_mask(n: usize) -> u64 {
+#[must_use]
+pub const fn low_bytes_mask(n: usize) -> u64 {
     if n >= 8 {
         u64::MAX
     } else {
@@ -742,7 +798,7 @@ pub const fn ascii_lower_word(w: u64) -> u64 {
 /// to its size class. Returns the class index (see [`NAME_CLASSES`]).
 #[inline(always)]
 pub fn build_key<W: Wire>(
-    msg: &W,
+    msg: &mut W,
     name_len: usize,
     qtype: u16,
     region: u16,
@@ -756,12 +812,16 @@ pub fn build_key<W: Wire>(
         if w >= words {
             break;
         }
+        // Compared afresh in each word: otherwise every comparison narrows what the verifier
+        // knows of the length, and each narrowing is a state of its own for the rest of the
+        // program.
+        let len = msg.launder(name_len) & 0xFF;
         let base = w * 8;
-        let word = if base >= name_len {
+        let word = if base >= len {
             0
         } else {
             let lower = ascii_lower_word(msg.u64_le_at(HEADER_LEN + base));
-            lower & low_bytes_mask(name_len - base)
+            lower & low_bytes_mask(len - base)
         };
         key.name[base..base + 8].copy_from_slice(&word.to_le_bytes());
     }
@@ -782,7 +842,7 @@ pub trait AnswerData {
     fn rdata4(&self, offset: usize) -> [u8; 4];
 }
 
-/// Why a hot answer was not built. The XDP program passes the query up; the daemon answers it
+/// Why a hot answer cannot be built. The XDP program passes the query up; the daemon answers it
 /// on its general path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildError {
@@ -798,17 +858,31 @@ const fn record_len(rdlen: usize) -> usize {
     2 + 2 + 2 + 4 + 2 + rdlen
 }
 
-/// Turns the validated query in `msg` into the hot answer: header flags and counts rewritten,
-/// the question kept byte for byte (0x20 case survives), `answer`'s records compressed to the
-/// question name starting at record `rotation % count`, and an OPT record (our UDP size, DO
-/// copied, no options) if the query had one. Returns the answer's length, at most `limit`.
-pub fn write_hot_answer<A: AnswerData>(
-    msg: &mut MsgBuf<'_>,
+/// The shape of a hot answer, decided before any byte of it is written (the XDP program resizes
+/// the frame in between).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotPlan {
+    /// Answer length.
+    pub total: usize,
+    /// End of the question (where the records start).
+    pub question_end: usize,
+    /// End of the records (where the OPT goes, if any).
+    pub records_end: usize,
+    /// Number of records.
+    pub count: usize,
+    /// RDATA length of each record (4 or 16).
+    pub rdlen: usize,
+}
+
+/// Checks that `answer` can answer `q` within `limit` bytes and plans its layout. The `w` is
+/// only used to launder values for the verifier.
+#[inline(always)]
+pub fn plan_hot_answer<A: AnswerData, W: Wire>(
+    w: &mut W,
     q: &Query,
     answer: &A,
-    rotation: u32,
     limit: usize,
-) -> Result<usize, BuildError> {
+) -> Result<HotPlan, BuildError> {
     let rrtype = answer.rrtype();
     let rdlen = match rrtype {
         TYPE_A => 4,
@@ -822,33 +896,57 @@ pub fn write_hot_answer<A: AnswerData>(
     if count == 0 || count > MAX_HOT_RECORDS || count * rdlen > A::RDATA_CAPACITY {
         return Err(BuildError::BadSlot);
     }
-    let rec = record_len(rdlen);
     let opt = if q.edns.is_some() { OPT_RR_LEN } else { 0 };
-    // One verifier state whatever the name length and count were: the record loop below is then
-    // verified once per iteration, not once per (question length, count, limit) combination.
-    let question_end = msg.launder(q.question_end);
-    let count = msg.launder(count);
-    if question_end > HEADER_LEN + MAX_NAME_LEN + 4 || count == 0 || count > MAX_HOT_RECORDS {
-        return Err(BuildError::BadSlot);
-    }
-    let records_end = question_end + count * rec;
-    let total = records_end + opt;
+    let total = q.question_end + count * record_len(rdlen) + opt;
     if total > limit || total > MSG_AREA {
         return Err(BuildError::TooBig);
     }
-    // From here the verifier need not tell apart the limits and counts that led here.
-    let records_end = msg.launder(records_end);
-    let total = msg.launder(total);
+    // One verifier state whatever the name length, count and limit were: the record loop is
+    // then verified once per iteration, not once per combination.
+    let question_end = w.launder(q.question_end);
+    let count = w.launder(count);
+    if question_end > HEADER_LEN + MAX_NAME_LEN + 4 || count == 0 || count > MAX_HOT_RECORDS {
+        return Err(BuildError::BadSlot);
+    }
+    let records_end = question_end + count * record_len(rdlen);
+    Ok(HotPlan {
+        total: records_end + opt,
+        question_end,
+        records_end,
+        count,
+        rdlen,
+    })
+}
 
+/// Writes the hot answer planned by [`plan_hot_answer`] over the query in `w`: header flags and
+/// counts rewritten (the ID and the question are left as they are: byte for byte, 0x20 case
+/// kept), `answer`'s records compressed to the question name starting at record
+/// `rotation % count`, and an OPT record (our UDP size, DO copied, no options) if the query had
+/// one. `None` only if `w` is too small (not with a [`MsgBuf`]).
+#[inline(always)]
+pub fn write_hot_answer<A: AnswerData, W: WireMut>(
+    w: &mut W,
+    q: &Query,
+    answer: &A,
+    plan: &HotPlan,
+    rotation: u32,
+) -> Option<()> {
+    let rrtype = answer.rrtype();
+    let rdlen = plan.rdlen;
+    let rec = record_len(rdlen);
     // Header: QR, AA, RD and CD copied, opcode 0 (validated), everything else 0, NOERROR.
     let flags = FLAG_QR | FLAG_AA | (q.flags & (FLAG_RD | FLAG_CD));
-    msg.put_u16(2, flags);
-    msg.put_u16(4, 1);
-    msg.put_u16(6, count as u16);
-    msg.put_u16(8, 0);
-    msg.put_u16(10, u16::from(q.edns.is_some()));
+    w.put_u16(2, flags)?;
+    w.put_u16(4, 1)?;
+    w.put_u16(6, plan.count as u16)?;
+    w.put_u16(8, 0)?;
+    w.put_u16(10, u16::from(q.edns.is_some()))?;
 
     let ttl = answer.ttl();
+    let count = plan.count;
+    if count == 0 || count > MAX_HOT_RECORDS {
+        return None;
+    }
     let first = rotation as usize % count;
     for i in 0..MAX_HOT_RECORDS {
         if i >= count {
@@ -857,33 +955,47 @@ pub fn write_hot_answer<A: AnswerData>(
         // A modulo, not a compare-and-subtract: a branch here would double the verifier's
         // states on every iteration.
         let j = (first + i) % count;
-        let off = question_end + i * rec;
-        msg.put_u16(off, 0xC000 | HEADER_LEN as u16);
-        msg.put_u16(off + 2, rrtype);
-        msg.put_u16(off + 4, CLASS_IN);
-        msg.put_u32(off + 6, ttl);
-        msg.put_u16(off + 10, rdlen as u16);
+        let off = plan.question_end + i * rec;
+        w.put_u16(off, 0xC000 | HEADER_LEN as u16)?;
+        w.put_u16(off + 2, rrtype)?;
+        w.put_u16(off + 4, CLASS_IN)?;
+        w.put_u32(off + 6, ttl)?;
+        w.put_u16(off + 10, rdlen as u16)?;
         let src = j * rdlen;
-        msg.put4(off + 12, answer.rdata4(src));
+        w.put4(off + 12, answer.rdata4(src))?;
         if rdlen == 16 {
-            msg.put4(off + 16, answer.rdata4(src + 4));
-            msg.put4(off + 20, answer.rdata4(src + 8));
-            msg.put4(off + 24, answer.rdata4(src + 12));
+            w.put4(off + 16, answer.rdata4(src + 4))?;
+            w.put4(off + 20, answer.rdata4(src + 8))?;
+            w.put4(off + 24, answer.rdata4(src + 12))?;
         }
     }
 
     if let Some(e) = q.edns {
-        let off = records_end;
-        msg.put_u8(off, 0);
-        msg.put_u16(off + 1, TYPE_OPT);
-        msg.put_u16(off + 3, EDNS_UDP_SIZE);
-        msg.put_u8(off + 5, 0);
-        msg.put_u8(off + 6, 0);
-        msg.put_u16(off + 7, e.flags & EDNS_DO);
-        msg.put_u16(off + 9, 0);
+        let off = plan.records_end;
+        w.put_u8(off, 0)?;
+        w.put_u16(off + 1, TYPE_OPT)?;
+        w.put_u16(off + 3, EDNS_UDP_SIZE)?;
+        w.put_u8(off + 5, 0)?;
+        w.put_u8(off + 6, 0)?;
+        w.put_u16(off + 7, e.flags & EDNS_DO)?;
+        w.put_u16(off + 9, 0)?;
     }
-    msg.set_len(total);
-    Ok(total)
+    Some(())
+}
+
+/// Plans and writes the hot answer in `msg` (the daemon's path); returns its length.
+#[inline(always)]
+pub fn build_hot_answer<A: AnswerData>(
+    msg: &mut MsgBuf<'_>,
+    q: &Query,
+    answer: &A,
+    rotation: u32,
+    limit: usize,
+) -> Result<usize, BuildError> {
+    let plan = plan_hot_answer(msg, q, answer, limit)?;
+    write_hot_answer(msg, q, answer, &plan, rotation).ok_or(BuildError::TooBig)?;
+    msg.set_len(plan.total);
+    Ok(plan.total)
 }
 
 #[cfg(test)]

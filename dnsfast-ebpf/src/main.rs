@@ -20,11 +20,11 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dnsfast_common::{
-    maps::{CFG_ANSWER, REGION_ANY},
+    maps::{CFG_ANSWER, MSG_AREA, REGION_ANY},
     stats::Counter,
     wire::{
-        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, XdpLimits, build_key,
-        parse_query, write_hot_answer,
+        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, Wire, XdpLimits, build_key,
+        parse_query, plan_hot_answer,
     },
 };
 
@@ -89,10 +89,14 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     if cfg.flags & CFG_ANSWER == 0 {
         return Err(Verdict::Pass(Counter::PassDisabled));
     }
-    let frame = parse::frame(ctx, cfg)?;
+    let mut frame = parse::frame(ctx, cfg)?;
     let scratch = lookup::scratch().ok_or(Verdict::Pass(Counter::PassRewrite))?;
-    packet::load(ctx, frame.dns, &mut scratch.msg, frame.dns_len)?;
 
+    packet::copy_in(ctx, frame.dns, frame.dns_len, &mut scratch.msg)
+        .ok_or(Verdict::Pass(Counter::PassShort))?;
+    // One verifier state after the copy loop, whichever iteration it ended in (the loop refined
+    // what the verifier knows of the length differently in each).
+    frame.dns_len = packet::launder(&mut scratch.cell, frame.dns_len) & (MSG_AREA - 1);
     let mut msg = MsgBuf::new(&mut scratch.msg, frame.dns_len, &mut scratch.cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
     if q.qclass != CLASS_IN || (q.qtype != TYPE_A && q.qtype != TYPE_AAAA) {
@@ -103,20 +107,30 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         return Err(Verdict::Pass(Counter::PassEdns));
     }
 
-    let class = build_key(&msg, q.name_len, q.qtype, REGION_ANY, &mut scratch.key);
+    // From here on only what the answer depends on, laundered: one verifier state per type and
+    // EDNS presence, however the validator's loops went.
+    let q = q.hot_form(|v| msg.launder(v));
+    // The validator's length checks narrowed the message length differently on each path.
+    frame.dns_len = msg.launder(frame.dns_len) & (MSG_AREA - 1);
+    let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, &mut scratch.key);
     let answer = lookup::find(class, &scratch.key).ok_or(Verdict::Pass(Counter::PassMiss))?;
     // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
     let rotation = stats::get(Counter::Answered) as u32;
     let limit = q.udp_limit();
-    let built = match answer {
-        lookup::Answer::Small(a) => write_hot_answer(&mut msg, &q, a, rotation, limit),
-        lookup::Answer::Large(a) => write_hot_answer(&mut msg, &q, a, rotation, limit),
-    };
-    let len = built.map_err(|e| match e {
+    let plan_err = |e| match e {
         BuildError::TooBig => Verdict::Pass(Counter::PassTooBig),
         BuildError::BadSlot => Verdict::Pass(Counter::PassBadSlot),
-    })?;
-    respond::reply(ctx, &frame, &mut scratch.msg, len)
+    };
+    match answer {
+        lookup::Answer::Small(a) => {
+            let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            respond::answer(ctx, &frame, scratch, &q, a, &plan, rotation)
+        }
+        lookup::Answer::Large(a) => {
+            let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            respond::answer(ctx, &frame, scratch, &q, a, &plan, rotation)
+        }
+    }
 }
 
 /// The counter and action for a query the validator rejected.
@@ -125,7 +139,7 @@ fn query_verdict(e: QueryError) -> Verdict {
     match e {
         QueryError::Response => Verdict::Drop(Counter::DropResponse),
         QueryError::ShortHeader => Verdict::Drop(Counter::DropShortHeader),
-        QueryError::BadVersion => Verdict::Pass(Counter::PassEdns),
+        QueryError::BadVersion | QueryError::ClientSubnet => Verdict::Pass(Counter::PassEdns),
         QueryError::Opcode
         | QueryError::NoQuestion
         | QueryError::QuestionCount

@@ -136,17 +136,16 @@ fn dns_payload(
         return Err(Verdict::Pass(Counter::PassUdpLength));
     }
     let dns = udp_off + UDP_LEN;
-    let frame_len = crate::packet::frame_len(ctx);
-    if dns + (udp_len - UDP_LEN) > frame_len {
+    let dns_len = udp_len - UDP_LEN;
+    if dns_len > MAX_XDP_QUERY {
+        return Err(Verdict::Pass(Counter::PassTooLarge));
+    }
+    if ctx.data() + dns + dns_len > ctx.data_end() {
         return Err(Verdict::Pass(Counter::PassShort));
     }
-    let dns_len = udp_len - UDP_LEN;
     // Addressed to our DNS port and address but shorter than a DNS header: nothing to answer.
     if dns_len < HEADER_LEN {
         return Err(Verdict::Drop(Counter::DropShortHeader));
-    }
-    if dns_len > MAX_XDP_QUERY {
-        return Err(Verdict::Pass(Counter::PassTooLarge));
     }
     Ok(Frame { v6, dns, dns_len })
 }

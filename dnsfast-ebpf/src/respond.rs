@@ -1,26 +1,29 @@
-//! Turns the query frame into the reply: resize, write fresh Ethernet/IP/UDP headers from the
-//! query's (addresses and ports swapped), copy the answer in, and compute the IPv4 header and UDP
-//! checksums from scratch.
+//! Turns the query frame into the reply: build the answer in the scratch copy (shared builder),
+//! resize the frame, write fresh Ethernet/IP/UDP headers from the query's (addresses and ports
+//! swapped), copy the answer in while summing it, and compute the IPv4 header and UDP checksums
+//! from scratch.
 //!
-//! Growing the frame: `bpf_xdp_adjust_tail` first; where the driver leaves little tailroom (veth
-//! copies frames into buffers sized to fit them) the headroom, which XDP guarantees to be 256
-//! bytes, takes the growth via `bpf_xdp_adjust_head` instead. The headers are written from saved
-//! fields rather than edited in place, so the reply is the same either way.
+//! Growing the frame: at the tail where the driver leaves room (NICs), else in the headroom,
+//! which XDP guarantees (veth copies each frame into a buffer sized to fit it). Everything is
+//! rewritten after the resize, so where the room came from does not matter; a per-CPU hint
+//! remembers which worked, so the first try usually succeeds.
 //!
 //! Every check that can fail on a well-formed query happens before the frame is touched, so a
 //! failure passes the query up unchanged; after the resize a failure can only drop.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
-use dnsfast_common::{maps::MSG_AREA, stats::Counter, wire::MSG_BUF_LEN};
+use dnsfast_common::{
+    maps::{HINT_HEAD_FIRST, MSG_AREA, Scratch},
+    stats::Counter,
+    wire::{AnswerData, HotPlan, MsgBuf, Query, write_hot_answer},
+};
 
 use crate::{
     Verdict, checksum,
-    packet::{
-        ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, frame_len, ptr_at,
-    },
+    packet::{ETH_LEN, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, ptr_at},
     parse::Frame,
 };
 
@@ -89,59 +92,90 @@ fn save(ctx: &XdpContext, v6: bool) -> Option<Saved> {
     Some(s)
 }
 
-/// Resizes the frame by `delta` bytes: tail first, headroom when the tail has no room.
 #[inline(always)]
-fn resize(ctx: &XdpContext, delta: i32) -> bool {
+fn adjust_tail(ctx: &XdpContext, delta: i32) -> bool {
     // SAFETY: plain helper on our context; on failure the frame is unchanged.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0 {
-        return true;
-    }
-    // SAFETY: as above.
-    delta > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } == 0
+    unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) == 0 }
 }
 
-/// Rewrites the frame into the reply carrying `msg[..len]`.
+#[inline(always)]
+fn adjust_head(ctx: &XdpContext, delta: i32) -> bool {
+    // SAFETY: as above.
+    unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) == 0 }
+}
+
+/// Current frame length, without a helper call in the usual case: a query frame ends where its
+/// DNS message ends unless Ethernet padded it.
+#[inline(always)]
+fn frame_len(ctx: &XdpContext, frame: &Frame) -> usize {
+    if ctx.data() + frame.dns + frame.dns_len == ctx.data_end() {
+        frame.dns + frame.dns_len
+    } else {
+        // SAFETY: plain helper on our context.
+        unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
+    }
+}
+
+/// Makes room for a DNS message of `total` bytes (the headers keep their size), at the tail or
+/// in the headroom. `None` when there was no room: the frame is unchanged.
 #[inline(always)]
 #[expect(clippy::cast_possible_wrap, reason = "frame lengths are below 64 KiB")]
-pub fn reply(
+fn resize(ctx: &XdpContext, frame: &Frame, total: usize, hint: &mut u32) -> Option<()> {
+    let old = frame_len(ctx, frame) as i64;
+    let delta = (frame.dns + total) as i64 - old;
+    if delta <= 0 {
+        return (delta == 0 || adjust_tail(ctx, delta as i32)).then_some(());
+    }
+    let d = delta as i32;
+    if *hint & HINT_HEAD_FIRST == 0 {
+        if adjust_tail(ctx, d) {
+            return Some(());
+        }
+        if adjust_head(ctx, -d) {
+            *hint |= HINT_HEAD_FIRST;
+            return Some(());
+        }
+    } else {
+        if adjust_head(ctx, -d) {
+            return Some(());
+        }
+        if adjust_tail(ctx, d) {
+            *hint &= !HINT_HEAD_FIRST;
+            return Some(());
+        }
+    }
+    None
+}
+
+/// Rewrites the frame into the hot answer `answer` to `q` laid out as `plan`; the query is in
+/// `scratch.msg`, where the answer is built before it is copied into the frame.
+#[inline(always)]
+pub fn answer<A: AnswerData>(
     ctx: &XdpContext,
     frame: &Frame,
-    msg: &mut [u8; MSG_BUF_LEN],
-    len: usize,
+    scratch: &mut Scratch,
+    q: &Query,
+    answer: &A,
+    plan: &HotPlan,
+    rotation: u32,
 ) -> Result<(), Verdict> {
-    let len = len & (MSG_AREA - 1);
-    if len == 0 {
-        return Err(Verdict::Pass(Counter::PassRewrite));
-    }
     let saved = save(ctx, frame.v6).ok_or(Verdict::Pass(Counter::PassRewrite))?;
-    let payload_sum = checksum::sum_message(msg, len).ok_or(Verdict::Pass(Counter::PassRewrite))?;
-    let old_len = frame_len(ctx) as i64;
-    let new_len = (frame.dns + len) as i64;
-    if !resize(ctx, (new_len - old_len) as i32) {
-        return Err(Verdict::Pass(Counter::PassNoRoom));
-    }
-    // SAFETY: `msg` is a map value of MSG_BUF_LEN > len bytes; the helper checks the packet side.
-    let stored = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            frame.dns as u32,
-            msg.as_mut_ptr().cast(),
-            len as u32,
-        )
-    };
-    if stored != 0 {
-        return Err(Verdict::Drop(Counter::DropRewrite));
-    }
-    let udp_len = (UDP_LEN + len) as u16;
+    let total = plan.total & (MSG_AREA - 1);
+    let mut msg = MsgBuf::new(&mut scratch.msg, frame.dns_len, &mut scratch.cell);
+    write_hot_answer(&mut msg, q, answer, plan, rotation)
+        .ok_or(Verdict::Pass(Counter::PassRewrite))?;
+    // The frame changes from here on.
+    resize(ctx, frame, total, &mut scratch.hint).ok_or(Verdict::Pass(Counter::PassNoRoom))?;
+    let payload = checksum::copy_out(ctx, frame.dns, &scratch.msg, total)
+        .ok_or(Verdict::Drop(Counter::DropRewrite))?;
+    let total = crate::packet::launder(&mut scratch.cell, total) & (MSG_AREA - 1);
+    let udp_len = (UDP_LEN + total) as u16;
     let ok = if frame.v6 {
-        ipv6(ctx, &saved, udp_len, payload_sum)
+        ipv6(ctx, &saved, udp_len, payload)
     } else {
-        ipv4(ctx, &saved, udp_len, payload_sum)
+        ipv4(ctx, &saved, udp_len, payload)
     };
-    if ok.is_none() {
-        return Err(Verdict::Drop(Counter::DropRewrite));
-    }
-    Ok(())
+    ok.ok_or(Verdict::Drop(Counter::DropRewrite))
 }
 
 #[inline(always)]

@@ -107,8 +107,8 @@ pub fn encode(q: &Query, qname: &Name, ans: &Answer, limit: usize) -> Option<Vec
 pub fn reject(msg: &[u8], err: QueryError) -> Option<Vec<u8>> {
     let rcode = err.rcode()?;
     let w = SliceWire(msg);
-    let id = w.u16_at(0);
-    let qflags = w.u16_at(2);
+    let id = w.u16_at(0)?;
+    let qflags = w.u16_at(2)?;
     // Keep the opcode of what we refuse.
     let f = flags(qflags, false, false, rcode) | (qflags & 0x7800);
     let mut out = Vec::with_capacity(64);

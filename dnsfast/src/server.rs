@@ -17,7 +17,7 @@ use dnsfast_common::{
     maps::{MSG_AREA, REGION_ANY},
     wire::{
         CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A, TYPE_AAAA,
-        parse_query, rcode, write_hot_answer,
+        build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -191,7 +191,7 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
             let mut cell = 0;
             let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
             let rotation = shared.rotation.fetch_add(1, Ordering::Relaxed);
-            if let Ok(n) = write_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
+            if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
                 shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
                 return Some(m.as_bytes()[..n].to_vec());
             }
