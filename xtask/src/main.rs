@@ -7,6 +7,8 @@
 //!   example until Ctrl-C. `run -- <dnsfast run args>` runs the daemon itself.
 //! - `test`: every check and test, the privileged ones included, with the time each phase took.
 
+mod bench;
+mod chart;
 mod demo;
 mod setup;
 
@@ -41,6 +43,22 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmark dnsfast against the XDP ceiling, Knot DNS and NSD (needs root).
+    Bench {
+        /// Short runs, one round, a 100k-name big zone.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds; figures are medians over them.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Only these targets (comma-separated: ceiling, dnsfast-xdp, dnsfast-user, knot-udp,
+        /// knot-xdp, nsd).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+    },
     /// Run every check and test (needs root: XDP and network namespaces).
     Test {
         /// Only run test names containing this filter (privileged phase).
@@ -55,6 +73,21 @@ fn main() {
         Cmd::Setup => setup::setup(),
         Cmd::Build => setup::ensure().and_then(|()| build_release()),
         Cmd::Run { smoke, args } => setup::ensure().and_then(|()| run(smoke, &args)),
+        Cmd::Bench {
+            quick,
+            rounds,
+            only,
+            workloads,
+        } => {
+            let rounds = if quick { 1 } else { rounds };
+            bench::run(&bench::Opts {
+                quick,
+                rounds,
+                only,
+                workloads,
+            })
+            .map(|_| ())
+        }
         Cmd::Test { filter } => test(filter.as_deref()),
     };
     if let Err(e) = r {
@@ -64,7 +97,7 @@ fn main() {
 }
 
 /// The workspace root.
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -94,12 +127,12 @@ fn cargo_nightly() -> Command {
     c
 }
 
-fn build_release() -> Result<()> {
+pub(crate) fn build_release() -> Result<()> {
     sh(cargo().args(["build", "--release", "--package", "dnsfast"]))
 }
 
 /// The release binary.
-fn dnsfast_bin() -> PathBuf {
+pub(crate) fn dnsfast_bin() -> PathBuf {
     root().join("target/release/dnsfast")
 }
 
@@ -210,6 +243,15 @@ fn test(filter: Option<&str>) -> Result<()> {
         });
         if filter.is_none() {
             phase("demo (cargo xtask run --smoke)", &mut || demo::run(true));
+            phase("bench --quick (checks)", &mut || {
+                let report = bench::run(&bench::Opts {
+                    quick: true,
+                    rounds: 1,
+                    only: Vec::new(),
+                    workloads: Vec::new(),
+                })?;
+                bench::check(&report)
+            });
         }
     }
 

@@ -19,6 +19,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsperf", "dnsperf"),
 ];
 
+/// What `cargo xtask bench` adds: the servers it compares with.
+const BENCH_PACKAGES: &[(&str, &str)] = &[("knot", "knotd"), ("nsd", "nsd")];
+
 /// The bpf-linker release that works with the nightly's LLVM 22.
 const BPF_LINKER: &str = "0.13.0";
 
@@ -46,8 +49,18 @@ fn found(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `ensure`, plus the servers the benchmark compares with.
+pub fn ensure_bench() -> Result<()> {
+    ensure()?;
+    apt_install(BENCH_PACKAGES)
+}
+
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    apt_install(PACKAGES)
+}
+
+fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, cmd)| !found(cmd))
         .map(|(p, _)| *p)
