@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -25,6 +25,7 @@ use crate::{
     instance::{self, Instance},
     mapsync::Capacity,
     server::{self, Shared},
+    udp,
     xdp::Dataplane,
 };
 
@@ -254,12 +255,18 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     });
 
     let mut tasks = tokio::task::JoinSet::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
     let bound = (|| -> Result<()> {
         for &addr in &cfg.listen {
-            for _ in 0..cfg.udp_workers {
+            for i in 0..cfg.udp_workers {
                 let s = server::bind_udp(addr).with_context(|| format!("bind UDP {addr}"))?;
-                let s = tokio::net::UdpSocket::from_std(s)?;
-                tasks.spawn(server::udp_worker(s, Arc::clone(&shared)));
+                let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+                udp_threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("udp-{i}"))
+                        .spawn(move || udp::worker(&s, &shared, &stop))?,
+                );
             }
             let l = server::bind_tcp(addr).with_context(|| format!("bind TCP {addr}"))?;
             let l = tokio::net::TcpListener::from_std(l)?;
@@ -273,6 +280,7 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
         Ok(())
     })();
     if let Err(e) = bound {
+        stop.store(true, Ordering::Relaxed);
         daemon.dataplane.lock().expect("lock").take();
         inst.cleanup();
         return Err(e);
@@ -327,6 +335,10 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     instance::notify("STOPPING=1");
     daemon.set_answering(false);
     tasks.abort_all();
+    stop.store(true, Ordering::Relaxed);
+    for t in udp_threads {
+        let _ = t.join();
+    }
     if let Some(mut dp) = daemon.dataplane.lock().expect("lock").take() {
         dp.detach()?;
     }

@@ -13,7 +13,8 @@
 //!   [`response`]: its encoding;
 //! - [`mapsync`]: plans map writes that never expose a half-written answer;
 //!   [`xdp`]: the only module that touches aya, executes those plans;
-//! - [`server`]: UDP/TCP; [`control`]: status; [`daemon`]: lifecycle and reload;
+//! - [`server`]: answering one query, TCP; [`udp`]: batched UDP workers; [`control`]: status;
+//!   [`daemon`]: lifecycle and reload;
 //!   [`instance`]: pins, sockets, network namespaces.
 
 pub mod answer;
@@ -26,5 +27,6 @@ pub mod instance;
 pub mod mapsync;
 pub mod response;
 pub mod server;
+pub mod udp;
 pub mod xdp;
 pub mod zone;

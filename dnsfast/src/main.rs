@@ -141,8 +141,9 @@ fn run(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
     let inst = Instance::current(&cfg.instance)?;
     let _lock = inst.lock()?;
     let snapshot = compile::compile(&cfg).context("loading zones")?;
+    // UDP has threads of its own (`udp`); the runtime serves TCP, control and signals.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.udp_workers.max(1))
+        .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(daemon::run(cfg, inst, snapshot))

@@ -28,7 +28,7 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 
@@ -155,20 +155,25 @@ impl Shared {
 
 /// Answers one message received over UDP (`tcp == false`) or TCP. `None`: send nothing.
 pub fn handle(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
-    let out = answer_message(shared, msg, tcp);
-    match &out {
-        Some(r) => shared.stats.count_answer(r),
-        None => {
-            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    out
+    let mut out = Vec::new();
+    handle_into(shared, msg, tcp, &mut out).then_some(out)
 }
 
-fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
+/// Like [`handle`], writing the answer into `out` (cleared by the caller); `false`: send nothing.
+pub fn handle_into(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
+    let answered = answer_message(shared, msg, tcp, out);
+    if answered {
+        shared.stats.count_answer(out);
+    } else {
+        shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    answered
+}
+
+fn answer_message(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
     let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
         Ok(q) => q,
-        Err(e) => return response::reject(msg, e),
+        Err(e) => return emit(response::reject(msg, e), out),
     };
     let limit = if tcp { TCP_MAX } else { q.udp_limit() };
     let snap = shared.snapshot.load();
@@ -193,28 +198,39 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
             let rotation = shared.rotation.fetch_add(1, Ordering::Relaxed);
             if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
                 shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
-                return Some(m.as_bytes()[..n].to_vec());
+                out.extend_from_slice(&m.as_bytes()[..n]);
+                return true;
             }
         }
     }
 
+    let Some(qname) = decode_qname(msg) else {
+        return false;
+    };
     if q.tsig {
         // We hold no TSIG keys (RFC 8945 §5.2: an unknown key gets NOTAUTH).
-        return response::encode(
-            &q,
-            &decode_qname(msg)?,
-            &answer::Answer::error(rcode::NOTAUTH),
-            limit,
+        return emit(
+            response::encode(&q, &qname, &answer::Answer::error(rcode::NOTAUTH), limit),
+            out,
         );
     }
-    let qname = decode_qname(msg)?;
     let ans = answer::resolve(
         &snap.zones,
         &qname,
         RecordType::from(q.qtype),
         DNSClass::from(q.qclass),
     );
-    response::encode(&q, &qname, &ans, limit)
+    emit(response::encode(&q, &qname, &ans, limit), out)
+}
+
+fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {
+    match answer {
+        Some(a) => {
+            out.extend_from_slice(&a);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The QNAME of a validated query (plain labels at offset 12).
@@ -250,26 +266,6 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
-}
-
-/// Serves one UDP socket until the task is dropped.
-pub async fn udp_worker(socket: UdpSocket, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!("udp recv: {e}");
-                continue;
-            }
-        };
-        shared.stats.udp_queries.fetch_add(1, Ordering::Relaxed);
-        if let Some(resp) = handle(&shared, &buf[..n], false)
-            && let Err(e) = socket.send_to(&resp, peer).await
-        {
-            tracing::debug!("udp send to {peer}: {e}");
-        }
-    }
 }
 
 /// Accepts TCP connections until the task is dropped; at most `max` at once.
