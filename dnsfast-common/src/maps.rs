@@ -3,17 +3,25 @@
 //! The layout is described in `docs/architecture.md` ("Map design"). In short:
 //!
 //! ```text
-//! HOT_<C>[HotKey<C>{qtype, region, name}] ─► HotRef{entry}          (hash, one per name size class)
-//! ANSWER_INDEX[entry]                     ─► slot                   (array, mmapped, flipped atomically)
+//! names of at most 32 octets (almost all):
+//! HOT_TABLE[hash(key) + i, i < HOT_PROBES] = HotBucket{key, slot} ─► slot          (array, mmapped)
+//! longer names:
+//! HOT_<C>[HotKey<C>{qtype, region, name}] ─► HotRef{entry}          (hash, one per size class)
+//! ANSWER_INDEX[entry]                     ─► slot                   (array, mmapped)
+//! both:
 //! ANSWERS_SMALL[slot] / ANSWERS_LARGE[slot & !SLOT_LARGE] ─► answer (arrays, immutable while reachable)
 //! ```
 //!
 //! Invariants the daemon keeps so that the XDP program never reads a half-written answer:
-//! - a `HOT_*` element is written once, when its name is added, and never updated in place;
-//! - an answer slot is written only while no `ANSWER_INDEX` entry points at it and no program that
-//!   could have read the old index is still running (one RCU grace period after it was unlinked);
-//! - an answer changes by writing a fresh slot, then storing its id into `ANSWER_INDEX[entry]` with
-//!   one aligned 32-bit store through the mmapped array.
+//! - an answer slot is written only while nothing points at it and no program that could have
+//!   read the old pointer is still running (one RCU grace period after it was unlinked);
+//! - an answer changes by writing a fresh slot, then storing its id with one aligned 32-bit store
+//!   through a mmapped array: into the name's bucket (`HotBucket::slot`) or `ANSWER_INDEX` entry;
+//! - a `HOT_*` hash element is written once, when its name is added, and never updated in place;
+//! - a bucket's key changes only while its slot says it holds no answer (`SLOT_NONE`,
+//!   `SLOT_TOMB`), and the reader takes a bucket's answer only if the slot read before and after
+//!   comparing the key is the same valid slot (x86 keeps those loads, and the daemon's stores, in
+//!   order).
 //!
 //! Every type here is `#[repr(C)]` without implicit padding and has its size asserted, because the
 //! kernel copies them byte for byte between the two sides.
@@ -22,7 +30,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -38,8 +46,11 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU scratch space for the message and the key (the BPF stack holds 512 bytes).
 pub const MAP_SCRATCH: &str = "SCRATCH";
-/// Hot-name maps, one per name size class, in the order of [`NAME_CLASSES`].
-pub const MAP_HOT: [&str; 4] = ["HOT_32", "HOT_64", "HOT_128", "HOT_256"];
+/// Open-addressing table of the names of at most 32 octets.
+pub const MAP_HOT_TABLE: &str = "HOT_TABLE";
+/// Hot-name hash maps for names over 32 octets, one per size class after the first, in the order
+/// of [`NAME_CLASSES`] (the first class lives in `HOT_TABLE`).
+pub const MAP_HOT: [&str; 3] = ["HOT_64", "HOT_128", "HOT_256"];
 /// Entry → answer slot indirection.
 pub const MAP_ANSWER_INDEX: &str = "ANSWER_INDEX";
 /// Answer slots with up to [`SMALL_RDATA`] bytes of address data.
@@ -53,13 +64,13 @@ pub const MAP_GRACE: &str = "GRACE";
 /// Every map the daemon pins, for listing and cleanup.
 pub const ALL_MAPS: [&str; 11] = [
     MAP_GRACE,
+    MAP_HOT_TABLE,
     MAP_CONFIG,
     MAP_STATS,
     MAP_SCRATCH,
     MAP_HOT[0],
     MAP_HOT[1],
     MAP_HOT[2],
-    MAP_HOT[3],
     MAP_ANSWER_INDEX,
     MAP_ANSWERS_SMALL,
     MAP_ANSWERS_LARGE,
@@ -67,7 +78,8 @@ pub const ALL_MAPS: [&str; 11] = [
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
 pub const BPF_F_NO_PREALLOC: usize = 1;
-/// `BPF_F_MMAPABLE`: the daemon maps `ANSWER_INDEX` and flips entries with atomic stores.
+/// `BPF_F_MMAPABLE`: the daemon maps `HOT_TABLE` and `ANSWER_INDEX` and flips slots with atomic
+/// stores.
 pub const BPF_F_MMAPABLE: usize = 1 << 10;
 
 /// Capacities compiled into the object; the daemon sets the real ones from its configuration
@@ -83,7 +95,7 @@ pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
 /// make two different names equal.
 pub const NAME_CLASSES: [usize; 4] = [32, 64, 128, 256];
 
-/// Index into [`NAME_CLASSES`] / [`MAP_HOT`] for a wire name of `name_len` octets (1..=255).
+/// Index into [`NAME_CLASSES`] (`MAP_HOT[class - 1]` above 0) for a wire name of `name_len` octets (1..=255).
 #[inline(always)]
 #[must_use]
 pub const fn name_class(name_len: usize) -> usize {
@@ -132,7 +144,7 @@ macro_rules! hot_key {
 }
 
 hot_key!(
-    /// Key of `HOT_32`.
+    /// Key of a `HOT_TABLE` bucket.
     HotKey32,
     32
 );
@@ -269,8 +281,14 @@ pub struct XdpConfig {
     pub v4: [[u8; 4]; MAX_LISTEN_ADDRS],
     /// Our IPv6 addresses, network order.
     pub v6: [[u8; 16]; MAX_LISTEN_ADDRS],
+    /// `HOT_TABLE` buckets minus one (a power of two minus one).
+    pub hot_mask: u32,
+    /// Explicit padding before `seed`.
+    pub pad: u32,
+    /// Seed of [`hot_hash`], chosen by the daemon at start.
+    pub seed: u64,
 }
-const _: () = assert!(size_of::<XdpConfig>() == 8 + 4 * 8 + 16 * 8);
+const _: () = assert!(size_of::<XdpConfig>() == 8 + 4 * 8 + 16 * 8 + 16);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (asserted above).
 unsafe impl aya::Pod for XdpConfig {}
@@ -286,7 +304,85 @@ impl XdpConfig {
             v6_count: 0,
             v4: [[0; 4]; 8],
             v6: [[0; 16]; 8],
+            hot_mask: 0,
+            pad: 0,
+            seed: 0,
         }
+    }
+}
+
+/// Buckets a lookup in `HOT_TABLE` examines at most, from the key's home bucket on. The daemon
+/// places every key within them (or leaves it to userspace).
+pub const HOT_PROBES: usize = 8;
+/// `HotBucket::slot` of a bucket whose key was removed: lookups probe on past it.
+pub const SLOT_TOMB: u32 = u32::MAX - 1;
+
+/// A bucket of `HOT_TABLE`: one cache line. The slot comes first so that the key's name starts
+/// 8 bytes in and the program compares it as four aligned 64-bit words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotBucket {
+    /// The answer slot, [`SLOT_NONE`] (being filled) or [`SLOT_TOMB`] (removed).
+    pub slot: u32,
+    /// The key; `qtype == 0` marks a bucket never used, which ends a lookup.
+    pub key: HotKey32,
+    /// Explicit padding to 64 bytes.
+    pub pad: [u8; 24],
+}
+const _: () = assert!(size_of::<HotBucket>() == 64);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integers and byte arrays, no padding (asserted above).
+unsafe impl aya::Pod for HotBucket {}
+
+impl HotBucket {
+    /// A bucket never used.
+    #[must_use]
+    pub const fn empty() -> Self {
+        Self {
+            slot: SLOT_NONE,
+            key: HotKey32::zeroed(),
+            pad: [0; 24],
+        }
+    }
+}
+
+/// Home bucket hash of a key of the first size class: a multiply-xorshift over its 36 bytes.
+/// The XDP program and the daemon compute it with this same function.
+#[inline(always)]
+#[must_use]
+pub fn hot_hash(seed: u64, head: u32, name: [u64; 4]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed ^ u64::from(head).wrapping_mul(K);
+    let mut i = 0;
+    while i < 4 {
+        h = (h ^ name[i]).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 29;
+        i += 1;
+    }
+    h ^ (h >> 32)
+}
+
+impl HotKey32 {
+    /// `qtype` and `region` as the first word of the key (memory order).
+    #[inline(always)]
+    #[must_use]
+    pub fn head(&self) -> u32 {
+        u32::from(self.qtype) | (u32::from(self.region) << 16)
+    }
+
+    /// The name as four little-endian words.
+    #[inline(always)]
+    #[must_use]
+    pub fn words(&self) -> [u64; 4] {
+        let mut w = [0u64; 4];
+        let mut i = 0;
+        while i < 4 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.name[i * 8..i * 8 + 8]);
+            w[i] = u64::from_le_bytes(b);
+            i += 1;
+        }
+        w
     }
 }
 

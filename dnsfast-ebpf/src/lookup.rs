@@ -1,9 +1,11 @@
 //! The hot-answer maps and the per-CPU scratch space.
 //!
-//! A lookup is three steps (see `dnsfast_common::maps`): the name's size-class hash map gives the
-//! entry, `ANSWER_INDEX[entry]` gives the slot (one atomic 32-bit load: the daemon flips it with
-//! one store), and the slot holds the answer, which the daemon never writes while it is
-//! reachable.
+//! Names of up to 32 octets (almost every name a steering policy serves) are found in
+//! `HOT_TABLE`, an open-addressing table the program probes itself: one hash, then one cache
+//! line per probe, no helper call. Longer names take three steps (see `dnsfast_common::maps`):
+//! the size class's hash map gives the entry, `ANSWER_INDEX[entry]` gives the slot (one atomic
+//! 32-bit load: the daemon flips it with one store). Either way the slot holds the answer, which
+//! the daemon never writes while it is reachable.
 
 use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
@@ -11,15 +13,17 @@ use aya_ebpf::{
 };
 use dnsfast_common::maps::{
     AnswerLarge, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, DEFAULT_HOT_ENTRIES,
-    DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
-    SLOT_LARGE, SLOT_NONE, Scratch,
+    DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128,
+    HotKey256, HotRef, SLOT_LARGE, SLOT_NONE, SLOT_TOMB, Scratch, XdpConfig, hot_hash,
 };
 
 #[btf_map]
 static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
+/// Sized by the daemon at load (a power of two); the size here only satisfies the loader.
 #[btf_map]
-static HOT_32: HashMap<HotKey32, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> = HashMap::new();
+static HOT_TABLE: Array<HotBucket, { 2 * DEFAULT_HOT_ENTRIES }, BPF_F_MMAPABLE> = Array::new();
+
 #[btf_map]
 static HOT_64: HashMap<HotKey64, HotRef, DEFAULT_HOT_ENTRIES, BPF_F_NO_PREALLOC> = HashMap::new();
 #[btf_map]
@@ -61,28 +65,31 @@ pub enum Answer {
     clippy::needless_borrows_for_generic_args,
     reason = "a reference keeps the key off the 512-byte BPF stack"
 )]
-pub fn find(class: usize, key: &HotKey256) -> Option<Answer> {
+pub fn find(cfg: &XdpConfig, class: usize, key: &HotKey256) -> Option<Answer> {
     let k: *const HotKey256 = key;
-    // The smaller keys are prefixes of HotKey256's layout (same leading fields, shorter name,
-    // same alignment) and each map reads only size_of::<HotKeyN>() bytes: a pointer cast is a
-    // valid reference to the smaller key, and no copy lands on the 512-byte stack.
-    let entry = match class {
-        // SAFETY: see above.
-        0 => HOT_32.get_ptr(unsafe { &*k.cast::<HotKey32>() }),
-        // SAFETY: see above.
-        1 => HOT_64.get_ptr(unsafe { &*k.cast::<HotKey64>() }),
-        // SAFETY: see above.
-        2 => HOT_128.get_ptr(unsafe { &*k.cast::<HotKey128>() }),
-        _ => HOT_256.get_ptr(key),
-    }?;
-    // SAFETY: the pointer came from a successful lookup and is valid for this program run. The
-    // element may be recycled by a concurrent delete+insert; the daemon waits an RCU grace period
-    // between the two, and a plain 32-bit load cannot tear.
-    let entry = unsafe { core::ptr::read_volatile(&raw const (*entry).entry) };
-    let slot = ANSWER_INDEX.get_ptr(entry)?;
-    // SAFETY: array element pointer from a successful lookup; the daemon writes it only with
-    // aligned 32-bit atomic stores, so this load sees either the old or the new slot.
-    let slot = unsafe { core::ptr::read_volatile(slot) };
+    let slot = if class == 0 {
+        // SAFETY: HotKey32 is a prefix of HotKey256's layout (same leading fields, shorter name,
+        // same alignment), so the cast is a valid reference to the smaller key.
+        probe(cfg, unsafe { &*k.cast::<HotKey32>() })?
+    } else {
+        // The larger keys are prefixes of HotKey256 too, and each map reads only
+        // size_of::<HotKeyN>() bytes: no copy lands on the 512-byte stack.
+        let entry = match class {
+            // SAFETY: see above.
+            1 => HOT_64.get_ptr(unsafe { &*k.cast::<HotKey64>() }),
+            // SAFETY: see above.
+            2 => HOT_128.get_ptr(unsafe { &*k.cast::<HotKey128>() }),
+            _ => HOT_256.get_ptr(key),
+        }?;
+        // SAFETY: the pointer came from a successful lookup and is valid for this program run.
+        // The element may be recycled by a concurrent delete+insert; the daemon waits an RCU
+        // grace period between the two, and a plain 32-bit load cannot tear.
+        let entry = unsafe { core::ptr::read_volatile(&raw const (*entry).entry) };
+        let slot = ANSWER_INDEX.get_ptr(entry)?;
+        // SAFETY: array element pointer from a successful lookup; the daemon writes it only with
+        // aligned 32-bit atomic stores, so this load sees either the old or the new slot.
+        unsafe { core::ptr::read_volatile(slot) }
+    };
     if slot == SLOT_NONE {
         return None;
     }
@@ -91,4 +98,64 @@ pub fn find(class: usize, key: &HotKey256) -> Option<Answer> {
     } else {
         ANSWERS_SMALL.get(slot).map(Answer::Small)
     }
+}
+
+/// The slot `HOT_TABLE` holds for `key`, probing linearly from its hash.
+///
+/// The daemon writes a bucket while the program may read it: it publishes a new bucket by
+/// writing the key and then the slot, and retires one by setting the slot to `SLOT_TOMB` before
+/// touching the key. Reading the slot before and after comparing the key, and taking the answer
+/// only if both reads agree on a valid slot, therefore never pairs a key with another key's
+/// answer (loads and stores stay in program order on x86, and the compiler keeps volatile loads
+/// in program order).
+/// How many times a bucket whose slot keeps changing is read before the lookup gives up.
+const READ_ATTEMPTS: usize = 3;
+
+#[inline(always)]
+fn probe(cfg: &XdpConfig, key: &HotKey32) -> Option<u32> {
+    let head = key.head();
+    let words = key.words();
+    let hash = hot_hash(cfg.seed, head, words);
+    let mut i = 0;
+    while i < HOT_PROBES {
+        let index = (hash as u32).wrapping_add(i as u32) & cfg.hot_mask;
+        let bucket = HOT_TABLE.get_ptr(index)?;
+        // A slot that changes while the key is compared (the daemon publishing a new answer
+        // for it) is read again, a bounded number of times, rather than missed.
+        let mut attempt = 0;
+        while attempt < READ_ATTEMPTS {
+            // SAFETY: element pointer from a successful array lookup, valid for this program
+            // run; every field is read with an aligned volatile load of its natural size, so no
+            // read tears, and volatile loads stay in program order.
+            let (before, stored_head, same_name, after) = unsafe {
+                let before = core::ptr::read_volatile(&raw const (*bucket).slot);
+                let stored_head = core::ptr::read_volatile(bucket.cast::<u32>().add(1));
+                let name = bucket.cast::<u64>().add(1);
+                let mut same = true;
+                let mut w = 0;
+                while w < 4 {
+                    same &= core::ptr::read_volatile(name.add(w)) == words[w];
+                    w += 1;
+                }
+                let after = core::ptr::read_volatile(&raw const (*bucket).slot);
+                (before, stored_head, same, after)
+            };
+            if stored_head.trailing_zeros() >= 16 {
+                // qtype (the low half) is 0: a bucket never used, so the key is not in the table.
+                return None;
+            }
+            if stored_head != head || !same_name {
+                break;
+            }
+            if before == after {
+                return (before != SLOT_TOMB).then_some(before);
+            }
+            attempt += 1;
+        }
+        if attempt == READ_ATTEMPTS {
+            return None;
+        }
+        i += 1;
+    }
+    None
 }

@@ -113,7 +113,6 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     // The validator's length checks narrowed the message length differently on each path.
     frame.dns_len = msg.launder(frame.dns_len) & (MSG_AREA - 1);
     let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, &mut scratch.key);
-    let answer = lookup::find(class, &scratch.key).ok_or(Verdict::Pass(Counter::PassMiss))?;
     // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
     let rotation = stats::get(Counter::Answered) as u32;
     let limit = q.udp_limit();
@@ -121,6 +120,9 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         BuildError::TooBig => Verdict::Pass(Counter::PassTooBig),
         BuildError::BadSlot => Verdict::Pass(Counter::PassBadSlot),
     };
+    // Nothing between the lookup and the match: code shared by both arms would let the compiler
+    // test the slot's table bit a second time, which the verifier cannot tie to the first test.
+    let answer = lookup::find(cfg, class, &scratch.key).ok_or(Verdict::Pass(Counter::PassMiss))?;
     match answer {
         lookup::Answer::Small(a) => {
             let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;

@@ -195,7 +195,7 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
     let inst = Instance::lookup(&inst_name, netns)?;
     let dir = inst.pin_dir();
     let mut entries = xdp::read_pinned(&dir)?;
-    entries.sort_by(|a, b| (&a.name, a.qtype, a.region).cmp(&(&b.name, b.qtype, b.region)));
+    entries.sort_by_cached_key(|e| (wire_to_text(&e.name), e.qtype, e.region));
     println!(
         "# {} hot entries pinned under {}",
         entries.len(),
@@ -221,13 +221,13 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
         );
         let ttl = e.answer.as_ref().map_or(0, |a| a.ttl);
         println!(
-            "{:<40} {:<5} region {:<3} ttl {:<6} {}   [entry {} slot {:#x}]",
+            "{:<40} {:<5} region {:<3} ttl {:<6} {}   [{} slot {:#x}]",
             wire_to_text(&e.name),
             RecordType::from(e.qtype).to_string(),
             e.region,
             ttl,
             addrs,
-            e.entry,
+            e.place,
             e.slot
         );
     }

@@ -88,7 +88,7 @@ pub fn worker(socket: &std::net::UdpSocket, shared: &Arc<Shared>, stop: &AtomicB
         if n <= 0 {
             continue;
         }
-        let n = n as usize;
+        let n = n.unsigned_abs() as usize;
         shared
             .stats
             .udp_queries
@@ -123,7 +123,7 @@ pub fn worker(socket: &std::net::UdpSocket, shared: &Arc<Shared>, stop: &AtomicB
                 tracing::debug!("udp send: {}", std::io::Error::last_os_error());
                 break;
             }
-            sent += r as usize;
+            sent += r.unsigned_abs() as usize;
         }
     }
 }

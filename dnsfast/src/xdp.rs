@@ -17,10 +17,10 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSmall, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
+        AnswerLarge, AnswerSmall, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
         MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_GRACE, MAP_HOT,
-        MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, SLOT_LARGE, SLOT_NONE,
-        XdpConfig, name_class,
+        MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, SLOT_LARGE,
+        SLOT_NONE, SLOT_TOMB, XdpConfig, name_class,
     },
     stats::COUNTERS,
 };
@@ -28,7 +28,7 @@ use dnsfast_common::{
 use crate::{
     config::XdpMode,
     hot::{Change, HotAnswer, HotKey},
-    mapsync::{Capacity, MapSync, Op},
+    mapsync::{Capacity, MapSync, Op, key32},
 };
 
 /// The XDP program, built by `build.rs`.
@@ -37,70 +37,110 @@ pub static EBPF_OBJECT: &[u8] =
 
 const BPF_NOEXIST: u64 = 1;
 
-/// `ANSWER_INDEX`, mapped into our memory so an entry is flipped with one atomic store.
-struct IndexMap {
+/// A `BPF_F_MMAPABLE` array mapped into our memory, so that the daemon changes it with plain
+/// atomic stores the XDP program sees whole: `ANSWER_INDEX` entries and `HOT_TABLE` buckets.
+struct MmapArray {
     _map: MapData,
     base: NonNull<u8>,
     len: usize,
-    entries: u32,
+    /// Bytes from one element to the next (the kernel's `round_up(value_size, 8)`).
+    stride: usize,
+    elements: u32,
 }
 
 // SAFETY: the mapping is shared memory owned by this struct; all access is through atomics.
-unsafe impl Send for IndexMap {}
+unsafe impl Send for MmapArray {}
 // SAFETY: as above.
-unsafe impl Sync for IndexMap {}
+unsafe impl Sync for MmapArray {}
 
-impl IndexMap {
-    /// Array elements are `round_up(value_size, 8)` apart in the kernel's layout.
-    const STRIDE: usize = 8;
-
-    fn new(map: MapData, entries: u32) -> Result<Self> {
+impl MmapArray {
+    fn new(map: MapData, elements: u32, value_size: usize, writable: bool) -> Result<Self> {
+        let stride = value_size.div_ceil(8) * 8;
         let page = 4096;
-        let len = (entries as usize * Self::STRIDE).div_ceil(page) * page;
+        let len = (elements as usize * stride).div_ceil(page) * page;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: mapping a BPF_F_MMAPABLE array fd at offset 0 with at most its data size
         // (rounded to pages) is what the kernel supports; we check the result.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 map.fd().as_fd().as_raw_fd(),
                 0,
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap ANSWER_INDEX");
+            return Err(std::io::Error::last_os_error()).context("mmap a BPF array");
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| anyhow!("mmap returned null"))?;
-        let m = Self {
+        Ok(Self {
             _map: map,
             base,
             len,
-            entries,
-        };
-        for e in 0..entries {
-            m.store(e, SLOT_NONE);
+            stride,
+            elements,
+        })
+    }
+
+    /// The aligned 32-bit word `word` of element `i`.
+    fn cell(&self, i: u32, word: usize) -> &AtomicU32 {
+        assert!(
+            i < self.elements && (word + 1) * 4 <= self.stride,
+            "element {i} word {word} out of range"
+        );
+        // SAFETY: in range (asserted): inside the mapping; 4-byte aligned (page-aligned base,
+        // 8-byte stride); only ever accessed atomically by us.
+        unsafe {
+            AtomicU32::from_ptr(
+                self.base
+                    .as_ptr()
+                    .add(i as usize * self.stride + word * 4)
+                    .cast(),
+            )
         }
-        Ok(m)
     }
 
-    fn cell(&self, entry: u32) -> &AtomicU32 {
-        assert!(entry < self.entries, "entry {entry} out of range");
-        // SAFETY: entry < entries, so the 4 bytes at entry*8 lie inside the mapping; they are
-        // 8-byte aligned (page-aligned base) and only ever accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(entry as usize * Self::STRIDE).cast()) }
+    fn store(&self, i: u32, word: usize, v: u32, order: Ordering) {
+        self.cell(i, word).store(v, order);
     }
 
-    fn store(&self, entry: u32, slot: u32) {
-        self.cell(entry).store(slot, Ordering::Release);
+    fn load(&self, i: u32, word: usize) -> u32 {
+        self.cell(i, word).load(Ordering::Acquire)
     }
 }
 
-impl Drop for IndexMap {
+impl Drop for MmapArray {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// 32-bit word of a `HotBucket` holding its slot.
+const BUCKET_SLOT_WORD: usize = 0;
+/// 32-bit word of a `HotBucket` where its key starts.
+const BUCKET_KEY_WORD: usize = 1;
+
+/// The key of a `HotBucket` as it lies in memory.
+fn hot_key_bytes(key: &HotKey32) -> [u8; 36] {
+    let mut b = [0u8; 36];
+    b[..2].copy_from_slice(&key.qtype.to_ne_bytes());
+    b[2..4].copy_from_slice(&key.region.to_ne_bytes());
+    b[4..].copy_from_slice(&key.name);
+    b
+}
+
+/// Writes `key` into bucket `b`, word by word; the caller publishes it afterwards.
+fn store_bucket_key(table: &MmapArray, b: u32, key: &HotKey32) {
+    for (w, chunk) in hot_key_bytes(key).chunks_exact(4).enumerate() {
+        let v = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
+        table.store(b, BUCKET_KEY_WORD + w, v, Ordering::Relaxed);
     }
 }
 
@@ -127,11 +167,13 @@ impl Attached {
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
-    hot32: HashMap<MapData, HotKey32, HotRef>,
     hot64: HashMap<MapData, HotKey64, HotRef>,
     hot128: HashMap<MapData, HotKey128, HotRef>,
     hot256: HashMap<MapData, HotKey256, HotRef>,
-    index: IndexMap,
+    index: MmapArray,
+    table: MmapArray,
+    table_mask: u32,
+    seed: u64,
     small: Array<MapData, AnswerSmall>,
     large: Array<MapData, AnswerLarge>,
     config: Array<MapData, XdpConfig>,
@@ -191,11 +233,13 @@ impl Dataplane {
     /// (the directory must exist and be empty). Answering starts switched off.
     pub fn load(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Self> {
         let entries = capacity.entries.max(1);
+        let buckets = capacity.buckets();
         let mut loader = EbpfLoader::new();
         for m in MAP_HOT {
             loader.map_max_entries(m, entries);
         }
         loader
+            .map_max_entries(MAP_HOT_TABLE, buckets)
             .map_max_entries(MAP_ANSWER_INDEX, entries)
             .map_max_entries(MAP_ANSWERS_SMALL, capacity.small.max(1))
             .map_max_entries(MAP_ANSWERS_LARGE, capacity.large.max(1));
@@ -222,14 +266,29 @@ impl Dataplane {
         {
             m.pin(dir.join(MAP_SCRATCH)).context("pin SCRATCH")?;
         }
+        // A seed per start: nobody can prepare names that pile up in one probe run.
+        let seed =
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64);
         let grace_inner =
             Array::<MapData, u32>::create(1, 0).context("create the grace inner map")?;
         let mut dp = Self {
-            hot32: take(&mut ebpf, MAP_HOT[0], pin_dir)?,
-            hot64: take(&mut ebpf, MAP_HOT[1], pin_dir)?,
-            hot128: take(&mut ebpf, MAP_HOT[2], pin_dir)?,
-            hot256: take(&mut ebpf, MAP_HOT[3], pin_dir)?,
-            index: IndexMap::new(raw_map(&mut ebpf, MAP_ANSWER_INDEX, pin_dir)?, entries)?,
+            hot64: take(&mut ebpf, MAP_HOT[0], pin_dir)?,
+            hot128: take(&mut ebpf, MAP_HOT[1], pin_dir)?,
+            hot256: take(&mut ebpf, MAP_HOT[2], pin_dir)?,
+            index: MmapArray::new(
+                raw_map(&mut ebpf, MAP_ANSWER_INDEX, pin_dir)?,
+                entries,
+                4,
+                true,
+            )?,
+            table: MmapArray::new(
+                raw_map(&mut ebpf, MAP_HOT_TABLE, pin_dir)?,
+                buckets,
+                size_of::<HotBucket>(),
+                true,
+            )?,
+            table_mask: buckets - 1,
+            seed,
             small: take(&mut ebpf, MAP_ANSWERS_SMALL, pin_dir)?,
             large: take(&mut ebpf, MAP_ANSWERS_LARGE, pin_dir)?,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
@@ -237,13 +296,20 @@ impl Dataplane {
             grace: take(&mut ebpf, MAP_GRACE, pin_dir)?,
             grace_inner,
             ebpf,
-            sync: MapSync::new(capacity),
+            sync: MapSync::new(capacity, seed),
             capacity,
             pin_dir: pin_dir.map(Path::to_path_buf),
             link: None,
             last_apply: ApplyStats::default(),
         };
         dp.grace.set(0, &dp.grace_inner, 0).context("prime GRACE")?;
+        for e in 0..entries {
+            dp.index.store(e, 0, SLOT_NONE, Ordering::Relaxed);
+        }
+        for b in 0..buckets {
+            dp.table
+                .store(b, BUCKET_SLOT_WORD, SLOT_NONE, Ordering::Relaxed);
+        }
         Ok(dp)
     }
 
@@ -261,6 +327,10 @@ impl Dataplane {
 
     /// Writes the program's configuration (addresses, port, on/off).
     pub fn set_config(&mut self, cfg: &XdpConfig) -> Result<()> {
+        let mut cfg = *cfg;
+        // The table's geometry and seed are the dataplane's own.
+        cfg.hot_mask = self.table_mask;
+        cfg.seed = self.seed;
         self.config.set(0, cfg, 0).context("write CONFIG")
     }
 
@@ -323,7 +393,14 @@ impl Dataplane {
         for op in &plan.ops {
             match op {
                 Op::WriteSlot { slot, answer } => self.write_slot(*slot, answer)?,
-                Op::Flip { entry, slot } => self.index.store(*entry, *slot),
+                Op::Flip { entry, slot } => self.index.store(*entry, 0, *slot, Ordering::Release),
+                Op::BucketKey { bucket, key } => {
+                    store_bucket_key(&self.table, *bucket, &key32(key));
+                }
+                Op::BucketSlot { bucket, slot } => {
+                    self.table
+                        .store(*bucket, BUCKET_SLOT_WORD, *slot, Ordering::Release);
+                }
                 Op::InsertKey { key, entry } => self.insert_key(key, *entry)?,
                 Op::DeleteKey { key } => self.delete_key(key)?,
                 Op::Grace => {
@@ -357,9 +434,7 @@ impl Dataplane {
     fn insert_key(&mut self, key: &HotKey, entry: u32) -> Result<()> {
         let v = HotRef { entry };
         match name_class(key.name().len()) {
-            0 => self
-                .hot32
-                .insert(fill_key(key, HotKey32::zeroed()), v, BPF_NOEXIST)?,
+            0 => bail!("a name of at most 32 octets belongs in HOT_TABLE"),
             1 => self
                 .hot64
                 .insert(fill_key(key, HotKey64::zeroed()), v, BPF_NOEXIST)?,
@@ -375,7 +450,7 @@ impl Dataplane {
 
     fn delete_key(&mut self, key: &HotKey) -> Result<()> {
         match name_class(key.name().len()) {
-            0 => self.hot32.remove(&fill_key(key, HotKey32::zeroed()))?,
+            0 => bail!("a name of at most 32 octets belongs in HOT_TABLE"),
             1 => self.hot64.remove(&fill_key(key, HotKey64::zeroed()))?,
             2 => self.hot128.remove(&fill_key(key, HotKey128::zeroed()))?,
             _ => self.hot256.remove(&fill_key(key, HotKey256::zeroed()))?,
@@ -513,12 +588,30 @@ pub struct PinnedEntry {
     pub qtype: u16,
     /// Region.
     pub region: u16,
-    /// Entry in `ANSWER_INDEX`.
-    pub entry: u32,
+    /// Where the key lives.
+    pub place: Place,
     /// Slot id.
     pub slot: u32,
     /// The answer in the slot, if the slot is valid.
     pub answer: Option<HotAnswer>,
+}
+
+/// Where a hot key lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A bucket of `HOT_TABLE` (names of at most 32 octets).
+    Bucket(u32),
+    /// An `ANSWER_INDEX` entry, reached through a `HOT_*` hash map.
+    Entry(u32),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bucket(b) => write!(f, "bucket {b}"),
+            Self::Entry(e) => write!(f, "entry {e}"),
+        }
+    }
 }
 
 /// Reads every hot entry from the maps pinned under `dir`.
@@ -531,9 +624,8 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
     let small: Array<MapData, AnswerSmall> = Array::try_from(Map::Array(open(MAP_ANSWERS_SMALL)?))?;
     let large: Array<MapData, AnswerLarge> = Array::try_from(Map::Array(open(MAP_ANSWERS_LARGE)?))?;
     let mut out = Vec::new();
-    let mut push = |name: &[u8], qtype: u16, region: u16, entry: u32| -> Result<()> {
-        let slot = index.get(&entry, 0)?;
-        let answer = if slot == SLOT_NONE {
+    let mut push = |name: &[u8], qtype: u16, region: u16, place: Place, slot: u32| -> Result<()> {
+        let answer = if slot == SLOT_NONE || slot == SLOT_TOMB {
             None
         } else if slot & SLOT_LARGE == 0 {
             let a = small.get(&slot, 0)?;
@@ -561,7 +653,7 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
             name: name[..end].to_vec(),
             qtype,
             region,
-            entry,
+            place,
             slot,
             answer,
         });
@@ -570,15 +662,31 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
     macro_rules! scan {
         ($i:expr, $t:ty) => {{
             let m: HashMap<MapData, $t, HotRef> =
-                HashMap::try_from(Map::HashMap(open(MAP_HOT[$i])?))?;
+                HashMap::try_from(Map::HashMap(open(MAP_HOT[$i - 1])?))?;
             for k in m.keys() {
                 let k = k?;
                 let v = m.get(&k, 0)?;
-                push(&k.name, k.qtype, k.region, v.entry)?;
+                let slot = index.get(&v.entry, 0)?;
+                push(&k.name, k.qtype, k.region, Place::Entry(v.entry), slot)?;
             }
         }};
     }
-    scan!(0, HotKey32);
+    let table = open(MAP_HOT_TABLE)?;
+    let buckets = table.info()?.max_entries();
+    let table = MmapArray::new(table, buckets, size_of::<HotBucket>(), false)?;
+    for b in 0..buckets {
+        let mut key = [0u8; 36];
+        for w in 0..9 {
+            key[w * 4..w * 4 + 4]
+                .copy_from_slice(&table.load(b, BUCKET_KEY_WORD + w).to_ne_bytes());
+        }
+        let slot = table.load(b, BUCKET_SLOT_WORD);
+        let qtype = u16::from_ne_bytes([key[0], key[1]]);
+        if qtype != 0 && slot != SLOT_TOMB {
+            let region = u16::from_ne_bytes([key[2], key[3]]);
+            push(&key[4..], qtype, region, Place::Bucket(b), slot)?;
+        }
+    }
     scan!(1, HotKey64);
     scan!(2, HotKey128);
     scan!(3, HotKey256);

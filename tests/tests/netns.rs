@@ -411,7 +411,7 @@ fn one_instance_per_name_and_namespace_and_clean_exit() {
     let mut d =
         TestDaemon::start(&host, "lock", "native", &[("example.com.", &hot_zone())]).unwrap();
     let pins = PathBuf::from(d.status().unwrap()["xdp"]["pin_dir"].as_str().unwrap());
-    assert!(pins.join("HOT_32").exists() && pins.join("STATS").exists());
+    assert!(pins.join("HOT_TABLE").exists() && pins.join("STATS").exists());
     let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
         .arg("run")
         .arg("--config")
