@@ -36,6 +36,8 @@ pub const TYPE_OPT: u16 = 41;
 pub const TYPE_TSIG: u16 = 250;
 /// Class IN.
 pub const CLASS_IN: u16 = 1;
+/// QCLASS CH (Chaos): identity queries.
+pub const CLASS_CH: u16 = 3;
 
 /// UDP payload size we advertise and the most we send over UDP (DNS flag day 2020).
 pub const EDNS_UDP_SIZE: u16 = 1232;
@@ -248,9 +250,10 @@ pub trait Limits {
     /// [`QueryError::OtherAdditional`] (the XDP program passes such queries up).
     const WALK_NAMES: bool;
     /// Whether EDNS options are recorded in [`Edns`] (COOKIE, NSID, Client Subnet). Without it
-    /// they are only checked, and a Client Subnet option stops the walk with
-    /// [`QueryError::ClientSubnet`]: the XDP program leaves those queries to the daemon, and
-    /// recording would multiply the verifier's states with every option.
+    /// they are only checked, and a Client Subnet or NSID option stops the walk with
+    /// [`QueryError::ClientSubnet`] or [`QueryError::NsidRequest`]: the XDP program leaves those
+    /// queries to the daemon, and recording would multiply the verifier's states with every
+    /// option.
     const RECORD_OPTIONS: bool;
     /// Whether additional records other than OPT (TSIG, stray records) are accepted and
     /// reported in [`Query::tsig`], instead of failing with [`QueryError::OtherAdditional`].
@@ -318,6 +321,9 @@ pub enum QueryError {
     BadEcs,
     /// A Client Subnet option, under limits that leave those queries to the daemon.
     ClientSubnet,
+    /// An NSID request, under limits that leave those queries to the daemon (it adds the
+    /// configured identifier).
+    NsidRequest,
     /// A malformed COOKIE option (RFC 7873 §5.2.2).
     BadCookie,
     /// EDNS version other than 0.
@@ -703,7 +709,8 @@ fn options<L: Limits, W: Wire>(
                 }
             }
             // RFC 5001: the request carries an empty NSID option; ignore a non-empty one.
-            OPTION_NSID if L::RECORD_OPTIONS => e.nsid = true,
+            OPTION_NSID if !L::RECORD_OPTIONS => return Err(QueryError::NsidRequest),
+            OPTION_NSID => e.nsid = true,
             // Unknown options are ignored (RFC 6891 §6.1.2) and never echoed.
             _ => {}
         }

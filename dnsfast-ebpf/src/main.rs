@@ -141,7 +141,9 @@ fn query_verdict(e: QueryError) -> Verdict {
     match e {
         QueryError::Response => Verdict::Drop(Counter::DropResponse),
         QueryError::ShortHeader => Verdict::Drop(Counter::DropShortHeader),
-        QueryError::BadVersion | QueryError::ClientSubnet => Verdict::Pass(Counter::PassEdns),
+        QueryError::BadVersion | QueryError::ClientSubnet | QueryError::NsidRequest => {
+            Verdict::Pass(Counter::PassEdns)
+        }
         QueryError::Opcode
         | QueryError::NoQuestion
         | QueryError::QuestionCount

@@ -4,11 +4,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType, rdata::TXT};
 
-use crate::zone::{Node, Zone};
+use crate::{
+    config::Identity,
+    zone::{Node, Zone},
+};
 
-/// Longest CNAME chain followed inside our zones.
+/// Longest CNAME chain followed inside a zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
 /// The zones an instance serves, found by longest match.
@@ -103,10 +106,11 @@ impl Answer {
 pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
     use dnsfast_common::wire::rcode::{NOERROR, NXDOMAIN, REFUSED};
 
-    if qclass != DNSClass::IN {
+    // QCLASS ANY (RFC 1035 §3.2.5) matches our data, all of class IN, as with Knot.
+    if qclass != DNSClass::IN && qclass != DNSClass::ANY {
         return Answer::error(REFUSED);
     }
-    let Some(mut zone) = zones.find(&LowerName::new(qname)) else {
+    let Some(zone) = zones.find(&LowerName::new(qname)) else {
         return Answer::error(REFUSED);
     };
     let mut out = Answer {
@@ -115,6 +119,7 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
         ..Answer::default()
     };
     let mut name = qname.clone();
+    let mut visited = vec![LowerName::new(qname)];
 
     for _ in 0..=MAX_CNAME_CHAIN {
         let lname = LowerName::new(&name);
@@ -140,9 +145,10 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
             return out;
         };
         if qtype == RecordType::ANY {
-            // RFC 8482: one RRset is a complete answer to ANY.
+            // RFC 8482: one RRset is a complete answer to ANY: the node's first, in type order.
             if let Some(set) = node.rrsets.first() {
                 out.answer.extend(set.records(&owner));
+                additional(zones, set.rtype, &set.rdatas, &mut out);
             }
             return out;
         }
@@ -159,14 +165,58 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
         let Some(RData::CNAME(target)) = cname.rdatas.first() else {
             return out;
         };
-        name = target.0.clone();
-        // A chain that leaves our zones ends here; the resolver follows it.
-        match zones.find(&LowerName::new(&name)) {
-            Some(z) => zone = z,
-            None => return out,
+        let next = LowerName::new(&target.0);
+        // A chain that leaves the zone ends here, as with Knot: the resolver follows it (into
+        // another of our zones too, with that zone's authority). So does a loop.
+        if !zone.apex.zone_of(&next) || visited.contains(&next) {
+            return out;
         }
+        visited.push(next);
+        name = target.0.clone();
     }
     out
+}
+
+/// The RCODE for a QTYPE we never answer with data, as Knot gives it: 0 (reserved) and AXFR
+/// over UDP are NOTIMP; zone transfers, which we do not serve, are NOTAUTH.
+#[must_use]
+pub fn unserved_qtype(qtype: RecordType, tcp: bool) -> Option<u16> {
+    use dnsfast_common::wire::rcode::{NOTAUTH, NOTIMP};
+
+    match qtype {
+        RecordType::ZERO => Some(NOTIMP),
+        RecordType::AXFR if !tcp => Some(NOTIMP),
+        RecordType::AXFR | RecordType::IXFR => Some(NOTAUTH),
+        _ => None,
+    }
+}
+
+/// Answers a query in class CH: `id.server.` and `hostname.bind.` give the configured identity,
+/// `version.server.` and `version.bind.` the configured version, as one TXT record with TTL 0
+/// (RFC 4892); anything else, or an identity not configured, is REFUSED. Like Knot, AA stays
+/// clear: these names are in no zone.
+#[must_use]
+pub fn chaos(id: &Identity, qname: &Name, qtype: RecordType) -> Answer {
+    use dnsfast_common::wire::rcode::{NOERROR, REFUSED};
+
+    let value = match qname.to_lowercase().to_ascii().as_str() {
+        "id.server." | "hostname.bind." => id.server_id.as_deref(),
+        "version.server." | "version.bind." => id.version.as_deref(),
+        _ => None,
+    };
+    match value {
+        Some(v) if matches!(qtype, RecordType::TXT | RecordType::ANY) => {
+            let mut r = Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![v.into()])));
+            r.dns_class = DNSClass::CH;
+            Answer {
+                rcode: NOERROR,
+                aa: false,
+                answer: vec![r],
+                ..Answer::default()
+            }
+        }
+        _ => Answer::error(REFUSED),
+    }
 }
 
 /// The wildcard that synthesises `name` (RFC 4592): `*.<closest encloser>`, if the closest

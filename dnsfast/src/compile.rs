@@ -8,7 +8,7 @@ use std::{fmt, time::SystemTime};
 
 use crate::{
     answer::Zones,
-    config::Config,
+    config::{Config, Identity},
     hot::HotTable,
     zone::{Zone, ZoneError},
 };
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub zones: Zones,
     /// Hot answers for XDP and the userspace hot path.
     pub hot: HotTable,
+    /// CH TXT identity answers and NSID.
+    pub identity: Identity,
     /// When it was compiled.
     pub compiled_at: SystemTime,
 }
@@ -61,6 +63,7 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
     Ok(Snapshot {
         zones,
         hot,
+        identity: cfg.identity.clone(),
         compiled_at: SystemTime::now(),
     })
 }

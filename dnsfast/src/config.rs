@@ -71,6 +71,9 @@ struct RawServer {
     udp_workers: Option<Spanned<i64>>,
     tcp_idle_timeout: Option<Spanned<i64>>,
     tcp_max_connections: Option<Spanned<i64>>,
+    identity: Option<Spanned<String>>,
+    version: Option<Spanned<String>>,
+    nsid: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -114,6 +117,17 @@ pub struct XdpSettings {
     pub max_large_answers: u32,
 }
 
+/// What the server says about itself; each is off unless configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// TXT answer to `id.server.` and `hostname.bind.` in class CH (RFC 4892).
+    pub server_id: Option<String>,
+    /// TXT answer to `version.server.` and `version.bind.` in class CH.
+    pub version: Option<String>,
+    /// NSID option payload (RFC 5001), sent to queries that ask for it.
+    pub nsid: Option<Vec<u8>>,
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -129,6 +143,8 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// Most TCP connections open at once.
     pub tcp_max_connections: usize,
+    /// Identity answers (CH TXT, NSID).
+    pub identity: Identity,
     /// XDP settings.
     pub xdp: XdpSettings,
     /// The zones.
@@ -239,6 +255,17 @@ impl Config {
             &err,
         )?;
 
+        let identity = Identity {
+            server_id: txt_value(raw.server.identity.as_ref(), "server.identity", &err)?,
+            version: txt_value(raw.server.version.as_ref(), "server.version", &err)?,
+            nsid: match &raw.server.nsid {
+                None => None,
+                Some(s) => {
+                    Some(nsid_value(s.get_ref()).map_err(|m| err(s.span(), "server.nsid", m))?)
+                }
+            },
+        };
+
         let mode = raw
             .xdp
             .mode
@@ -340,6 +367,7 @@ impl Config {
             udp_workers: udp_workers as usize,
             tcp_idle_timeout: Duration::from_secs(u64::from(tcp_idle)),
             tcp_max_connections: tcp_max as usize,
+            identity,
             xdp: XdpSettings {
                 mode,
                 interface,
@@ -396,6 +424,46 @@ fn bounded(
             )),
         },
     }
+}
+
+/// An identity string for a TXT answer: printable ASCII, one character-string (at most 255).
+fn txt_value(
+    value: Option<&Spanned<String>>,
+    key: &str,
+    err: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let s = v.get_ref();
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+        return Err(err(
+            v.span(),
+            key,
+            format!("{s:?} must be 1-255 printable ASCII characters"),
+        ));
+    }
+    Ok(Some(s.clone()))
+}
+
+/// An NSID payload: `0x` and hex digits for raw bytes, else the string's bytes (1-128 of them).
+fn nsid_value(s: &str) -> Result<Vec<u8>, String> {
+    let bytes = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{s:?}: after 0x, an even number of hex digits"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+            .collect()
+    } else {
+        if !s.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+            return Err(format!("{s:?}: printable ASCII, or 0x and hex digits"));
+        }
+        s.as_bytes().to_vec()
+    };
+    if bytes.is_empty() || bytes.len() > 128 {
+        return Err(format!("{s:?}: 1-128 bytes"));
+    }
+    Ok(bytes)
 }
 
 /// 1-based line of byte offset `pos` in `text`.
@@ -465,6 +533,34 @@ mod tests {
 
         let e = parse("[xdp]\nmode = \"off\"\n").unwrap_err();
         assert_eq!(e.key, "zone");
+    }
+
+    #[test]
+    fn identity() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.identity, Identity::default(), "off unless configured");
+        let t = format!(
+            "[server]\nidentity = \"ns1.example\"\nversion = \"dnsfast\"\nnsid = \"0x6e7331\"\n{MINIMAL}"
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(c.identity.server_id.as_deref(), Some("ns1.example"));
+        assert_eq!(c.identity.version.as_deref(), Some("dnsfast"));
+        assert_eq!(c.identity.nsid.as_deref(), Some(&b"ns1"[..]));
+        let t = format!("[server]\nnsid = \"ns1\"\n{MINIMAL}");
+        assert_eq!(
+            parse(&t).unwrap().identity.nsid.as_deref(),
+            Some(&b"ns1"[..])
+        );
+        for bad in [
+            "nsid = \"0x6e7\"",
+            "nsid = \"\"",
+            "identity = \"\"",
+            "version = \"tab\\t\"",
+        ] {
+            let t = format!("[server]\n{bad}\n{MINIMAL}");
+            let e = parse(&t).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use dnsfast_common::wire::{
     EDNS_DO, EDNS_UDP_SIZE, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN,
-    Query, QueryError, SliceWire, TYPE_OPT, Wire,
+    OPTION_NSID, Query, QueryError, SliceWire, TYPE_OPT, Wire,
 };
 use hickory_proto::{
     rr::{Name, Record},
@@ -12,16 +12,26 @@ use hickory_proto::{
 
 use crate::answer::Answer;
 
-/// Writes our OPT record: root owner, our UDP size, extended RCODE, version 0, DO copied, no
-/// options (the same bytes `wire::write_hot_answer` appends).
-fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool) {
+/// Writes our OPT record: root owner, our UDP size, extended RCODE, version 0, DO copied, and
+/// the NSID option if given (without it, the same bytes `wire::write_hot_answer` appends).
+fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
     out.push((rcode >> 4) as u8);
     out.push(0);
     out.extend_from_slice(&(if dnssec_ok { EDNS_DO } else { 0 }).to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
+    match nsid {
+        None => out.extend_from_slice(&0u16.to_be_bytes()),
+        Some(id) => {
+            // The configuration keeps an NSID to 128 bytes.
+            let len = id.len() as u16;
+            out.extend_from_slice(&(4 + len).to_be_bytes());
+            out.extend_from_slice(&OPTION_NSID.to_be_bytes());
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(id);
+        }
+    }
 }
 
 /// Response flags for query flags `qflags`: QR, RD and CD copied, AA/TC as given, opcode 0.
@@ -42,6 +52,7 @@ fn encode_sections(
     ans: &Answer,
     sections: [&[Record]; 3],
     tc: bool,
+    nsid: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(512);
     {
@@ -65,22 +76,30 @@ fn encode_sections(
         }
     }
     if let Some(e) = q.edns {
-        push_opt(&mut buf, ans.rcode, e.dnssec_ok());
+        push_opt(&mut buf, ans.rcode, e.dnssec_ok(), nsid.filter(|_| e.nsid));
     }
     Some(buf)
 }
 
 /// Encodes `ans` to the query `q` (whose QNAME is `qname`), in at most `limit` bytes: additional
 /// records are dropped first (no TC), then, if the answer still does not fit, everything but the
-/// question and OPT goes and TC is set.
+/// question and OPT goes and TC is set. `nsid` (the configured identifier) goes into the OPT
+/// record when the query asked for it.
 #[must_use]
-pub fn encode(q: &Query, qname: &Name, ans: &Answer, limit: usize) -> Option<Vec<u8>> {
+pub fn encode(
+    q: &Query,
+    qname: &Name,
+    ans: &Answer,
+    limit: usize,
+    nsid: Option<&[u8]>,
+) -> Option<Vec<u8>> {
     let full = encode_sections(
         q,
         qname,
         ans,
         [&ans.answer, &ans.authority, &ans.additional],
         false,
+        nsid,
     )?;
     if full.len() <= limit {
         return Some(full);
@@ -93,16 +112,19 @@ pub fn encode(q: &Query, qname: &Name, ans: &Answer, limit: usize) -> Option<Vec
             ans,
             [&ans.answer, &ans.authority, &ans.additional[..keep]],
             false,
+            nsid,
         )?;
         if m.len() <= limit {
             return Some(m);
         }
     }
-    encode_sections(q, qname, ans, [&[], &[], &[]], true)
+    encode_sections(q, qname, ans, [&[], &[], &[]], true, nsid)
 }
 
 /// The answer to a message the validator rejected, or `None` when it gets none (too short to
-/// answer, or a response).
+/// answer, or a response). As Knot does, the question is echoed when it could be read (QDCOUNT 1,
+/// plain labels, complete), and a query with no question but one well-formed OPT record (a
+/// cookie-only query, which we do not serve) gets an OPT back.
 #[must_use]
 pub fn reject(msg: &[u8], err: QueryError) -> Option<Vec<u8>> {
     let rcode = err.rcode()?;
@@ -114,20 +136,42 @@ pub fn reject(msg: &[u8], err: QueryError) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&f.to_be_bytes());
-    if err == QueryError::BadVersion {
-        // BADVERS: the question as asked and an OPT of version 0 carrying the extended RCODE.
-        let end = question_end(msg)?;
-        out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
-        out.extend_from_slice(&msg[HEADER_LEN..end]);
-        push_opt(&mut out, rcode, false);
-        return Some(out);
+    let question = (w.u16_at(4)? == 1)
+        .then(|| question_end(msg))
+        .flatten()
+        .map(|end| &msg[HEADER_LEN..end]);
+    let opt = match err {
+        // BADVERS: an OPT of version 0 carries the extended RCODE.
+        QueryError::BadVersion => Some(false),
+        QueryError::NoQuestion => lone_opt(msg),
+        _ => None,
+    };
+    out.extend_from_slice(&u16::from(question.is_some()).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&u16::from(opt.is_some()).to_be_bytes());
+    if let Some(q) = question {
+        out.extend_from_slice(q);
     }
-    out.extend_from_slice(&[0; 8]);
-    debug_assert_eq!(out.len(), HEADER_LEN);
+    if let Some(dnssec_ok) = opt {
+        push_opt(&mut out, rcode, dnssec_ok, None);
+    }
     Some(out)
 }
 
-/// End of the (single, uncompressed) question of `msg`.
+/// For a message without a question whose only record is one well-formed OPT: whether it set
+/// DO.
+fn lone_opt(msg: &[u8]) -> Option<bool> {
+    let w = SliceWire(msg);
+    if (w.u16_at(6)?, w.u16_at(8)?, w.u16_at(10)?) != (0, 0, 1) {
+        return None;
+    }
+    let at = HEADER_LEN;
+    let rdlen = usize::from(w.u16_at(at + 9)?);
+    let ok = w.u8_at(at)? == 0 && w.u16_at(at + 1)? == TYPE_OPT && at + 11 + rdlen == msg.len();
+    ok.then(|| w.u16_at(at + 7).is_some_and(|f| f & EDNS_DO != 0))
+}
+
+/// End of the single question of `msg` if it is plain labels, at most 255 octets, complete.
 fn question_end(msg: &[u8]) -> Option<usize> {
     let mut off = HEADER_LEN;
     loop {
@@ -136,6 +180,9 @@ fn question_end(msg: &[u8]) -> Option<usize> {
             return None;
         }
         off += 1 + l;
+        if off - HEADER_LEN > 255 {
+            return None;
+        }
         if l == 0 {
             break;
         }

@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{MSG_AREA, REGION_ANY},
     wire::{
-        CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A, TYPE_AAAA,
-        build_hot_answer, parse_query, rcode,
+        CLASS_CH, CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A,
+        TYPE_AAAA, build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -177,12 +177,19 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> 
     };
     let limit = if tcp { TCP_MAX } else { q.udp_limit() };
     let snap = shared.snapshot.load();
+    // The configured NSID, when the query asked for it.
+    let nsid = snap
+        .identity
+        .nsid
+        .as_deref()
+        .filter(|_| q.edns.is_some_and(|e| e.nsid));
 
     // The hot path: the same validator verdict and the same builder as the XDP program.
     let hot_shape = q.qclass == CLASS_IN
         && (q.qtype == TYPE_A || q.qtype == TYPE_AAAA)
         && !q.tsig
         && q.edns.is_none_or(|e| e.ecs.is_none())
+        && nsid.is_none()
         && msg.len() <= MSG_AREA;
     if hot_shape {
         let mut key = [0u8; 4 + 255];
@@ -207,20 +214,22 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> 
     let Some(qname) = decode_qname(msg) else {
         return false;
     };
-    if q.tsig {
+    let ans = if q.tsig {
         // We hold no TSIG keys (RFC 8945 §5.2: an unknown key gets NOTAUTH).
-        return emit(
-            response::encode(&q, &qname, &answer::Answer::error(rcode::NOTAUTH), limit),
-            out,
-        );
-    }
-    let ans = answer::resolve(
-        &snap.zones,
-        &qname,
-        RecordType::from(q.qtype),
-        DNSClass::from(q.qclass),
-    );
-    emit(response::encode(&q, &qname, &ans, limit), out)
+        answer::Answer::error(rcode::NOTAUTH)
+    } else if let Some(rc) = answer::unserved_qtype(RecordType::from(q.qtype), tcp) {
+        answer::Answer::error(rc)
+    } else if q.qclass == CLASS_CH {
+        answer::chaos(&snap.identity, &qname, RecordType::from(q.qtype))
+    } else {
+        answer::resolve(
+            &snap.zones,
+            &qname,
+            RecordType::from(q.qtype),
+            DNSClass::from(q.qclass),
+        )
+    };
+    emit(response::encode(&q, &qname, &ans, limit, nsid), out)
 }
 
 fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {

@@ -17,7 +17,7 @@ use std::{
 use hickory_proto::{
     rr::{
         LowerName, Name, RData, Record, RecordType,
-        rdata::{A, AAAA, NULL},
+        rdata::{A, AAAA, NULL, TXT},
     },
     serialize::{
         binary::{BinDecoder, Restrict},
@@ -523,6 +523,19 @@ fn rdata(
                 .map(|a| RData::AAAA(AAAA(a)))
                 .map_err(|_| format!("{t:?} is not an IPv6 address"))
         }
+        // Character-strings are decoded here: hickory's parser mangles `\DDD` escapes.
+        RecordType::TXT => {
+            if tokens.is_empty() {
+                return Err("TXT needs at least one character-string".into());
+            }
+            let strings = tokens
+                .iter()
+                .map(character_string)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RData::TXT(TXT::from_bytes(
+                strings.iter().map(Vec::as_slice).collect(),
+            )))
+        }
         RecordType::Unknown(code) => Err(format!(
             "TYPE{code} is unknown here: write its data in RFC 3597 form (\\# length hex)"
         )),
@@ -544,6 +557,56 @@ fn rdata(
                 .ok_or_else(|| format!("{rtype}: no data parsed"))
         }
     }
+}
+
+/// The octets of a character-string token (RFC 1035 §5.1): quotes removed, `\X` and `\DDD`
+/// escapes decoded, at most 255 octets.
+fn character_string(t: &Token) -> Result<Vec<u8>, String> {
+    let text = if t.quoted {
+        &t.text[1..t.text.len().saturating_sub(1).max(1)]
+    } else {
+        t.text.as_str()
+    };
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_digit));
+        if let Some(d) = digits {
+            let v = d.iter().fold(0u32, |v, c| v * 10 + u32::from(c - b'0'));
+            let v = u8::try_from(v).map_err(|_| {
+                format!(
+                    "escape \\{} in {} is above 255",
+                    String::from_utf8_lossy(d),
+                    t.text
+                )
+            })?;
+            out.push(v);
+            i += 4;
+        } else if i + 1 < b.len() {
+            // `\X` stands for X itself (a whole UTF-8 character if X starts one).
+            let n = text[i + 1..].chars().next().map_or(1, char::len_utf8);
+            out.extend_from_slice(&b[i + 1..i + 1 + n]);
+            i += 1 + n;
+        } else {
+            return Err(format!("{} ends in a lone backslash", t.text));
+        }
+    }
+    if out.len() > 255 {
+        return Err(format!(
+            "a character-string holds at most 255 octets, this one {} (split it into several \
+             quoted strings)",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// RFC 3597 generic data: `\# <length> <hex>...`.
@@ -572,7 +635,12 @@ fn generic_rdata(rtype: RecordType, tokens: &[Token]) -> Result<RData, String> {
     if let RecordType::Unknown(_) = rtype {
         return Ok(RData::Unknown {
             code: rtype,
-            rdata: NULL::with(bytes),
+            // hickory's NULL::with insists on data; empty RDATA is legal (RFC 3597 `\# 0`).
+            rdata: if bytes.is_empty() {
+                NULL::new()
+            } else {
+                NULL::with(bytes)
+            },
         });
     }
     // A known type in generic form must still be valid data of that type.
@@ -709,6 +777,12 @@ impl Zone {
                 });
                 first_seen.insert((owner, rtype), src);
             }
+        }
+
+        // RRsets of a node in type order: ANY answers the first one (as Knot does), whatever
+        // order the file listed them in.
+        for node in nodes.values_mut() {
+            node.rrsets.sort_by_key(|set| u16::from(set.rtype));
         }
 
         let Some(soa) = soa else {

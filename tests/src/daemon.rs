@@ -17,6 +17,18 @@ use crate::{dnsfast_bin, host::TestHost, service::Service};
 /// 2-core machine), since the verifier and zone loading share the machine with other tests.
 pub const START_DEADLINE: Duration = Duration::from_mins(1);
 
+/// `dnsfast pass` on the far end of `host`'s veth: native XDP needs a program there for
+/// `XDP_TX` frames to arrive.
+///
+/// # Panics
+/// When the program cannot be attached.
+#[must_use]
+pub fn pass_program(host: &TestHost) -> Service {
+    let mut cmd = Command::new(dnsfast_bin());
+    cmd.args(["pass", "--interface", &host.host_if]);
+    Service::start("pass", cmd, Duration::from_secs(30)).expect("attach the pass program")
+}
+
 /// A running daemon.
 pub struct TestDaemon {
     /// The process.
@@ -39,10 +51,21 @@ impl TestDaemon {
         mode: &str,
         zones: &[(&str, &Path)],
     ) -> Result<Self> {
+        Self::start_opts(host, instance, mode, zones, "")
+    }
+
+    /// Like [`Self::start`], with `server` appended to the `[server]` section.
+    pub fn start_opts(
+        host: &TestHost,
+        instance: &str,
+        mode: &str,
+        zones: &[(&str, &Path)],
+        server: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cfg = format!(
             "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\ntcp_idle_timeout = 5\n\
-             [xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
+             {server}[xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
             host.v4, host.v6, host.ns_if
         );
         for (origin, file) in zones {
@@ -55,6 +78,19 @@ impl TestDaemon {
         let config = dir.path().join("dnsfast.toml");
         std::fs::write(&config, cfg)?;
         Self::start_with(host, instance, config, dir)
+    }
+
+    /// Starts serving the protocol battery's zones with its identity settings.
+    pub fn start_battery(host: &TestHost, instance: &str, mode: &str) -> Result<Self> {
+        let zones = crate::battery::zones();
+        let refs: Vec<(&str, &Path)> = zones.iter().map(|(o, f)| (*o, f.as_path())).collect();
+        Self::start_opts(
+            host,
+            instance,
+            mode,
+            &refs,
+            &crate::battery::identity_config(),
+        )
     }
 
     /// Starts with an existing configuration file kept in `dir`.

@@ -5,11 +5,17 @@
 //! - [`service`]: a child process started with `NOTIFY_SOCKET` and waited for until it reports
 //!   `READY=1` (readiness, never a sleep), stopped by its PID on drop;
 //! - [`daemon`]: the real `dnsfast` binary serving a test host, with its status at hand;
-//! - [`dns`]: small DNS clients over UDP and TCP with deadlines.
+//! - [`dns`]: small DNS clients over UDP and TCP with deadlines;
+//! - [`battery`]: the protocol battery's zones and questions;
+//! - [`hostile`]: the hostile-query table of `docs/conformance.md`;
+//! - [`knot`]: Knot DNS serving the battery's zones, for comparison.
 
+pub mod battery;
 pub mod daemon;
 pub mod dns;
 pub mod host;
+pub mod hostile;
+pub mod knot;
 pub mod service;
 
 use std::path::PathBuf;

@@ -10,13 +10,13 @@ use std::{
 };
 
 use dnsfast_tests::{
-    daemon::TestDaemon,
-    dns::{self, Normal},
+    battery::{NO_ROOM_ON_VETH, ask_all, cases},
+    daemon::{TestDaemon, pass_program},
+    dns,
     host::TestHost,
-    service::Service,
     workspace_root,
 };
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::RecordType;
 
 /// Per-query deadline: a local veth answers in well under a millisecond.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,180 +25,18 @@ fn hot_zone() -> PathBuf {
     workspace_root().join("tests/data/hot.zone")
 }
 
-/// The far end of the veth needs an XDP program for native `XDP_TX` frames to arrive.
-fn pass_program(host: &TestHost) -> Service {
-    let mut cmd = std::process::Command::new(dnsfast_tests::dnsfast_bin());
-    cmd.args(["pass", "--interface", &host.host_if]);
-    Service::start("pass", cmd, Duration::from_secs(30)).expect("attach the pass program")
-}
-
-/// A battery query: what it is, its bytes, and whether the XDP program answers it over UDP.
-struct Case {
-    what: &'static str,
-    msg: Vec<u8>,
-    hot: bool,
-}
-
-/// Queries that are hot but whose answer may need more room than a veth frame has (448 bytes
-/// more than the query): passed up with `pass_no_room` when it lacks, answered by the daemon.
-const NO_ROOM_ON_VETH: &[&str] = &["16 AAAA +edns"];
-
-fn with_option(mut q: Vec<u8>, option: &[u8]) -> Vec<u8> {
-    let n = q.len();
-    let rdlen = u16::from_be_bytes([q[n - 2], q[n - 1]]) + option.len() as u16;
-    q[n - 2..].copy_from_slice(&rdlen.to_be_bytes());
-    q.extend_from_slice(option);
-    q
-}
-
-fn battery() -> Vec<Case> {
-    let long = format!(
-        "{a}.{a}.{a}.{}.example.com.",
-        "z".repeat(49),
-        a = "a".repeat(63)
-    );
-    let sixteen = "sixteen-aaaa-records-under-a-rather-long-owner.example.com.";
-    let cookie = [0u8, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
-    let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7];
-    let q = dns::query;
-    let mut trailing = q(1, "www.example.com.", RecordType::A, None);
-    trailing.push(0);
-    let mut v1 = q(1, "www.example.com.", RecordType::A, Some((1232, false)));
-    let n = v1.len();
-    v1[n - 5] = 1;
-    vec![
-        Case {
-            what: "www A",
-            msg: q(1, "www.example.com.", RecordType::A, None),
-            hot: true,
-        },
-        Case {
-            what: "www AAAA +do",
-            msg: q(2, "www.example.com.", RecordType::AAAA, Some((1232, true))),
-            hot: true,
-        },
-        Case {
-            what: "WWW A (0x20)",
-            msg: q(3, "WwW.ExAmPlE.cOm.", RecordType::A, None),
-            hot: true,
-        },
-        Case {
-            what: "single A +cookie",
-            msg: with_option(
-                q(4, "single.example.com.", RecordType::A, Some((4096, true))),
-                &cookie,
-            ),
-            hot: true,
-        },
-        Case {
-            what: "255-octet name",
-            msg: q(5, &long, RecordType::A, Some((1232, false))),
-            hot: true,
-        },
-        Case {
-            what: "16 AAAA +edns",
-            msg: q(6, sixteen, RecordType::AAAA, Some((1232, false))),
-            hot: true,
-        },
-        Case {
-            what: "16 AAAA, 512 limit (TC)",
-            msg: q(7, sixteen, RecordType::AAAA, None),
-            hot: false,
-        },
-        Case {
-            what: "www A +ecs",
-            msg: with_option(
-                q(8, "www.example.com.", RecordType::A, Some((1232, false))),
-                &ecs,
-            ),
-            hot: false,
-        },
-        Case {
-            what: "CNAME to hot",
-            msg: q(9, "alias.example.com.", RecordType::A, None),
-            hot: false,
-        },
-        Case {
-            what: "NXDOMAIN",
-            msg: q(10, "nope.example.com.", RecordType::A, Some((1232, false))),
-            hot: false,
-        },
-        Case {
-            what: "NODATA",
-            msg: q(11, "single.example.com.", RecordType::AAAA, None),
-            hot: false,
-        },
-        Case {
-            what: "MX + additional",
-            msg: q(12, "mail.example.com.", RecordType::MX, None),
-            hot: false,
-        },
-        Case {
-            what: "SOA",
-            msg: q(13, "example.com.", RecordType::SOA, None),
-            hot: false,
-        },
-        Case {
-            what: "NS",
-            msg: q(14, "example.com.", RecordType::NS, Some((1232, true))),
-            hot: false,
-        },
-        Case {
-            what: "outside our zones",
-            msg: q(15, "www.example.net.", RecordType::A, None),
-            hot: false,
-        },
-        Case {
-            what: "class CH",
-            msg: dns::query_class(16, "www.example.com.", RecordType::A, DNSClass::CH, None),
-            hot: false,
-        },
-        Case {
-            what: "EDNS version 1",
-            msg: v1,
-            hot: false,
-        },
-        Case {
-            what: "trailing byte",
-            msg: trailing,
-            hot: false,
-        },
-    ]
-}
-
-/// Every battery answer: (case, transport) → normal form.
-fn ask_all(host: &TestHost, cases: &[Case]) -> Vec<(String, Normal)> {
-    let servers: [SocketAddr; 2] = [(host.v4, 53).into(), (host.v6, 53).into()];
-    let mut out = Vec::new();
-    for c in cases {
-        for s in servers {
-            let udp = dns::udp_exchange(s, &c.msg, TIMEOUT)
-                .unwrap_or_else(|e| panic!("{} over UDP {s}: {e:#}", c.what));
-            out.push((format!("{} udp {s}", c.what), dns::normalize(&udp).unwrap()));
-            let tcp = dns::tcp_exchange(s, std::slice::from_ref(&c.msg), TIMEOUT)
-                .unwrap_or_else(|e| panic!("{} over TCP {s}: {e:#}", c.what));
-            out.push((
-                format!("{} tcp {s}", c.what),
-                dns::normalize(&tcp[0]).unwrap(),
-            ));
-        }
-    }
-    out
-}
-
 #[test]
 fn xdp_on_and_off_answer_alike() {
     let host = TestHost::new(11, "battery").unwrap();
     let _pass = pass_program(&host);
-    let cases = battery();
+    let cases = cases();
     let hot_cases = cases.iter().filter(|c| c.hot).count() as u64;
 
-    let on =
-        TestDaemon::start(&host, "battery", "native", &[("example.com.", &hot_zone())]).unwrap();
+    let on = TestDaemon::start_battery(&host, "battery", "native").unwrap();
     let st = on.status().unwrap();
     assert_eq!(st["xdp"]["attached"], "native", "native XDP on veth");
     let answered_before = on.xdp_counter("answered").unwrap();
-    let with_xdp = ask_all(&host, &cases);
+    let with_xdp = ask_all(&host, &cases, TIMEOUT);
     // Every hot query over UDP (IPv4 and IPv6) was answered in the kernel, nothing else was;
     // except that a big answer may find no room to grow the veth frame (whether it does depends
     // on the buffer the kernel copied the query into), and then the daemon answers it.
@@ -225,9 +63,9 @@ fn xdp_on_and_off_answer_alike() {
     );
     drop(on);
 
-    let off = TestDaemon::start(&host, "battery", "off", &[("example.com.", &hot_zone())]).unwrap();
+    let off = TestDaemon::start_battery(&host, "battery", "off").unwrap();
     assert_eq!(off.status().unwrap()["xdp"]["mode"], "off");
-    let without_xdp = ask_all(&host, &cases);
+    let without_xdp = ask_all(&host, &cases, TIMEOUT);
     assert_eq!(
         off.server_counter("udp_queries").unwrap(),
         2 * cases.len() as u64
@@ -267,7 +105,7 @@ fn xdp_on_and_off_answer_alike() {
         find("EDNS version 1 udp")
             .edns
             .as_ref()
-            .map(hickory_proto::op::Edns::rcode_high),
+            .map(|e| e.ext_rcode),
         Some(1),
         "BADVERS"
     );

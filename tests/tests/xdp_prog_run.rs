@@ -11,6 +11,7 @@ use std::{
 use dnsfast::{
     answer::Zones,
     compile::Snapshot,
+    config::Identity,
     hot::HotTable,
     mapsync::Capacity,
     server::{Shared, handle},
@@ -50,6 +51,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         zones,
         hot,
+        identity: Identity::default(),
         compiled_at: SystemTime::now(),
     }
 }
@@ -260,10 +262,10 @@ fn ipv6_aaaa_with_do_and_cookie() {
     assert_eq!(&payload[12..qlen], &q[12..qlen], "0x20 case kept");
     let norm = dns::normalize(&payload).unwrap();
     let e = norm.edns.as_ref().expect("OPT in the answer");
-    assert!(e.flags().dnssec_ok);
-    assert_eq!(e.max_payload(), 1232);
-    assert_eq!(e.version(), 0);
-    assert_eq!(e.options().as_ref().len(), 0, "no options echoed");
+    assert!(e.dnssec_ok);
+    assert_eq!(e.udp_size, 1232);
+    assert_eq!(e.version, 0);
+    assert_eq!(e.options.len(), 0, "no options echoed");
     assert_eq!(
         &payload[payload.len() - 11..],
         &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]
@@ -381,6 +383,12 @@ fn queries_the_daemon_must_judge_are_passed_up() {
     let n = q.len();
     q[n - 2..].copy_from_slice(&(ecs.len() as u16).to_be_bytes());
     q.extend_from_slice(&ecs);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
+    // An NSID request: the daemon adds the configured identifier.
+    let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&4u16.to_be_bytes());
+    q.extend_from_slice(&[0, 3, 0, 0]);
     run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
 }
 

@@ -57,7 +57,6 @@ fn parse(m: &[u8]) -> Result<Query, QueryError> {
         let unrecorded = full.map(|mut q| {
             if let Some(e) = q.edns.as_mut() {
                 e.cookie = false;
-                e.nsid = false;
             }
             q
         });
@@ -67,7 +66,8 @@ fn parse(m: &[u8]) -> Result<Query, QueryError> {
                 Err(
                     QueryError::TooManyAdditional
                     | QueryError::OtherAdditional
-                    | QueryError::ClientSubnet,
+                    | QueryError::ClientSubnet
+                    | QueryError::NsidRequest,
                 ),
             ) => {}
             _ => assert_eq!(

@@ -24,6 +24,19 @@ mx1     A   198.18.0.25
 a.b.c   TXT \"deep\"
 sub     NS  ns.sub
 ns.sub  A   198.18.9.9
+d0      CNAME d1
+d1      CNAME d2
+d2      CNAME d3
+d3      CNAME d4
+d4      CNAME d5
+d5      CNAME d6
+d6      CNAME d7
+d7      CNAME d8
+d8      CNAME d9
+d9      CNAME d10
+d10      CNAME d11
+d11      CNAME d12
+d12     A   198.18.0.12
 ";
 
 fn zones() -> Zones {
@@ -87,9 +100,20 @@ fn cname_chains() {
     assert_eq!(out.rcode, rcode::NOERROR);
     let lp = ask("loop1.example.com.", RecordType::A);
     assert_eq!(
-        lp.answer.len(),
+        names(&lp.answer),
+        ["loop1.example.com. CNAME", "loop2.example.com. CNAME"],
+        "a loop stops where a name repeats"
+    );
+    let deep = ask("d0.example.com.", RecordType::A);
+    assert_eq!(
+        deep.answer.len(),
         MAX_CNAME_CHAIN + 1,
-        "a loop stops at the cap"
+        "the chain stops at the cap"
+    );
+    assert!(
+        deep.answer
+            .iter()
+            .all(|r| r.record_type() == RecordType::CNAME)
     );
     let c = ask("alias.example.com.", RecordType::CNAME);
     assert_eq!(names(&c.answer), ["alias.example.com. CNAME"]);
@@ -149,4 +173,35 @@ fn any_gets_one_rrset() {
             .len(),
         1
     );
+}
+
+#[test]
+fn chaos_identity() {
+    let id = Identity {
+        server_id: Some("ns1.test".into()),
+        version: None,
+        nsid: None,
+    };
+    let ask = |n: &str, t| chaos(&id, &Name::from_ascii(n).unwrap(), t);
+    for n in ["id.server.", "HOSTNAME.BIND.", "Id.Server."] {
+        let a = ask(n, RecordType::TXT);
+        assert_eq!((a.rcode, a.aa), (rcode::NOERROR, false), "{n}");
+        assert_eq!(a.answer.len(), 1);
+        assert_eq!(a.answer[0].dns_class, DNSClass::CH);
+        assert_eq!(a.answer[0].ttl, 0);
+        assert_eq!(
+            a.answer[0].data,
+            RData::TXT(TXT::new(vec!["ns1.test".into()]))
+        );
+    }
+    assert_eq!(ask("id.server.", RecordType::ANY).answer.len(), 1);
+    // Not configured, another type, another name: REFUSED.
+    for (n, t) in [
+        ("version.bind.", RecordType::TXT),
+        ("id.server.", RecordType::A),
+        ("www.example.com.", RecordType::TXT),
+    ] {
+        let a = ask(n, t);
+        assert_eq!((a.rcode, a.answer.len()), (rcode::REFUSED, 0), "{n} {t}");
+    }
 }

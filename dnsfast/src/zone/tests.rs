@@ -1,6 +1,6 @@
 use std::io::Write as _;
 
-use hickory_proto::rr::rdata::TXT;
+use hickory_proto::{rr::rdata::TXT, serialize::binary::BinEncodable as _};
 
 use super::*;
 
@@ -58,6 +58,29 @@ fn reads_the_usual_syntax() {
 }
 
 #[test]
+fn character_strings_decode_escapes() {
+    let recs =
+        read("$TTL 60\nt TXT \"q \\\" b \\\\ d \\065\\066 s ; t\\009e\" unquoted\\032word \"\"\n")
+            .unwrap();
+    let RData::TXT(t) = &recs[0].record.data else {
+        panic!("TXT")
+    };
+    let strings: Vec<&[u8]> = t.txt_data.iter().map(AsRef::as_ref).collect();
+    assert_eq!(
+        strings,
+        [&b"q \" b \\ d AB s ; t\x09e"[..], b"unquoted word", b""]
+    );
+    let max = format!("$TTL 60\nt TXT \"{}\"\n", "x".repeat(255));
+    assert!(read(&max).is_ok());
+    let over = format!("$TTL 60\nt TXT \"{}\"\n", "x".repeat(256));
+    let e = read(&over).unwrap_err();
+    assert_eq!((e.line, e.field.as_str()), (2, "rdata"), "{e}");
+    assert!(e.message.contains("255"), "{e}");
+    let e = read("$TTL 60\nt TXT \"\\256\"\n").unwrap_err();
+    assert!(e.message.contains("above 255"), "{e}");
+}
+
+#[test]
 fn generic_and_unknown_types() {
     let recs = read("$TTL 60\na TYPE65400 \\# 3 01 0203\nb A \\# 4 C6120001\n").unwrap();
     assert_eq!(recs[0].record.record_type(), RecordType::Unknown(65400));
@@ -67,6 +90,10 @@ fn generic_and_unknown_types() {
     );
     let e = read("$TTL 60\na TYPE65400 \\# 4 01 0203\n").unwrap_err();
     assert_eq!((e.line, e.field.as_str()), (2, "rdata"), "{e}");
+    // Empty data is legal and encodes as RDLENGTH 0.
+    let recs = read("$TTL 60\ne TYPE65401 \\# 0\n").unwrap();
+    let wire = recs[0].record.to_bytes().unwrap();
+    assert_eq!(&wire[wire.len() - 2..], &[0, 0], "RDLENGTH 0");
 }
 
 #[test]
