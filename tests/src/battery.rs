@@ -179,6 +179,11 @@ pub fn cases() -> Vec<Case> {
         case("org TXT", dns::query(0, "example.org.", TXT, None), false),
         case("org CAA", dns::query(0, "example.org.", CAA, None), false),
         case(
+            "CAA with parameters, unknown tag",
+            dns::query(0, "caa.example.org.", CAA, None),
+            false,
+        ),
+        case(
             "org ANY (one RRset)",
             dns::query(0, "example.org.", ANY, None),
             false,
