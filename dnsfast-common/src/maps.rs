@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! names of at most 32 octets (almost all):
-//! HOT_TABLE[hash(key) + i, i < HOT_PROBES] = HotBucket{key, slot} ─► slot          (array, mmapped)
+//! HOT_TABLE[hash(key) + i, i < HOT_PROBES] = HotBucket{slot, key, answer}          (array, mmapped)
+//!   slot = SLOT_INLINE|seq: the answer is the bucket's own (up to 4 A or 1 AAAA), else ─► slot
 //! longer names:
 //! HOT_<C>[HotKey<C>{qtype, region, name}] ─► HotRef{entry}          (hash, one per size class)
 //! ANSWER_INDEX[entry]                     ─► slot                   (array, mmapped)
@@ -20,8 +21,11 @@
 //! - a `HOT_*` hash element is written once, when its name is added, and never updated in place;
 //! - a bucket's key changes only while its slot says it holds no answer (`SLOT_NONE`,
 //!   `SLOT_TOMB`), and the reader takes a bucket's answer only if the slot read before and after
-//!   comparing the key is the same valid slot (x86 keeps those loads, and the daemon's stores, in
-//!   order).
+//!   comparing the key (and copying the inline answer) is the same valid slot (x86 keeps those
+//!   loads, and the daemon's stores, in order);
+//! - a bucket's inline answer is rewritten in place like a seqlock: slot to `SLOT_NONE`, the
+//!   answer, then `SLOT_INLINE` with a new sequence number, so a reader that copied a torn answer
+//!   sees the slot change and reads again.
 //!
 //! Every type here is `#[repr(C)]` without implicit padding and has its size asserted, because the
 //! kernel copies them byte for byte between the two sides.
@@ -30,7 +34,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -181,6 +185,18 @@ unsafe impl aya::Pod for HotRef {}
 pub const SLOT_LARGE: u32 = 1 << 31;
 /// `ANSWER_INDEX` value of an entry that has no answer (never followed by the XDP program).
 pub const SLOT_NONE: u32 = u32::MAX;
+/// Bit set in a bucket slot whose answer is the bucket's own; the low 30 bits are a sequence
+/// number that changes with every rewrite of that answer.
+pub const SLOT_INLINE: u32 = 1 << 30;
+/// The sequence bits of an inline slot.
+pub const SLOT_SEQ: u32 = SLOT_INLINE - 1;
+
+/// Whether `slot` (neither [`SLOT_NONE`] nor [`SLOT_TOMB`]) says the answer is in the bucket.
+#[inline(always)]
+#[must_use]
+pub const fn slot_is_inline(slot: u32) -> bool {
+    slot & (SLOT_LARGE | SLOT_INLINE) == SLOT_INLINE
+}
 
 /// Most records a hot answer carries; larger RRsets are answered by the daemon.
 pub const MAX_HOT_RECORDS: usize = 16;
@@ -317,18 +333,29 @@ pub const HOT_PROBES: usize = 8;
 /// `HotBucket::slot` of a bucket whose key was removed: lookups probe on past it.
 pub const SLOT_TOMB: u32 = u32::MAX - 1;
 
-/// A bucket of `HOT_TABLE`: one cache line. The slot comes first so that the key's name starts
-/// 8 bytes in and the program compares it as four aligned 64-bit words.
+/// A bucket of `HOT_TABLE`: one cache line holding the key and, for the usual answer of up to four
+/// A or one AAAA records, the answer itself, so a lookup touches one line. The slot comes first
+/// so that the key's name starts 8 bytes in (four aligned 64-bit words) and the answer 40 bytes
+/// in (three).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotBucket {
-    /// The answer slot, [`SLOT_NONE`] (being filled) or [`SLOT_TOMB`] (removed).
+    /// [`SLOT_INLINE`] with a sequence number (the answer is `answer`), an answer slot,
+    /// [`SLOT_NONE`] (being filled) or [`SLOT_TOMB`] (removed).
     pub slot: u32,
     /// The key; `qtype == 0` marks a bucket never used, which ends a lookup.
     pub key: HotKey32,
-    /// Explicit padding to 64 bytes.
-    pub pad: [u8; 24],
+    /// The answer, when `slot` says it is inline.
+    pub answer: AnswerSmall,
 }
+/// 64-bit word of a `HotBucket` where its name starts.
+pub const BUCKET_NAME_WORD: usize = 1;
+/// 64-bit word of a `HotBucket` where its inline answer starts.
+pub const BUCKET_ANSWER_WORD: usize = 5;
+/// 64-bit words of an inline answer.
+pub const ANSWER_WORDS: usize = 3;
+const _: () = assert!(core::mem::offset_of!(HotBucket, answer) == 8 * BUCKET_ANSWER_WORD);
+const _: () = assert!(size_of::<AnswerSmall>() == 8 * ANSWER_WORDS);
 const _: () = assert!(size_of::<HotBucket>() == 64);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integers and byte arrays, no padding (asserted above).
@@ -341,7 +368,7 @@ impl HotBucket {
         Self {
             slot: SLOT_NONE,
             key: HotKey32::zeroed(),
-            pad: [0; 24],
+            answer: AnswerSmall::zeroed(),
         }
     }
 }
@@ -414,8 +441,10 @@ pub struct Scratch {
     pub key: HotKey256,
     /// `HINT_*` bits remembered between packets.
     pub hint: u32,
+    /// A copy of the inline answer of the bucket a lookup found (an `AnswerSmall`, as words).
+    pub inline: [u64; ANSWER_WORDS],
 }
-const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4);
+const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4 + 24);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integers and byte arrays, no padding (asserted above).
 unsafe impl aya::Pod for Scratch {}

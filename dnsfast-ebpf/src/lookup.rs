@@ -12,9 +12,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use dnsfast_common::maps::{
-    AnswerLarge, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, DEFAULT_HOT_ENTRIES,
-    DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128,
-    HotKey256, HotRef, SLOT_LARGE, SLOT_NONE, SLOT_TOMB, Scratch, XdpConfig, hot_hash,
+    ANSWER_WORDS, AnswerLarge, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BUCKET_ANSWER_WORD,
+    BUCKET_NAME_WORD, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HOT_PROBES,
+    HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, SLOT_LARGE, SLOT_NONE, SLOT_TOMB,
+    Scratch, XdpConfig, hot_hash, slot_is_inline,
 };
 
 #[btf_map]
@@ -53,10 +54,10 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-/// A hot answer in one of the two slot tables.
-pub enum Answer {
-    Small(&'static AnswerSmall),
-    Large(&'static AnswerLarge),
+/// A hot answer: in one of the two slot tables, or the copy of a bucket's inline answer.
+pub enum Answer<'a> {
+    Small(&'a AnswerSmall),
+    Large(&'a AnswerLarge),
 }
 
 /// The answer for `key` (built by `wire::build_key` for size class `class`), if it is hot.
@@ -65,12 +66,24 @@ pub enum Answer {
     clippy::needless_borrows_for_generic_args,
     reason = "a reference keeps the key off the 512-byte BPF stack"
 )]
-pub fn find(cfg: &XdpConfig, class: usize, key: &HotKey256) -> Option<Answer> {
+pub fn find<'a>(
+    cfg: &XdpConfig,
+    class: usize,
+    key: &HotKey256,
+    inline: &'a mut [u64; ANSWER_WORDS],
+) -> Option<Answer<'a>> {
     let k: *const HotKey256 = key;
     let slot = if class == 0 {
         // SAFETY: HotKey32 is a prefix of HotKey256's layout (same leading fields, shorter name,
         // same alignment), so the cast is a valid reference to the smaller key.
-        probe(cfg, unsafe { &*k.cast::<HotKey32>() })?
+        let slot = probe(cfg, unsafe { &*k.cast::<HotKey32>() }, inline)?;
+        if slot_is_inline(slot) {
+            let copy: *const [u64; ANSWER_WORDS] = inline;
+            // SAFETY: three u64 words are an AnswerSmall's 24 bytes (asserted in maps), with
+            // stricter alignment; the copy is this CPU's, written by `probe` just now.
+            return Some(Answer::Small(unsafe { &*copy.cast::<AnswerSmall>() }));
+        }
+        slot
     } else {
         // The larger keys are prefixes of HotKey256 too, and each map reads only
         // size_of::<HotKeyN>() bytes: no copy lands on the 512-byte stack.
@@ -100,7 +113,8 @@ pub fn find(cfg: &XdpConfig, class: usize, key: &HotKey256) -> Option<Answer> {
     }
 }
 
-/// The slot `HOT_TABLE` holds for `key`, probing linearly from its hash.
+/// The slot `HOT_TABLE` holds for `key`, probing linearly from its hash; the bucket's inline
+/// answer is copied to `inline` on the way (used only if the slot says it is inline).
 ///
 /// The daemon writes a bucket while the program may read it: it publishes a new bucket by
 /// writing the key and then the slot, and retires one by setting the slot to `SLOT_TOMB` before
@@ -112,7 +126,7 @@ pub fn find(cfg: &XdpConfig, class: usize, key: &HotKey256) -> Option<Answer> {
 const READ_ATTEMPTS: usize = 3;
 
 #[inline(always)]
-fn probe(cfg: &XdpConfig, key: &HotKey32) -> Option<u32> {
+fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> Option<u32> {
     let head = key.head();
     let words = key.words();
     let hash = hot_hash(cfg.seed, head, words);
@@ -130,11 +144,17 @@ fn probe(cfg: &XdpConfig, key: &HotKey32) -> Option<u32> {
             let (before, stored_head, same_name, after) = unsafe {
                 let before = core::ptr::read_volatile(&raw const (*bucket).slot);
                 let stored_head = core::ptr::read_volatile(bucket.cast::<u32>().add(1));
-                let name = bucket.cast::<u64>().add(1);
+                let name = bucket.cast::<u64>().add(BUCKET_NAME_WORD);
                 let mut same = true;
                 let mut w = 0;
                 while w < 4 {
                     same &= core::ptr::read_volatile(name.add(w)) == words[w];
+                    w += 1;
+                }
+                let answer = bucket.cast::<u64>().add(BUCKET_ANSWER_WORD);
+                let mut w = 0;
+                while w < ANSWER_WORDS {
+                    inline[w] = core::ptr::read_volatile(answer.add(w));
                     w += 1;
                 }
                 let after = core::ptr::read_volatile(&raw const (*bucket).slot);

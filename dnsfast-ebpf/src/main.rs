@@ -20,7 +20,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dnsfast_common::{
-    maps::{CFG_ANSWER, MSG_AREA, REGION_ANY},
+    maps::{CFG_ANSWER, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
     wire::{
         BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, Wire, XdpLimits, build_key,
@@ -90,14 +90,20 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         return Err(Verdict::Pass(Counter::PassDisabled));
     }
     let mut frame = parse::frame(ctx, cfg)?;
-    let scratch = lookup::scratch().ok_or(Verdict::Pass(Counter::PassRewrite))?;
+    let Scratch {
+        cell,
+        msg: area,
+        key,
+        hint,
+        inline,
+    } = lookup::scratch().ok_or(Verdict::Pass(Counter::PassRewrite))?;
 
-    packet::copy_in(ctx, frame.dns, frame.dns_len, &mut scratch.msg)
+    packet::copy_in(ctx, frame.dns, frame.dns_len, area)
         .ok_or(Verdict::Pass(Counter::PassShort))?;
     // One verifier state after the copy loop, whichever iteration it ended in (the loop refined
     // what the verifier knows of the length differently in each).
-    frame.dns_len = packet::launder(&mut scratch.cell, frame.dns_len) & (MSG_AREA - 1);
-    let mut msg = MsgBuf::new(&mut scratch.msg, frame.dns_len, &mut scratch.cell);
+    frame.dns_len = packet::launder(cell, frame.dns_len) & (MSG_AREA - 1);
+    let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
     if q.qclass != CLASS_IN || (q.qtype != TYPE_A && q.qtype != TYPE_AAAA) {
         return Err(Verdict::Pass(Counter::PassNotHot));
@@ -112,7 +118,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let q = q.hot_form(|v| msg.launder(v));
     // The validator's length checks narrowed the message length differently on each path.
     frame.dns_len = msg.launder(frame.dns_len) & (MSG_AREA - 1);
-    let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, &mut scratch.key);
+    let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, key);
     // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
     let rotation = stats::get(Counter::Answered) as u32;
     let limit = q.udp_limit();
@@ -122,15 +128,17 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     };
     // Nothing between the lookup and the match: code shared by both arms would let the compiler
     // test the slot's table bit a second time, which the verifier cannot tie to the first test.
-    let answer = lookup::find(cfg, class, &scratch.key).ok_or(Verdict::Pass(Counter::PassMiss))?;
+    let answer = lookup::find(cfg, class, key, inline).ok_or(Verdict::Pass(Counter::PassMiss))?;
     match answer {
         lookup::Answer::Small(a) => {
             let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
-            respond::answer(ctx, &frame, scratch, &q, a, &plan, rotation)
+            let work = respond::Work { area, cell, hint };
+            respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }
         lookup::Answer::Large(a) => {
             let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
-            respond::answer(ctx, &frame, scratch, &q, a, &plan, rotation)
+            let work = respond::Work { area, cell, hint };
+            respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }
     }
 }

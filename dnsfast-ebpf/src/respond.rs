@@ -16,9 +16,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dnsfast_common::{
-    maps::{HINT_HEAD_FIRST, MSG_AREA, Scratch},
+    maps::{HINT_HEAD_FIRST, MSG_AREA},
     stats::Counter,
-    wire::{AnswerData, HotPlan, MsgBuf, Query, write_hot_answer},
+    wire::{AnswerData, HotPlan, MSG_BUF_LEN, MsgBuf, Query, write_hot_answer},
 };
 
 use crate::{
@@ -147,28 +147,39 @@ fn resize(ctx: &XdpContext, frame: &Frame, total: usize, hint: &mut u32) -> Opti
     None
 }
 
-/// Rewrites the frame into the hot answer `answer` to `q` laid out as `plan`; the query is in
-/// `scratch.msg`, where the answer is built before it is copied into the frame.
+/// The parts of the scratch space the answer is built in (the rest may be borrowed elsewhere, by
+/// the answer itself).
+pub struct Work<'a> {
+    /// `Scratch::msg`: the query, where the answer is built before it is copied into the frame.
+    pub area: &'a mut [u8; MSG_BUF_LEN],
+    /// `Scratch::cell`.
+    pub cell: &'a mut u64,
+    /// `Scratch::hint`.
+    pub hint: &'a mut u32,
+}
+
+/// Rewrites the frame into the hot answer `answer` to `q` laid out as `plan`.
 #[inline(always)]
 pub fn answer<A: AnswerData>(
     ctx: &XdpContext,
     frame: &Frame,
-    scratch: &mut Scratch,
+    work: Work<'_>,
     q: &Query,
     answer: &A,
     plan: &HotPlan,
     rotation: u32,
 ) -> Result<(), Verdict> {
+    let Work { area, cell, hint } = work;
     let saved = save(ctx, frame.v6).ok_or(Verdict::Pass(Counter::PassRewrite))?;
     let total = plan.total & (MSG_AREA - 1);
-    let mut msg = MsgBuf::new(&mut scratch.msg, frame.dns_len, &mut scratch.cell);
+    let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     write_hot_answer(&mut msg, q, answer, plan, rotation)
         .ok_or(Verdict::Pass(Counter::PassRewrite))?;
     // The frame changes from here on.
-    resize(ctx, frame, total, &mut scratch.hint).ok_or(Verdict::Pass(Counter::PassNoRoom))?;
-    let payload = checksum::copy_out(ctx, frame.dns, &scratch.msg, total)
+    resize(ctx, frame, total, hint).ok_or(Verdict::Pass(Counter::PassNoRoom))?;
+    let payload = checksum::copy_out(ctx, frame.dns, area, total)
         .ok_or(Verdict::Drop(Counter::DropRewrite))?;
-    let total = crate::packet::launder(&mut scratch.cell, total) & (MSG_AREA - 1);
+    let total = crate::packet::launder(cell, total) & (MSG_AREA - 1);
     let udp_len = (UDP_LEN + total) as u16;
     let ok = if frame.v6 {
         ipv6(ctx, &saved, udp_len, payload)

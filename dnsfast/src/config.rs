@@ -309,7 +309,7 @@ impl Config {
         )?;
         let max_answers = bounded(
             raw.xdp.max_answers,
-            2 * max_hot,
+            max_hot,
             2,
             33_554_432,
             "xdp.max_answers",

@@ -240,6 +240,11 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
 
 /// Runs the daemon for `cfg` until SIGINT or SIGTERM.
 pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> {
+    // Handlers first: SIGHUP's default action is to terminate, and a supervisor may send it as
+    // soon as it sees READY=1 (or before). Signals that arrive while starting wait for the loop.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let dataplane = match cfg.xdp.mode {
         XdpMode::Off => None,
         _ => Some(setup_dataplane(&cfg, &inst, &snapshot).inspect_err(|_| inst.cleanup())?),
@@ -310,9 +315,6 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     );
     instance::notify("READY=1");
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,

@@ -247,11 +247,29 @@ pub fn running_sockets(netns: u64) -> Vec<PathBuf> {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .filter(|p| lock_held(&p.with_extension("lock")))
                 .collect()
         })
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Whether a running instance holds the lock file `path`. A daemon that was killed leaves its
+/// socket behind, and a deleted namespace's inode number can come back for a new one: only a
+/// held lock says the instance is alive.
+fn lock_held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own; released at once (and on close).
+    unsafe {
+        if libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 {
+            libc::flock(file.as_raw_fd(), libc::LOCK_UN);
+            return false;
+        }
+    }
+    true
 }
 
 /// IP addresses configured on `iface` (for a wildcard listen address: the XDP program matches

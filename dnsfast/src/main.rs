@@ -220,15 +220,19 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
             },
         );
         let ttl = e.answer.as_ref().map_or(0, |a| a.ttl);
+        let slot = if dnsfast_common::maps::slot_is_inline(e.slot) {
+            format!("inline, seq {}", e.slot & dnsfast_common::maps::SLOT_SEQ)
+        } else {
+            format!("slot {:#x}", e.slot)
+        };
         println!(
-            "{:<40} {:<5} region {:<3} ttl {:<6} {}   [{} slot {:#x}]",
+            "{:<40} {:<5} region {:<3} ttl {:<6} {}   [{}, {slot}]",
             wire_to_text(&e.name),
             RecordType::from(e.qtype).to_string(),
             e.region,
             ttl,
             addrs,
             e.place,
-            e.slot
         );
     }
     Ok(())

@@ -2,14 +2,19 @@
 //! ever reading a half-written answer. Pure bookkeeping, no aya: `xdp` executes the [`Op`]s.
 //!
 //! Names of at most 32 octets live in buckets of `HOT_TABLE` (open addressing, linear probing
-//! from the key's home bucket for at most `HOT_PROBES`); longer ones in the `HOT_*` hash maps
-//! with an `ANSWER_INDEX` entry each. The rules (see `docs/architecture.md`, "Map design"):
+//! from the key's home bucket for at most `HOT_PROBES`), with their answer inside the bucket when
+//! it is small (up to four A or one AAAA records); longer ones in the `HOT_*` hash maps with an
+//! `ANSWER_INDEX` entry each. The rules (see `docs/architecture.md`, "Map design"):
 //! - an answer slot is written only while unreachable, then published by one atomic store (into
 //!   a bucket or an index entry);
 //! - a slot or entry that was reachable is reused only after an RCU grace period ([`Op::Grace`]),
 //!   when no program run that could have read it is still going;
 //! - a bucket's key is written only while its slot holds no answer (`SLOT_NONE`, `SLOT_TOMB`),
 //!   and a bucket whose key is removed stays a tombstone (lookups probe past it) until reused;
+//! - a bucket's inline answer is written ([`Op::BucketInline`]) only while the bucket's slot is
+//!   not inline: a new answer for an inline bucket is first parked in a slot and published
+//!   there, so readers always find an answer, and the slot is recycled after a grace period
+//!   like any other;
 //! - deleting a hash element and inserting another are separated by a grace period, because the
 //!   kernel may hand the deleted element's memory to the insert while a reader still holds it.
 //!
@@ -20,7 +25,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use dnsfast_common::maps::{
-    HOT_PROBES, HotKey32, SLOT_LARGE, SLOT_NONE, SLOT_TOMB, hot_hash, name_class,
+    HOT_PROBES, HotKey32, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_TOMB, hot_hash, name_class,
+    slot_is_inline,
 };
 
 use crate::hot::{Change, HotAnswer, HotKey};
@@ -41,6 +47,16 @@ pub enum Op {
         bucket: u32,
         /// Key (a name of at most 32 octets).
         key: HotKey,
+    },
+    /// Write `answer` (small) into the bucket itself, then publish it: slot to `SLOT_INLINE` with
+    /// a fresh sequence number. Only while the slot is not inline (it holds no answer, or a slot
+    /// with the same answer): a reader uses the inline copy only if it read the same inline slot
+    /// before and after copying it.
+    BucketInline {
+        /// Bucket (its key already written).
+        bucket: u32,
+        /// Contents (small).
+        answer: Arc<HotAnswer>,
     },
     /// Publish or withdraw: `HOT_TABLE[bucket].slot = slot`, one atomic store.
     BucketSlot {
@@ -227,6 +243,9 @@ impl MapSync {
     }
 
     fn release_slot(&mut self, slot: u32) {
+        if slot_is_inline(slot) {
+            return;
+        }
         if slot & SLOT_LARGE != 0 {
             &mut self.large
         } else {
@@ -283,6 +302,44 @@ impl MapSync {
                 inserts.push((c.key.clone(), Arc::clone(answer)));
                 continue;
             };
+            if let (Place::Bucket(bucket), true) = (live.place, answer.is_small()) {
+                if slot_is_inline(live.slot) {
+                    // Readers must never copy the inline answer while it changes under an
+                    // unchanged slot: park the new answer in a slot first, so they always find
+                    // one answer or the other. Without a free slot, withdraw it for a moment
+                    // (lookups miss, and the daemon answers, until the bucket is republished).
+                    match self.take(|s| &mut s.small, &mut ops) {
+                        Some(parked) => {
+                            ops.push(Op::WriteSlot {
+                                slot: parked,
+                                answer: Arc::clone(answer),
+                            });
+                            ops.push(Op::BucketSlot {
+                                bucket,
+                                slot: parked,
+                            });
+                            self.release_slot(parked);
+                        }
+                        None => ops.push(Op::BucketSlot {
+                            bucket,
+                            slot: SLOT_NONE,
+                        }),
+                    }
+                }
+                ops.push(Op::BucketInline {
+                    bucket,
+                    answer: Arc::clone(answer),
+                });
+                self.release_slot(live.slot);
+                self.live.insert(
+                    c.key.clone(),
+                    Live {
+                        place: live.place,
+                        slot: SLOT_INLINE,
+                    },
+                );
+                continue;
+            }
             let Some(slot) = self.take(Self::slot_pool(answer), &mut ops) else {
                 // No slot even after a grace period: withdraw the key, so the daemon serves
                 // the new answer rather than XDP the old one.
@@ -327,6 +384,24 @@ impl MapSync {
                 };
                 Place::Entry(e)
             };
+            if let (Place::Bucket(bucket), true) = (place, answer.is_small()) {
+                // The bucket is empty or a tombstone: its slot holds no answer while the key
+                // changes.
+                ops.push(Op::BucketKey {
+                    bucket,
+                    key: key.clone(),
+                });
+                ops.push(Op::BucketInline { bucket, answer });
+                self.buckets[bucket as usize] = Bucket::Live;
+                self.live.insert(
+                    key,
+                    Live {
+                        place,
+                        slot: SLOT_INLINE,
+                    },
+                );
+                continue;
+            }
             let Some(slot) = self.take(Self::slot_pool(&answer), &mut ops) else {
                 if let Place::Entry(e) = place {
                     self.entries.free.push(e);

@@ -6,7 +6,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, Ordering, fence},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -17,10 +17,11 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSmall, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
-        MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_GRACE, MAP_HOT,
-        MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, SLOT_LARGE,
-        SLOT_NONE, SLOT_TOMB, XdpConfig, name_class,
+        AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, HotBucket, HotKey32, HotKey64, HotKey128,
+        HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
+        MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS,
+        PROG_REFLECT, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig,
+        name_class, slot_is_inline,
     },
     stats::COUNTERS,
 };
@@ -127,6 +128,25 @@ const BUCKET_SLOT_WORD: usize = 0;
 /// 32-bit word of a `HotBucket` where its key starts.
 const BUCKET_KEY_WORD: usize = 1;
 
+/// 32-bit word of a `HotBucket` where its inline answer starts.
+const BUCKET_ANSWER_U32: usize = 2 * BUCKET_ANSWER_WORD;
+
+/// An `AnswerSmall` as it lies in memory, in 32-bit words.
+fn answer_words(a: &AnswerSmall) -> [u32; 6] {
+    let mut w = [0u32; 6];
+    w[0] = a.ttl;
+    w[1] = u32::from_ne_bytes({
+        let mut b = [0u8; 4];
+        b[..2].copy_from_slice(&a.rrtype.to_ne_bytes());
+        b[2..].copy_from_slice(&a.count.to_ne_bytes());
+        b
+    });
+    for (i, chunk) in a.rdata.chunks_exact(4).enumerate() {
+        w[2 + i] = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
+    }
+    w
+}
+
 /// The key of a `HotBucket` as it lies in memory.
 fn hot_key_bytes(key: &HotKey32) -> [u8; 36] {
     let mut b = [0u8; 36];
@@ -174,6 +194,8 @@ pub struct Dataplane {
     table: MmapArray,
     table_mask: u32,
     seed: u64,
+    /// Sequence number of the last inline answer written (30 bits).
+    inline_seq: u32,
     small: Array<MapData, AnswerSmall>,
     large: Array<MapData, AnswerLarge>,
     config: Array<MapData, XdpConfig>,
@@ -289,6 +311,7 @@ impl Dataplane {
             )?,
             table_mask: buckets - 1,
             seed,
+            inline_seq: 0,
             small: take(&mut ebpf, MAP_ANSWERS_SMALL, pin_dir)?,
             large: take(&mut ebpf, MAP_ANSWERS_LARGE, pin_dir)?,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
@@ -397,6 +420,7 @@ impl Dataplane {
                 Op::BucketKey { bucket, key } => {
                     store_bucket_key(&self.table, *bucket, &key32(key));
                 }
+                Op::BucketInline { bucket, answer } => self.write_inline(*bucket, answer),
                 Op::BucketSlot { bucket, slot } => {
                     self.table
                         .store(*bucket, BUCKET_SLOT_WORD, *slot, Ordering::Release);
@@ -420,6 +444,25 @@ impl Dataplane {
         }
         self.last_apply = stats;
         Ok(stats)
+    }
+
+    /// Writes the inline answer of `bucket` (whose slot is not inline: nobody uses the inline
+    /// answer), then publishes it with the next sequence number.
+    fn write_inline(&mut self, bucket: u32, answer: &HotAnswer) {
+        // The answer's stores must not become visible before the slot store that precedes them
+        // (x86 keeps stores in order; the fence keeps the compiler from moving them).
+        fence(Ordering::Release);
+        for (i, w) in answer_words(&answer.to_small()).into_iter().enumerate() {
+            self.table
+                .store(bucket, BUCKET_ANSWER_U32 + i, w, Ordering::Relaxed);
+        }
+        self.inline_seq = (self.inline_seq + 1) & SLOT_SEQ;
+        self.table.store(
+            bucket,
+            BUCKET_SLOT_WORD,
+            SLOT_INLINE | self.inline_seq,
+            Ordering::Release,
+        );
     }
 
     fn write_slot(&mut self, slot: u32, answer: &HotAnswer) -> Result<()> {
@@ -624,9 +667,17 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
     let small: Array<MapData, AnswerSmall> = Array::try_from(Map::Array(open(MAP_ANSWERS_SMALL)?))?;
     let large: Array<MapData, AnswerLarge> = Array::try_from(Map::Array(open(MAP_ANSWERS_LARGE)?))?;
     let mut out = Vec::new();
-    let mut push = |name: &[u8], qtype: u16, region: u16, place: Place, slot: u32| -> Result<()> {
+    let mut push = |name: &[u8],
+                    qtype: u16,
+                    region: u16,
+                    place: Place,
+                    slot: u32,
+                    inline: Option<AnswerSmall>|
+     -> Result<()> {
         let answer = if slot == SLOT_NONE || slot == SLOT_TOMB {
             None
+        } else if slot_is_inline(slot) {
+            inline.map(|a| (a.ttl, a.rrtype, a.count, a.rdata.to_vec()))
         } else if slot & SLOT_LARGE == 0 {
             let a = small.get(&slot, 0)?;
             Some((a.ttl, a.rrtype, a.count, a.rdata.to_vec()))
@@ -667,7 +718,14 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
                 let k = k?;
                 let v = m.get(&k, 0)?;
                 let slot = index.get(&v.entry, 0)?;
-                push(&k.name, k.qtype, k.region, Place::Entry(v.entry), slot)?;
+                push(
+                    &k.name,
+                    k.qtype,
+                    k.region,
+                    Place::Entry(v.entry),
+                    slot,
+                    None,
+                )?;
             }
         }};
     }
@@ -684,7 +742,25 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
         let qtype = u16::from_ne_bytes([key[0], key[1]]);
         if qtype != 0 && slot != SLOT_TOMB {
             let region = u16::from_ne_bytes([key[2], key[3]]);
-            push(&key[4..], qtype, region, Place::Bucket(b), slot)?;
+            let w: Vec<u32> = (0..6)
+                .map(|i| table.load(b, BUCKET_ANSWER_U32 + i))
+                .collect();
+            let mut inline = AnswerSmall::zeroed();
+            inline.ttl = w[0];
+            let [t0, t1, c0, c1] = w[1].to_ne_bytes();
+            inline.rrtype = u16::from_ne_bytes([t0, t1]);
+            inline.count = u16::from_ne_bytes([c0, c1]);
+            for (i, word) in w[2..].iter().enumerate() {
+                inline.rdata[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            push(
+                &key[4..],
+                qtype,
+                region,
+                Place::Bucket(b),
+                slot,
+                Some(inline),
+            )?;
         }
     }
     scan!(1, HotKey64);

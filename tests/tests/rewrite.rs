@@ -7,8 +7,11 @@
 //!
 //! What it catches: a slot written while reachable (an in-place rewrite tears answers within a
 //! few thousand rounds here). What it cannot provoke on demand: a reader stalled across a whole
-//! round (a preempted vCPU) meeting a slot recycled without a grace period; the `mapsync` unit
-//! tests check that rule on every planned operation instead.
+//! round (a preempted vCPU) meeting a slot recycled without a grace period, and a lookup meeting
+//! the few nanoseconds in which a bucket's inline answer is written (an unprotected in-place
+//! rewrite passes this test); the `mapsync` unit tests check the rules that make those safe on
+//! every planned operation instead (a slot reused only after a grace period; an inline answer
+//! written only while the bucket's slot points elsewhere).
 
 use std::{
     net::{SocketAddr, UdpSocket},

@@ -186,6 +186,9 @@ pub struct Report {
     pub map_memory: Option<u64>,
     /// Names in the big zone.
     pub big_zone: usize,
+    /// The big zone's reference: bytes of dnsfast's `HOT_TABLE`, and ns per dependent random load
+    /// over a buffer that size with 4 KiB pages (as BPF array maps are mapped) and 2 MiB pages.
+    pub memory: Option<(usize, f64, f64)>,
 }
 
 /// `kernel.bpf_stats_enabled`, set for the run and restored when dropped.
@@ -380,8 +383,19 @@ fn write_files(dir: &Path, big: usize, server: Ipv4Addr) -> Result<Work> {
     })
 }
 
+/// `xdp.max_hot_names` for a big zone of `big` names.
+fn hot_names(big: usize) -> usize {
+    (big + 1024).next_power_of_two()
+}
+
+/// Bytes of `HOT_TABLE` for a big zone of `big` names (64-byte buckets, twice the names, a power
+/// of two: `mapsync::Capacity::buckets`).
+fn hot_table_bytes(big: usize) -> usize {
+    (2 * hot_names(big)).next_power_of_two() * 64
+}
+
 fn dnsfast_config(w: &Work, host: &TestHost, xdp: bool) -> Result<PathBuf> {
-    let names = (w.big + 1024).next_power_of_two();
+    let names = hot_names(w.big);
     let cfg = format!(
         "instance = \"bench\"\n[server]\nlisten = [\"{}:53\"]\n[xdp]\nmode = \"{}\"\ninterface = \"{}\"\nmax_hot_names = {names}\nmax_answers = {}\n\
          [[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n[[zone]]\norigin = \"million.example.\"\nfile = \"million.example.zone\"\n",
@@ -674,12 +688,22 @@ pub fn run(opts: &Opts) -> Result<Report> {
             )
         })
         .collect();
+    let memory = if workloads.contains(&Workload::Zone1m) && targets.contains(&Target::DnsfastXdp) {
+        let table = hot_table_bytes(work.big);
+        let loads = if opts.quick { 500_000 } else { 2_000_000 };
+        let small = crate::memprobe::random_load_ns(table, false, loads)?;
+        let huge = crate::memprobe::random_load_ns(table, true, loads)?;
+        Some((table, small, huge))
+    } else {
+        None
+    };
     let report = Report {
         rate,
         medians,
         load_time,
         map_memory,
         big_zone: work.big,
+        memory,
     };
     write_report(&report, &root().join("target/bench"))?;
     Ok(report)
@@ -794,6 +818,30 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
             md,
             "- dnsfast XDP maps (memlock, bpftool): {:.1} MiB",
             m as f64 / f64::from(1u32 << 20)
+        );
+    }
+    if let Some((bytes, small, huge)) = r.memory {
+        let hot = r
+            .medians
+            .get(&(Target::DnsfastXdp, Workload::Hot))
+            .and_then(|s| s.ns_per_packet);
+        let big = r
+            .medians
+            .get(&(Target::DnsfastXdp, Workload::Zone1m))
+            .and_then(|s| s.ns_per_packet);
+        let _ = writeln!(
+            md,
+            "- one dependent random load over {:.0} MiB (the size of dnsfast's HOT_TABLE for the big \
+             zone): {small:.0} ns with 4 KiB pages (how BPF array maps are mapped), {huge:.0} ns with \
+             2 MiB pages; a big-zone lookup makes one such load (its bucket holds key and answer){}",
+            bytes as f64 / f64::from(1u32 << 20),
+            match (hot, big) {
+                (Some(h), Some(b)) => format!(
+                    ", and dnsfast-xdp's zone-1m packets cost {:.0} ns more than hot ones",
+                    b - h
+                ),
+                _ => String::new(),
+            }
         );
     }
     fs::write(dir.join("results.md"), &md)?;

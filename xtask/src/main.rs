@@ -10,6 +10,7 @@
 mod bench;
 mod chart;
 mod demo;
+mod memprobe;
 mod setup;
 
 use std::{

@@ -40,6 +40,9 @@ fn set(k: u32, a: Arc<HotAnswer>) -> Change {
 /// A model of the maps and of what a reader may still hold: replays ops and checks the rules.
 struct Model {
     buckets: Vec<(Option<HotKey32>, u32)>,
+    /// Each bucket's inline answer.
+    inline: Vec<Option<Arc<HotAnswer>>>,
+    seq: u32,
     index: HashMap<u32, u32>,
     keys: HashMap<HotKey, u32>,
     slots: HashMap<u32, Arc<HotAnswer>>,
@@ -52,6 +55,8 @@ impl Model {
     fn new(cap: Capacity) -> Self {
         Self {
             buckets: vec![(None, SLOT_NONE); cap.buckets() as usize],
+            inline: vec![None; cap.buckets() as usize],
+            seq: 0,
             index: HashMap::new(),
             keys: HashMap::new(),
             slots: HashMap::new(),
@@ -66,7 +71,7 @@ impl Model {
     }
 
     fn unlink(&mut self, old: u32) {
-        if old != SLOT_NONE && old != SLOT_TOMB {
+        if old != SLOT_NONE && old != SLOT_TOMB && !slot_is_inline(old) {
             self.maybe_read.insert(old);
         }
     }
@@ -88,6 +93,22 @@ impl Model {
                         "key of bucket {bucket} written under a live slot"
                     );
                     self.buckets[*bucket as usize].0 = Some(key32(key));
+                }
+                Op::BucketInline { bucket, answer } => {
+                    let b = *bucket as usize;
+                    assert!(
+                        self.buckets[b].0.is_some(),
+                        "inline answer in a keyless bucket"
+                    );
+                    assert!(answer.is_small(), "a large answer inline");
+                    assert!(
+                        !slot_is_inline(self.buckets[b].1),
+                        "inline answer of bucket {b} rewritten under an inline slot"
+                    );
+                    self.seq += 1;
+                    let old = std::mem::replace(&mut self.buckets[b].1, SLOT_INLINE | self.seq);
+                    self.unlink(old);
+                    self.inline[b] = Some(Arc::clone(answer));
                 }
                 Op::BucketSlot { bucket, slot } => {
                     if *slot != SLOT_NONE && *slot != SLOT_TOMB {
@@ -136,7 +157,12 @@ impl Model {
 
     fn answer(&self, k: &HotKey) -> Option<&Arc<HotAnswer>> {
         let slot = if in_table(k) {
-            probe(&self.buckets, SEED, k)
+            let slot = probe(&self.buckets, SEED, k)?;
+            if slot_is_inline(slot) {
+                let b = self.buckets.iter().position(|(_, s)| *s == slot)?;
+                return self.inline[b].as_ref();
+            }
+            Some(slot)
         } else {
             self.keys.get(k).and_then(|e| self.index.get(e)).copied()
         };
@@ -255,4 +281,54 @@ fn keys_land_in_the_table_or_the_hash_maps_by_length() {
     let home = bucket_hash(SEED, &key(1)) & u64::from(cap.buckets() - 1);
     let b = model.buckets.iter().position(|(k, _)| k.is_some()).unwrap() as u64;
     assert!((b + u64::from(cap.buckets()) - home) % u64::from(cap.buckets()) < HOT_PROBES as u64);
+}
+
+#[test]
+fn small_answers_of_short_names_live_in_the_bucket() {
+    // Two small slots for two names rewritten fifty times: each rewrite parks the new answer in
+    // a slot first, and the slots come back after grace periods.
+    let cap = Capacity {
+        entries: 8,
+        small: 2,
+        large: 2,
+    };
+    let mut sync = MapSync::new(cap, SEED);
+    let mut model = Model::new(cap);
+    for g in 0..50u8 {
+        let plan = sync.plan(&[set(1, answer(g, 1 + g % 4)), set(2, answer(g, 2))]);
+        assert_eq!(plan.skipped, 0);
+        let inline = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::BucketInline { .. }))
+            .count();
+        assert_eq!(inline, 2, "{:?}", plan.ops);
+        model.apply(&plan.ops);
+        assert_eq!(model.answer(&key(1)), Some(&answer(g, 1 + g % 4)));
+    }
+    // Growing past four A records moves the answer to a large slot, and back.
+    let plan = sync.plan(&[set(1, answer(9, 9))]);
+    model.apply(&plan.ops);
+    assert!(plan.ops.iter().any(|o| matches!(o, Op::WriteSlot { .. })));
+    assert_eq!(model.answer(&key(1)), Some(&answer(9, 9)));
+    let plan = sync.plan(&[set(1, answer(9, 1))]);
+    model.apply(&plan.ops);
+    assert_eq!(model.answer(&key(1)), Some(&answer(9, 1)));
+}
+
+#[test]
+fn inline_rewrites_without_a_free_slot_withdraw_for_a_moment() {
+    let cap = Capacity {
+        entries: 4,
+        small: 0,
+        large: 1,
+    };
+    let mut sync = MapSync::new(cap, SEED);
+    let mut model = Model::new(cap);
+    for g in 0..5u8 {
+        let plan = sync.plan(&[set(1, answer(g, 2))]);
+        assert_eq!(plan.skipped, 0);
+        model.apply(&plan.ops);
+        assert_eq!(model.answer(&key(1)), Some(&answer(g, 2)));
+    }
 }
