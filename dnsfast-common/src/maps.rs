@@ -123,6 +123,7 @@ macro_rules! hot_key {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
         pub struct $name {
             /// Query type (host order): 1 = A, 28 = AAAA.
             pub qtype: u16,
@@ -210,6 +211,7 @@ macro_rules! answer_slot {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
         pub struct $name {
             /// TTL of the RRset, seconds.
             pub ttl: u32,
@@ -339,6 +341,7 @@ pub const SLOT_TOMB: u32 = u32::MAX - 1;
 /// in (three).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct HotBucket {
     /// [`SLOT_INLINE`] with a sequence number (the answer is `answer`), an answer slot,
     /// [`SLOT_NONE`] (being filled) or [`SLOT_TOMB`] (removed).

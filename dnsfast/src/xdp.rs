@@ -131,35 +131,12 @@ const BUCKET_KEY_WORD: usize = 1;
 /// 32-bit word of a `HotBucket` where its inline answer starts.
 const BUCKET_ANSWER_U32: usize = 2 * BUCKET_ANSWER_WORD;
 
-/// An `AnswerSmall` as it lies in memory, in 32-bit words.
-fn answer_words(a: &AnswerSmall) -> [u32; 6] {
-    let mut w = [0u32; 6];
-    w[0] = a.ttl;
-    w[1] = u32::from_ne_bytes({
-        let mut b = [0u8; 4];
-        b[..2].copy_from_slice(&a.rrtype.to_ne_bytes());
-        b[2..].copy_from_slice(&a.count.to_ne_bytes());
-        b
-    });
-    for (i, chunk) in a.rdata.chunks_exact(4).enumerate() {
-        w[2 + i] = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
-    }
-    w
-}
-
-/// The key of a `HotBucket` as it lies in memory.
-fn hot_key_bytes(key: &HotKey32) -> [u8; 36] {
-    let mut b = [0u8; 36];
-    b[..2].copy_from_slice(&key.qtype.to_ne_bytes());
-    b[2..4].copy_from_slice(&key.region.to_ne_bytes());
-    b[4..].copy_from_slice(&key.name);
-    b
-}
-
 /// Writes `key` into bucket `b`, word by word; the caller publishes it afterwards.
 fn store_bucket_key(table: &MmapArray, b: u32, key: &HotKey32) {
-    for (w, chunk) in hot_key_bytes(key).chunks_exact(4).enumerate() {
-        let v = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
+    for (w, v) in bytemuck::cast::<HotKey32, [u32; 9]>(*key)
+        .into_iter()
+        .enumerate()
+    {
         table.store(b, BUCKET_KEY_WORD + w, v, Ordering::Relaxed);
     }
 }
@@ -452,7 +429,8 @@ impl Dataplane {
         // The answer's stores must not become visible before the slot store that precedes them
         // (x86 keeps stores in order; the fence keeps the compiler from moving them).
         fence(Ordering::Release);
-        for (i, w) in answer_words(&answer.to_small()).into_iter().enumerate() {
+        let words: [u32; 6] = bytemuck::cast(answer.to_small());
+        for (i, w) in words.into_iter().enumerate() {
             self.table
                 .store(bucket, BUCKET_ANSWER_U32 + i, w, Ordering::Relaxed);
         }
@@ -733,30 +711,16 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
     let buckets = table.info()?.max_entries();
     let table = MmapArray::new(table, buckets, size_of::<HotBucket>(), false)?;
     for b in 0..buckets {
-        let mut key = [0u8; 36];
-        for w in 0..9 {
-            key[w * 4..w * 4 + 4]
-                .copy_from_slice(&table.load(b, BUCKET_KEY_WORD + w).to_ne_bytes());
-        }
+        let words: [u32; 9] = std::array::from_fn(|w| table.load(b, BUCKET_KEY_WORD + w));
+        let key: HotKey32 = bytemuck::cast(words);
         let slot = table.load(b, BUCKET_SLOT_WORD);
-        let qtype = u16::from_ne_bytes([key[0], key[1]]);
-        if qtype != 0 && slot != SLOT_TOMB {
-            let region = u16::from_ne_bytes([key[2], key[3]]);
-            let w: Vec<u32> = (0..6)
-                .map(|i| table.load(b, BUCKET_ANSWER_U32 + i))
-                .collect();
-            let mut inline = AnswerSmall::zeroed();
-            inline.ttl = w[0];
-            let [t0, t1, c0, c1] = w[1].to_ne_bytes();
-            inline.rrtype = u16::from_ne_bytes([t0, t1]);
-            inline.count = u16::from_ne_bytes([c0, c1]);
-            for (i, word) in w[2..].iter().enumerate() {
-                inline.rdata[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-            }
+        if key.qtype != 0 && slot != SLOT_TOMB {
+            let words: [u32; 6] = std::array::from_fn(|w| table.load(b, BUCKET_ANSWER_U32 + w));
+            let inline: AnswerSmall = bytemuck::cast(words);
             push(
-                &key[4..],
-                qtype,
-                region,
+                &key.name,
+                key.qtype,
+                key.region,
                 Place::Bucket(b),
                 slot,
                 Some(inline),

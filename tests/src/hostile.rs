@@ -1,27 +1,10 @@
 //! The hostile-query table of `docs/conformance.md`: one row per malformed or unusual message,
 //! with the behaviour both paths (XDP and sockets) must show. Row IDs match the document's.
 
+pub use dnsfast_common::wire::rcode;
 use hickory_proto::rr::RecordType;
 
 use crate::dns;
-
-/// RCODEs used below.
-pub mod rcode {
-    /// No error.
-    pub const NOERROR: u16 = 0;
-    /// Format error.
-    pub const FORMERR: u16 = 1;
-    /// No such name.
-    pub const NXDOMAIN: u16 = 3;
-    /// Not implemented.
-    pub const NOTIMP: u16 = 4;
-    /// Refused.
-    pub const REFUSED: u16 = 5;
-    /// Not authorized (TSIG with a key we do not hold).
-    pub const NOTAUTH: u16 = 9;
-    /// Bad EDNS version (extended).
-    pub const BADVERS: u16 = 16;
-}
 
 /// What a row must get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

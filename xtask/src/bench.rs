@@ -481,6 +481,21 @@ fn wait_for_zones(server: Ipv4Addr, deadline: Duration) -> Result<()> {
 
 fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
     let deadline = Duration::from_mins(10);
+    // Knot's XDP mode attaches through netlink and may leave its program on the interface when
+    // it stops; the next XDP target could not attach (EBUSY). Ours are links, gone with their
+    // process, so this clears only what another server left.
+    let _ = Command::new("ip")
+        .args([
+            "-n",
+            &host.netns,
+            "link",
+            "set",
+            "dev",
+            &host.ns_if,
+            "xdp",
+            "off",
+        ])
+        .status();
     let netns_exec = |args: &[&str]| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &host.netns]).args(args);
@@ -812,6 +827,16 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
             r.big_zone,
             d.as_secs_f64()
         );
+    }
+    for ((t, wl), s) in &r.medians {
+        if let (Target::DnsfastXdp, Some(a)) = (t, s.xdp_answered) {
+            let _ = writeln!(
+                md,
+                "- dnsfast-xdp / {}: the XDP program answered {a} of the {} queries sent at the fixed rate",
+                wl.name(),
+                s.fixed_sent
+            );
+        }
     }
     if let Some(m) = r.map_memory {
         let _ = writeln!(
