@@ -802,7 +802,9 @@ pub const fn ascii_lower_word(w: u64) -> u64 {
 }
 
 /// Builds the lookup key for the QNAME at offset 12 of `msg` into `key`: lowercased, zero-padded
-/// to its size class. Returns the class index (see [`NAME_CLASSES`]).
+/// to its size class, and to at least 64 octets, so that the key of a short name is also a valid
+/// `HotKey64` (where names that found no room in `HOT_TABLE` overflow to). Returns the class
+/// index (see [`NAME_CLASSES`]).
 #[inline(always)]
 pub fn build_key<W: Wire>(
     msg: &mut W,
@@ -812,7 +814,7 @@ pub fn build_key<W: Wire>(
     key: &mut HotKey256,
 ) -> usize {
     let class = name_class(name_len);
-    let words = NAME_CLASSES[class & 3] / 8;
+    let words = NAME_CLASSES[(class & 3).max(1)] / 8;
     key.qtype = qtype;
     key.region = region;
     for w in 0..NAME_CLASSES[3] / 8 {

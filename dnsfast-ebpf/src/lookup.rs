@@ -2,7 +2,9 @@
 //!
 //! Names of up to 32 octets (almost every name a steering policy serves) are found in
 //! `HOT_TABLE`, an open-addressing table the program probes itself: one hash, then one cache
-//! line per probe, no helper call. Longer names take three steps (see `dnsfast_common::maps`):
+//! line per probe, no helper call (the rare name that finds no room within `HOT_PROBES` of its
+//! home bucket is placed in `HOT_64`, and looked up there once the run is exhausted). Longer
+//! names take three steps (see `dnsfast_common::maps`):
 //! the size class's hash map gives the entry, `ANSWER_INDEX[entry]` gives the slot (one atomic
 //! 32-bit load: the daemon flips it with one store). Either way the slot holds the answer, which
 //! the daemon never writes while it is reachable.
@@ -73,21 +75,29 @@ pub fn find<'a>(
     inline: &'a mut [u64; ANSWER_WORDS],
 ) -> Option<Answer<'a>> {
     let k: *const HotKey256 = key;
-    let slot = if class == 0 {
+    let mut map_class = class;
+    let mut slot = SLOT_NONE;
+    if class == 0 {
         // SAFETY: HotKey32 is a prefix of HotKey256's layout (same leading fields, shorter name,
         // same alignment), so the cast is a valid reference to the smaller key.
-        let slot = probe(cfg, unsafe { &*k.cast::<HotKey32>() }, inline)?;
-        if slot_is_inline(slot) {
-            let copy: *const [u64; ANSWER_WORDS] = inline;
-            // SAFETY: three u64 words are an AnswerSmall's 24 bytes (asserted in maps), with
-            // stricter alignment; the copy is this CPU's, written by `probe` just now.
-            return Some(Answer::Small(unsafe { &*copy.cast::<AnswerSmall>() }));
+        match probe(cfg, unsafe { &*k.cast::<HotKey32>() }, inline) {
+            Probe::Found(s) if slot_is_inline(s) => {
+                let copy: *const [u64; ANSWER_WORDS] = inline;
+                // SAFETY: three u64 words are an AnswerSmall's 24 bytes (asserted in maps), with
+                // stricter alignment; the copy is this CPU's, written by `probe` just now.
+                return Some(Answer::Small(unsafe { &*copy.cast::<AnswerSmall>() }));
+            }
+            Probe::Found(s) => slot = s,
+            Probe::Absent => return None,
+            // Every bucket of the run is taken: the daemon may have placed the name in HOT_64,
+            // whose key the scratch key also is (`build_key` zero-pads it to 64 octets).
+            Probe::Exhausted => map_class = 1,
         }
-        slot
-    } else {
+    }
+    if map_class != 0 {
         // The larger keys are prefixes of HotKey256 too, and each map reads only
         // size_of::<HotKeyN>() bytes: no copy lands on the 512-byte stack.
-        let entry = match class {
+        let entry = match map_class {
             // SAFETY: see above.
             1 => HOT_64.get_ptr(unsafe { &*k.cast::<HotKey64>() }),
             // SAFETY: see above.
@@ -98,11 +108,11 @@ pub fn find<'a>(
         // The element may be recycled by a concurrent delete+insert; the daemon waits an RCU
         // grace period between the two, and a plain 32-bit load cannot tear.
         let entry = unsafe { core::ptr::read_volatile(&raw const (*entry).entry) };
-        let slot = ANSWER_INDEX.get_ptr(entry)?;
+        let index = ANSWER_INDEX.get_ptr(entry)?;
         // SAFETY: array element pointer from a successful lookup; the daemon writes it only with
         // aligned 32-bit atomic stores, so this load sees either the old or the new slot.
-        unsafe { core::ptr::read_volatile(slot) }
-    };
+        slot = unsafe { core::ptr::read_volatile(index) };
+    }
     if slot == SLOT_NONE {
         return None;
     }
@@ -113,8 +123,24 @@ pub fn find<'a>(
     }
 }
 
-/// The slot `HOT_TABLE` holds for `key`, probing linearly from its hash; the bucket's inline
-/// answer is copied to `inline` on the way (used only if the slot says it is inline).
+/// What a walk of `key`'s probe run in `HOT_TABLE` found.
+enum Probe {
+    /// The key, with this slot.
+    Found(u32),
+    /// Not in the table: an unused bucket ended the run, the key was removed, or its bucket kept
+    /// changing.
+    Absent,
+    /// `HOT_PROBES` buckets held other keys. The daemon places a name it cannot fit in its run
+    /// in `HOT_64` instead; such a run never has an unused bucket, since buckets are never
+    /// emptied once used.
+    Exhausted,
+}
+
+/// How many times a bucket whose slot keeps changing is read before the lookup gives up.
+const READ_ATTEMPTS: usize = 3;
+
+/// Walks `key`'s run of `HOT_TABLE` from its hash; the bucket's inline answer is copied to
+/// `inline` on the way (used only if the slot says it is inline).
 ///
 /// The daemon writes a bucket while the program may read it: it publishes a new bucket by
 /// writing the key and then the slot, and retires one by setting the slot to `SLOT_TOMB` before
@@ -122,18 +148,17 @@ pub fn find<'a>(
 /// only if both reads agree on a valid slot, therefore never pairs a key with another key's
 /// answer (loads and stores stay in program order on x86, and the compiler keeps volatile loads
 /// in program order).
-/// How many times a bucket whose slot keeps changing is read before the lookup gives up.
-const READ_ATTEMPTS: usize = 3;
-
 #[inline(always)]
-fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> Option<u32> {
+fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> Probe {
     let head = key.head();
     let words = key.words();
     let hash = hot_hash(cfg.seed, head, words);
     let mut i = 0;
     while i < HOT_PROBES {
         let index = (hash as u32).wrapping_add(i as u32) & cfg.hot_mask;
-        let bucket = HOT_TABLE.get_ptr(index)?;
+        let Some(bucket) = HOT_TABLE.get_ptr(index) else {
+            return Probe::Absent;
+        };
         // A slot that changes while the key is compared (the daemon publishing a new answer
         // for it) is read again, a bounded number of times, rather than missed.
         let mut attempt = 0;
@@ -162,20 +187,24 @@ fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> O
             };
             if stored_head.trailing_zeros() >= 16 {
                 // qtype (the low half) is 0: a bucket never used, so the key is not in the table.
-                return None;
+                return Probe::Absent;
             }
             if stored_head != head || !same_name {
                 break;
             }
             if before == after {
-                return (before != SLOT_TOMB).then_some(before);
+                return if before == SLOT_TOMB {
+                    Probe::Absent
+                } else {
+                    Probe::Found(before)
+                };
             }
             attempt += 1;
         }
         if attempt == READ_ATTEMPTS {
-            return None;
+            return Probe::Absent;
         }
         i += 1;
     }
-    None
+    Probe::Exhausted
 }

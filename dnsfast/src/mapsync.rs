@@ -4,7 +4,9 @@
 //! Names of at most 32 octets live in buckets of `HOT_TABLE` (open addressing, linear probing
 //! from the key's home bucket for at most `HOT_PROBES`), with their answer inside the bucket when
 //! it is small (up to four A or one AAAA records); longer ones in the `HOT_*` hash maps with an
-//! `ANSWER_INDEX` entry each. The rules (see `docs/architecture.md`, "Map design"):
+//! `ANSWER_INDEX` entry each, and so is a short name whose probe run is full (in `HOT_64`, where
+//! the XDP program looks after probing the whole run: buckets are never emptied once used, so
+//! such a run stays without an unused bucket that would end the lookup early). The rules (see `docs/architecture.md`, "Map design"):
 //! - an answer slot is written only while unreachable, then published by one atomic store (into
 //!   a bucket or an index entry);
 //! - a slot or entry that was reachable is reused only after an RCU grace period ([`Op::Grace`]),
@@ -367,11 +369,14 @@ impl MapSync {
         }
 
         for (key, answer) in inserts {
-            let place = if in_table(&key) {
-                let Some(b) = self.free_bucket(&key) else {
-                    skipped += 1;
-                    continue;
-                };
+            // A short name whose probe run is full overflows to the hash map of the next class
+            // (the XDP program looks there once it has probed the whole run).
+            let bucket = if in_table(&key) {
+                self.free_bucket(&key)
+            } else {
+                None
+            };
+            let place = if let Some(b) = bucket {
                 Place::Bucket(b)
             } else {
                 if self.deleted {
@@ -435,20 +440,35 @@ impl MapSync {
     }
 }
 
-/// The slot a lookup of `key` finds, walking `buckets` as the XDP program does (for tests).
+/// What a walk of a key's probe run finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The key's bucket, with this slot (which may be `SLOT_NONE`).
+    Found(u32),
+    /// Not in the table: an unused bucket ended the run, or the key's bucket is a tombstone.
+    Absent,
+    /// The whole run holds other keys: the name may have overflowed to `HOT_64`.
+    Exhausted,
+}
+
+/// What a lookup of `key` finds walking `buckets` as the XDP program does (for tests).
 #[must_use]
-pub fn probe(buckets: &[(Option<HotKey32>, u32)], seed: u64, key: &HotKey) -> Option<u32> {
+pub fn probe(buckets: &[(Option<HotKey32>, u32)], seed: u64, key: &HotKey) -> Probe {
     let k = key32(key);
     let mask = buckets.len() as u64 - 1;
     let home = hot_hash(seed, k.head(), k.words());
     for i in 0..HOT_PROBES as u64 {
         let (bk, slot) = &buckets[(home.wrapping_add(i) & mask) as usize];
-        let Some(bk) = bk else { return None };
+        let Some(bk) = bk else { return Probe::Absent };
         if *bk == k {
-            return (*slot != SLOT_NONE && *slot != SLOT_TOMB).then_some(*slot);
+            return if *slot == SLOT_TOMB {
+                Probe::Absent
+            } else {
+                Probe::Found(*slot)
+            };
         }
     }
-    None
+    Probe::Exhausted
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! query. Needs root (loads a BPF program); runs serially.
 
 use std::{
-    sync::{Mutex, OnceLock},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex, OnceLock},
     time::SystemTime,
 };
 
@@ -12,8 +13,8 @@ use dnsfast::{
     answer::Zones,
     compile::Snapshot,
     config::Identity,
-    hot::HotTable,
-    mapsync::Capacity,
+    hot::{Change, HotAnswer, HotKey, HotTable},
+    mapsync::{Capacity, bucket_hash},
     server::{Shared, handle},
     xdp::Dataplane,
     zone::Zone,
@@ -24,7 +25,7 @@ use dnsfast_common::{
 };
 use dnsfast_tests::{dns, workspace_root};
 use etherparse::PacketBuilder;
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType, rdata::A};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -512,6 +513,65 @@ fn every_name_size_class_up_to_255_octets() {
     assert_eq!(qname.len(), 257);
     q.splice(12..15, qname);
     run(&v4_frame(&q), XDP_PASS, Counter::PassMalformed);
+}
+
+#[test]
+fn names_whose_probe_run_is_full_are_still_answered_in_xdp() {
+    // Twelve names with the same home bucket in a small table: eight fill the run, four
+    // overflow to HOT_64, and every one is answered in the kernel, also after rewrites.
+    let cap = Capacity {
+        entries: 32,
+        small: 32,
+        large: 4,
+    };
+    let mut dp = Dataplane::load(cap, None).unwrap();
+    let mut cfg = XdpConfig::zeroed();
+    cfg.flags = CFG_ANSWER;
+    cfg.port = 53;
+    cfg.v4_count = 1;
+    cfg.v4[0] = SERVER4;
+    dp.set_config(&cfg).unwrap();
+    let mask = u64::from(cap.buckets() - 1);
+    let key = |i: u32| {
+        let name = Name::from_ascii(format!("c{i}.example.com.")).unwrap();
+        let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(&name).unwrap();
+        (name, HotKey::new(&wire, 1, 0))
+    };
+    let home = bucket_hash(dp.seed(), &key(0).1) & mask;
+    let names: Vec<(Name, HotKey)> = (0..)
+        .map(key)
+        .filter(|(_, k)| bucket_hash(dp.seed(), k) & mask == home)
+        .take(12)
+        .collect();
+    let answer = |i: usize, g: u8| {
+        let rd = [RData::A(A(Ipv4Addr::new(198, 18, g, i as u8)))];
+        Arc::new(HotAnswer::from_rrset(60, &rd).unwrap())
+    };
+    for g in 1..=3u8 {
+        let changes: Vec<Change> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (_, k))| Change {
+                key: k.clone(),
+                answer: Some(answer(i, g)),
+            })
+            .collect();
+        assert_eq!(dp.apply(&changes).unwrap().skipped, 0);
+        for (i, (name, _)) in names.iter().enumerate() {
+            let q = dns::query(7, &name.to_ascii(), RecordType::A, None);
+            let frame = v4_frame(&q);
+            let (action, out) = dp.test_run(&frame).unwrap();
+            assert_eq!(action, XDP_TX, "{name} (generation {g})");
+            let payload = check_v4_reply(&frame, &out);
+            assert_eq!(
+                &payload[payload.len() - 4..],
+                &[198, 18, g, i as u8],
+                "{name}'s address (generation {g})"
+            );
+        }
+    }
+    let c = dp.counters().unwrap();
+    assert_eq!(c[Counter::Answered as usize], 36);
 }
 
 #[test]
