@@ -802,9 +802,7 @@ pub const fn ascii_lower_word(w: u64) -> u64 {
 }
 
 /// Builds the lookup key for the QNAME at offset 12 of `msg` into `key`: lowercased, zero-padded
-/// to its size class, and to at least 64 octets, so that the key of a short name is also a valid
-/// `HotKey64` (where names that found no room in `HOT_TABLE` overflow to). Returns the class
-/// index (see [`NAME_CLASSES`]).
+/// to its size class. Returns the class index (see [`NAME_CLASSES`]).
 #[inline(always)]
 pub fn build_key<W: Wire>(
     msg: &mut W,
@@ -814,7 +812,7 @@ pub fn build_key<W: Wire>(
     key: &mut HotKey256,
 ) -> usize {
     let class = name_class(name_len);
-    let words = NAME_CLASSES[(class & 3).max(1)] / 8;
+    let words = NAME_CLASSES[class & 3] / 8;
     key.qtype = qtype;
     key.region = region;
     for w in 0..NAME_CLASSES[3] / 8 {
@@ -961,9 +959,11 @@ pub fn write_hot_answer<A: AnswerData, W: WireMut>(
         if i >= count {
             break;
         }
-        // A modulo, not a compare-and-subtract: a branch here would double the verifier's
-        // states on every iteration.
-        let j = (first + i) % count;
+        // (first + i) mod count without a division per record, and without a branch (which
+        // would double the verifier's states on every iteration): first + i < 2 * count, so
+        // subtract count and add it back when that went below zero (the sign bit as a mask).
+        let d = (first + i).wrapping_sub(count);
+        let j = d.wrapping_add(count & 0usize.wrapping_sub(d >> (usize::BITS - 1)));
         let off = plan.question_end + i * rec;
         w.put_u16(off, 0xC000 | HEADER_LEN as u16)?;
         w.put_u16(off + 2, rrtype)?;

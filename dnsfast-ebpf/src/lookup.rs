@@ -16,8 +16,8 @@ use aya_ebpf::{
 use dnsfast_common::maps::{
     ANSWER_WORDS, AnswerLarge, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BUCKET_ANSWER_WORD,
     BUCKET_NAME_WORD, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HOT_PROBES,
-    HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, SLOT_LARGE, SLOT_NONE, SLOT_TOMB,
-    Scratch, XdpConfig, hot_hash, slot_is_inline,
+    HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, NAME_CLASSES, SLOT_LARGE,
+    SLOT_NONE, SLOT_TOMB, Scratch, XdpConfig, hot_hash, slot_is_inline,
 };
 
 #[btf_map]
@@ -71,10 +71,10 @@ pub enum Answer<'a> {
 pub fn find<'a>(
     cfg: &XdpConfig,
     class: usize,
-    key: &HotKey256,
+    key: &mut HotKey256,
     inline: &'a mut [u64; ANSWER_WORDS],
 ) -> Option<Answer<'a>> {
-    let k: *const HotKey256 = key;
+    let k: *mut HotKey256 = key;
     let mut map_class = class;
     let mut slot = SLOT_NONE;
     if class == 0 {
@@ -89,9 +89,13 @@ pub fn find<'a>(
             }
             Probe::Found(s) => slot = s,
             Probe::Absent => return None,
-            // Every bucket of the run is taken: the daemon may have placed the name in HOT_64,
-            // whose key the scratch key also is (`build_key` zero-pads it to 64 octets).
-            Probe::Exhausted => map_class = 1,
+            // Every bucket of the run is taken: the daemon may have placed the name in HOT_64.
+            // `build_key` padded the name to 32 octets; HOT_64 reads 64.
+            Probe::Exhausted => {
+                // SAFETY: the scratch key is this CPU's and nothing else refers to it now.
+                unsafe { (&mut (*k).name)[NAME_CLASSES[0]..NAME_CLASSES[1]].fill(0) };
+                map_class = 1;
+            }
         }
     }
     if map_class != 0 {

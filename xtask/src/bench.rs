@@ -180,6 +180,8 @@ pub struct Report {
     pub rate: u64,
     /// Medians per (target, workload).
     pub medians: BTreeMap<(Target, Workload), Sample>,
+    /// Lowest and highest CPU µs per query over the rounds, per (target, workload).
+    pub cpu_range: BTreeMap<(Target, Workload), (f64, f64)>,
     /// Start-to-ready time per target (the big zone included).
     pub load_time: BTreeMap<Target, Duration>,
     /// dnsfast's XDP map memory (bytes, from bpftool), with the big zone loaded.
@@ -679,6 +681,14 @@ pub fn run(opts: &Opts) -> Result<Report> {
             let _ = svc.stop();
         }
     }
+    let cpu_range = samples
+        .iter()
+        .map(|(k, v)| {
+            let lo = v.iter().map(|s| s.cpu_us).fold(f64::INFINITY, f64::min);
+            let hi = v.iter().map(|s| s.cpu_us).fold(f64::NEG_INFINITY, f64::max);
+            (*k, (lo, hi))
+        })
+        .collect();
     let medians = samples
         .into_iter()
         .map(|(k, v)| {
@@ -715,6 +725,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
     let report = Report {
         rate,
         medians,
+        cpu_range,
         load_time,
         map_memory,
         big_zone: work.big,
@@ -837,6 +848,26 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
                 s.fixed_sent
             );
         }
+    }
+    for ((t, wl), s) in &r.medians {
+        let ceiling = r.medians.get(&(Target::Ceiling, *wl));
+        let (Target::DnsfastXdp, Some(ns), Some(c)) =
+            (t, s.ns_per_packet, ceiling.and_then(|c| c.ns_per_packet))
+        else {
+            continue;
+        };
+        let spread = match r.cpu_range.get(&(Target::Ceiling, *wl)) {
+            Some((lo, hi)) if hi > lo => format!(
+                "; the whole-machine figure, mostly the load generator's own, ranged {lo:.2}–{hi:.2}                  µs/q over the rounds for the ceiling alone"
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "- dnsfast-xdp / {}: its XDP program costs {:+.2} µs per query more than the ceiling's              (bpf_stats: the CPU difference that is the program's){spread}",
+            wl.name(),
+            (ns - c) / 1000.0
+        );
     }
     if let Some(m) = r.map_memory {
         let _ = writeln!(
