@@ -856,15 +856,21 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
         else {
             continue;
         };
+        if s.xdp_answered != Some(s.fixed_sent) {
+            // Part of the load went to the daemon: the program is not the whole difference.
+            continue;
+        }
         let spread = match r.cpu_range.get(&(Target::Ceiling, *wl)) {
             Some((lo, hi)) if hi > lo => format!(
-                "; the whole-machine figure, mostly the load generator's own, ranged {lo:.2}–{hi:.2}                  µs/q over the rounds for the ceiling alone"
+                "; the whole-machine figure, mostly the load generator's own, ranged {lo:.2}–{hi:.2} \
+                 µs/q over the rounds for the ceiling alone"
             ),
             _ => String::new(),
         };
         let _ = writeln!(
             md,
-            "- dnsfast-xdp / {}: its XDP program costs {:+.2} µs per query more than the ceiling's              (bpf_stats: the CPU difference that is the program's){spread}",
+            "- dnsfast-xdp / {}: its XDP program costs {:+.2} µs per query more than the ceiling's \
+             (bpf_stats: the CPU difference that is the program's){spread}",
             wl.name(),
             (ns - c) / 1000.0
         );
