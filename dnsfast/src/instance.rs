@@ -113,14 +113,17 @@ impl Instance {
         Ok(InstanceLock { _file: file, path })
     }
 
-    /// Makes an empty pin directory, removing what a crashed run left (we hold the lock, so
-    /// nothing there is in use).
+    /// Makes an empty pin directory, removing what a crashed run of this instance left, of any
+    /// layout version (we hold the instance's lock, which every version takes, so nothing there
+    /// is in use; a pinned program left there would stay loaded for good).
     pub fn prepare_pin_dir(&self) -> Result<PathBuf> {
         ensure_bpffs()?;
         let dir = self.pin_dir();
-        if dir.exists() {
-            tracing::info!("removing stale pins under {}", dir.display());
-            fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        let instance_dir = dir.parent().expect("the version directory has a parent");
+        if instance_dir.exists() {
+            tracing::info!("removing stale pins under {}", instance_dir.display());
+            fs::remove_dir_all(instance_dir)
+                .with_context(|| format!("remove {}", instance_dir.display()))?;
         }
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(dir)

@@ -276,6 +276,36 @@ fn one_instance_per_name_and_namespace_and_clean_exit() {
         )
         .is_err()
     );
+    drop(d);
+
+    // What a crashed run of another layout version left (a pinned map here) is removed at start:
+    // the instance lock covers every version.
+    let stale = pins.parent().unwrap().join("v1");
+    std::fs::create_dir_all(&stale).unwrap();
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(stale.join("STATS"))
+        .args(["type", "array", "key", "4", "value", "4", "entries", "1"])
+        .args(["name", "dnsfast_stale"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut d =
+        TestDaemon::start(&host, "lock", "native", &[("example.com.", &hot_zone())]).unwrap();
+    assert!(
+        !stale.exists(),
+        "stale pins of another layout removed at start"
+    );
+    assert!(pins.join("HOT_TABLE").exists());
+    assert!(d.service.stop().unwrap().success());
+    assert!(
+        !pins.parent().unwrap().exists(),
+        "instance directory removed on exit"
+    );
 }
 
 #[test]
