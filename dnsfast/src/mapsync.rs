@@ -6,7 +6,8 @@
 //! it is small (up to four A or one AAAA records); longer ones in the `HOT_*` hash maps with an
 //! `ANSWER_INDEX` entry each, and so is a short name whose probe run is full (in `HOT_64`, where
 //! the XDP program looks after probing the whole run: buckets are never emptied once used, so
-//! such a run stays without an unused bucket that would end the lookup early). The rules (see `docs/architecture.md`, "Map design"):
+//! such a run stays without an unused bucket that would end the lookup early). The rules (see
+//! `docs/architecture.md`, "Map design"):
 //! - an answer slot is written only while unreachable, then published by one atomic store (into
 //!   a bucket or an index entry);
 //! - a slot or entry that was reachable is reused only after an RCU grace period ([`Op::Grace`]),
