@@ -5,7 +5,6 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
     fmt::{self, Write as _},
     sync::Arc,
 };
@@ -14,6 +13,7 @@ use dnsfast_common::{
     maps::{AnswerLarge, AnswerSmall, LARGE_RDATA, MAX_HOT_RECORDS, REGION_ANY, SMALL_RDATA},
     wire::{AnswerData, TYPE_A, TYPE_AAAA},
 };
+use foldhash::{HashMap, HashMapExt};
 use hickory_proto::{
     rr::{Name, RData, RecordType},
     serialize::binary::BinEncodable,
@@ -348,10 +348,14 @@ mod tests {
         };
         let k = |n: &str| HotKey::new(&Name::from_ascii(n).unwrap().to_bytes().unwrap(), TYPE_A, 0);
         let old = HotTable {
-            map: [(k("a.test."), a(1)), (k("b.test."), a(2))].into(),
+            map: [(k("a.test."), a(1)), (k("b.test."), a(2))]
+                .into_iter()
+                .collect(),
         };
         let new = HotTable {
-            map: [(k("b.test."), a(3)), (k("c.test."), a(4))].into(),
+            map: [(k("b.test."), a(3)), (k("c.test."), a(4))]
+                .into_iter()
+                .collect(),
         };
         let mut d: Vec<_> = old
             .diff(&new)

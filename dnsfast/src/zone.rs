@@ -6,7 +6,6 @@
 //! data, out-of-zone data, in-zone NS targets without addresses.
 
 use std::{
-    collections::{HashMap, HashSet},
     fmt,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -14,6 +13,7 @@ use std::{
     sync::Arc,
 };
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use hickory_proto::{
     rr::{
         LowerName, Name, RData, Record, RecordType,
@@ -715,15 +715,17 @@ impl Zone {
     ) -> Result<Self, ZoneError> {
         let origin = origin.to_lowercase();
         let apex = LowerName::new(&origin);
-        let zerr = |src: &SourceRecord, field: &str, message: String| ZoneError {
-            file: src.file.as_ref().clone(),
-            line: src.line,
+        let zerr = |file: &Arc<PathBuf>, line: usize, field: &str, message: String| ZoneError {
+            file: file.as_ref().clone(),
+            line,
             field: field.into(),
             message,
         };
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        // First line each (name, type) was seen on, for messages about it.
-        let mut first_seen: HashMap<(LowerName, RecordType), SourceRecord> = HashMap::new();
+        // Where each (name, type) was first seen, for messages about it: the file, the line and
+        // the owner as written (not the whole record: this map holds an entry per RRset).
+        let mut first_seen: HashMap<(LowerName, RecordType), (Arc<PathBuf>, usize, Name)> =
+            HashMap::new();
         let mut soa = None;
 
         for src in records {
@@ -731,7 +733,8 @@ impl Zone {
             let owner = LowerName::new(&r.name);
             if !apex.zone_of(&owner) {
                 return Err(zerr(
-                    &src,
+                    &src.file,
+                    src.line,
                     "owner",
                     format!("{} is outside the zone {origin}", r.name),
                 ));
@@ -740,20 +743,31 @@ impl Zone {
             if rtype == RecordType::SOA {
                 if owner != apex {
                     return Err(zerr(
-                        &src,
+                        &src.file,
+                        src.line,
                         "owner",
                         format!("SOA at {} is not at the apex {origin}", r.name),
                     ));
                 }
                 if soa.is_some() {
-                    return Err(zerr(&src, "type", "a second SOA record".into()));
+                    return Err(zerr(
+                        &src.file,
+                        src.line,
+                        "type",
+                        "a second SOA record".into(),
+                    ));
                 }
                 soa = Some(r.clone());
             }
             let node = nodes.entry(owner.clone()).or_default();
             if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
                 if rtype == RecordType::CNAME {
-                    return Err(zerr(&src, "type", format!("a second CNAME at {}", r.name)));
+                    return Err(zerr(
+                        &src.file,
+                        src.line,
+                        "type",
+                        format!("a second CNAME at {}", r.name),
+                    ));
                 }
                 if set.ttl != r.ttl {
                     tracing::warn!(
@@ -775,7 +789,7 @@ impl Zone {
                     ttl: r.ttl,
                     rdatas: vec![r.data.clone()],
                 });
-                first_seen.insert((owner, rtype), src);
+                first_seen.insert((owner, rtype), (src.file, src.line, src.record.name));
             }
         }
 
@@ -802,9 +816,10 @@ impl Zone {
             .and_then(|n| n.get(RecordType::NS))
             .is_none()
         {
-            let src = &first_seen[&(apex.clone(), RecordType::SOA)];
+            let (file, line, _) = &first_seen[&(apex.clone(), RecordType::SOA)];
             return Err(zerr(
-                src,
+                file,
+                *line,
                 "zone",
                 format!("no NS records at the apex {origin}"),
             ));
@@ -813,19 +828,20 @@ impl Zone {
         // CNAME and other data do not mix (RFC 1034 §3.6.2; RFC 2181 §10.1).
         for (name, node) in &nodes {
             if node.get(RecordType::CNAME).is_some() && node.rrsets.len() > 1 {
-                let src = &first_seen[&(name.clone(), RecordType::CNAME)];
+                let (file, line, owner) = &first_seen[&(name.clone(), RecordType::CNAME)];
                 let other = node
                     .rrsets
                     .iter()
                     .find(|s| s.rtype != RecordType::CNAME)
                     .expect("len > 1");
-                let other_src = &first_seen[&(name.clone(), other.rtype)];
+                let other_line = first_seen[&(name.clone(), other.rtype)].1;
                 return Err(zerr(
-                    src,
+                    file,
+                    *line,
                     "type",
                     format!(
-                        "CNAME at {} beside other data ({} at line {})",
-                        src.record.name, other.rtype, other_src.line
+                        "CNAME at {owner} beside other data ({} at line {other_line})",
+                        other.rtype
                     ),
                 ));
             }
@@ -852,18 +868,19 @@ impl Zone {
                     n.get(RecordType::A).is_some() || n.get(RecordType::AAAA).is_some()
                 });
                 if !has_addr {
-                    let src = &first_seen[&(name.clone(), RecordType::NS)];
+                    let (file, line, owner) = &first_seen[&(name.clone(), RecordType::NS)];
                     let what = if *name == apex {
                         "address records"
                     } else {
                         "glue"
                     };
                     return Err(zerr(
-                        src,
+                        file,
+                        *line,
                         "rdata",
                         format!(
-                            "{what} missing: NS target {} of {} has no A or AAAA in the zone",
-                            target.0, src.record.name
+                            "{what} missing: NS target {} of {owner} has no A or AAAA in the zone",
+                            target.0
                         ),
                     ));
                 }
