@@ -281,6 +281,7 @@ fn one_instance_per_name_and_namespace_and_clean_exit() {
     // What a crashed run of another layout version left (a pinned map here) is removed at start:
     // the instance lock covers every version.
     let stale = pins.parent().unwrap().join("v1");
+    let _ = std::fs::remove_dir_all(&stale);
     std::fs::create_dir_all(&stale).unwrap();
     let made = std::process::Command::new("bpftool")
         .args(["map", "create"])

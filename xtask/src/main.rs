@@ -86,6 +86,7 @@ fn main() {
                 rounds,
                 only,
                 workloads,
+                check_samples: rounds,
             })
             .map(|_| ())
         }
@@ -250,6 +251,7 @@ fn test(filter: Option<&str>) -> Result<()> {
                     rounds: 1,
                     only: Vec::new(),
                     workloads: Vec::new(),
+                    check_samples: 3,
                 })?;
                 bench::check(&report)
             });
