@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use hickory_proto::rr::RecordType;
 
 use crate::{battery, dns, host::TestHost, service::Service};
@@ -33,6 +33,10 @@ impl Knot {
     /// Starts Knot in `host`'s namespace on port 53 of its two addresses, serving `zones` with
     /// the battery's identity, and waits until every zone answers its SOA.
     pub fn start(host: &TestHost, zones: &[(&str, PathBuf)], deadline: Duration) -> Result<Self> {
+        ensure!(
+            Self::installed(),
+            "Knot DNS is not installed: `cargo xtask setup` installs it (Debian package knot)"
+        );
         let dir = tempfile::tempdir()?;
         let d = dir.path().display();
         let mut conf = format!(

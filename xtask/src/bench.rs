@@ -168,7 +168,7 @@ pub struct Sample {
     pub cpu_us: f64,
     /// Fixed rate: average latency, µs.
     pub latency_us: f64,
-    /// Fixed rate: queries sent and lost.
+    /// Fixed rate: queries sent.
     pub fixed_sent: u64,
     /// Fixed rate: queries lost.
     pub fixed_lost: u64,
