@@ -1,7 +1,29 @@
 //! Builds the XDP program (the `dnsfast-xdp` binary of `dnsfast-ebpf`) with the nightly
 //! toolchain for `bpfel-unknown-none`, into `OUT_DIR`, where `src/xdp.rs` embeds it.
-use anyhow::{Context as _, anyhow};
-use aya_build::{Package, Toolchain};
+//!
+//! This does what `aya_build::build_ebpf` does, plus one flag it has no way to pass: the whole
+//! program, `core` included, is compiled with the BPF target feature
+//! `allows-misaligned-mem-access`. DNS fields sit at odd offsets; without the feature LLVM splits
+//! every multi-byte packet and scratch access into single bytes (the program was 33.9 KB of
+//! instructions instead of 25.4 KB, and took 235 instead of 186 ns per answered query). A
+//! `#[target_feature]` on the program's functions is not enough: code LLVM does not inline into
+//! them, `core`'s copies among it, keeps byte accesses. The verifier accepts misaligned packet
+//! and map access on every architecture with efficient unaligned access (x86-64, arm64, ...).
+use std::{
+    env,
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use cargo_metadata::{Artifact, Message};
+
+/// The toolchain the XDP program builds with (see `../shared/TOOLCHAIN.md`).
+const TOOLCHAIN: &str = "nightly";
+const TARGET: &str = "bpfel-unknown-none";
+const FEATURE: &str = "allows-misaligned-mem-access";
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
@@ -17,20 +39,102 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
-    // aya-build forwards the nested cargo's stderr as build warnings; keep that to real messages.
-    // SAFETY: build scripts are single-threaded; the variable is read by the child cargo only.
-    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
+    println!("cargo::rerun-if-changed={root}");
     // The program uses dnsfast-common too; rebuild when it changes.
     println!(
-        "cargo:rerun-if-changed={}",
+        "cargo::rerun-if-changed={}",
         root.join("../dnsfast-common/src")
     );
-    aya_build::build_ebpf(
-        [Package {
-            name: "dnsfast-ebpf",
-            root_dir: root.as_str(),
-            ..Default::default()
-        }],
-        Toolchain::default(),
-    )
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    // The kernel headers aya-ebpf picks (its `bpf_target_arch` cfg) are the host's.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
+
+    let mut rustflags = OsString::new();
+    for (i, flag) in [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Cdebuginfo=2".to_owned(),
+        // BTF, so that bpftool prints map keys and values by field name.
+        "-Clink-arg=--btf".to_owned(),
+        format!("-Ctarget-feature=+{FEATURE}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            rustflags.push("\x1f");
+        }
+        rustflags.push(flag);
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--package", "dnsfast-ebpf"])
+        .args(["--bins", "--release", "--message-format=json", "--target", TARGET])
+        .args(["-Z", "build-std=core"])
+        // Apart from the outer build's target directory: cargo would wait on its own lock.
+        .arg("--target-dir")
+        .arg(out_dir.join("ebpf-target"))
+        .current_dir(root)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        // Errors and warnings only, no progress lines.
+        .env("CARGO_TERM_QUIET", "true")
+        // Set by the outer (stable) cargo for its own rustc; the nested build must pick nightly's.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {cmd:?} (is rustup installed?)"))?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let forward = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            warn(&line);
+        }
+    });
+    let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut executables = Vec::new();
+    for message in Message::parse_stream(stdout) {
+        match message.context("reading the nested cargo's JSON messages")? {
+            Message::CompilerArtifact(Artifact {
+                executable: Some(exe),
+                target,
+                ..
+            }) => executables.push((target.name, exe.into_std_path_buf())),
+            Message::CompilerMessage(m) => {
+                m.message.rendered.unwrap_or_default().lines().for_each(warn);
+            }
+            Message::TextLine(line) => warn(&line),
+            _ => {}
+        }
+    }
+    let status = child.wait().with_context(|| format!("waiting for {cmd:?}"))?;
+    forward
+        .join()
+        .map_err(|_| anyhow!("stderr forwarder panicked"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    if executables.is_empty() {
+        bail!("{cmd:?} built no executable");
+    }
+    for (name, exe) in executables {
+        let dst = out_dir.join(name);
+        std::fs::copy(&exe, &dst)
+            .with_context(|| format!("copying {} to {}", exe.display(), dst.display()))?;
+    }
+    Ok(())
+}
+
+/// Shows a line of the nested build as a build-script warning, leaving out rustc's note that the
+/// target feature is unstable (it is set on purpose, see above): three lines per crate built.
+#[expect(clippy::print_stdout, reason = "cargo::warning goes to stdout")]
+fn warn(line: &str) {
+    let t = line.trim();
+    if t.is_empty()
+        || t == "|"
+        || t == format!("warning: unstable feature specified for `-Ctarget-feature`: `{FEATURE}`")
+        || t.starts_with("= note: this feature is not stably supported")
+    {
+        return;
+    }
+    println!("cargo::warning={line}");
 }

@@ -7,7 +7,6 @@
 //! the daemon), the map lookups in [`lookup`], and the rewrite into a reply in [`respond`].
 #![no_std]
 #![no_main]
-#![cfg_attr(target_arch = "bpf", feature(bpf_target_feature))]
 
 mod checksum;
 mod config;
@@ -45,16 +44,7 @@ pub enum Verdict {
 )]
 pub fn dnsfast(ctx: XdpContext) -> u32 {
     stats::bump(Counter::Seen);
-    // DNS fields sit at odd offsets; with the feature LLVM emits whole loads and stores for them
-    // instead of byte by byte.
-    #[cfg_attr(
-        not(target_arch = "bpf"),
-        expect(unused_unsafe, reason = "the target feature exists only on BPF")
-    )]
-    // SAFETY: the target feature only lets LLVM emit misaligned loads and stores, which the
-    // kernel's BPF JIT accepts on every architecture it supports XDP on.
-    let result = unsafe { try_answer(&ctx) };
-    let (action, counter) = match result {
+    let (action, counter) = match try_answer(&ctx) {
         Ok(()) => (xdp_action::XDP_TX, Counter::Answered),
         Err(Verdict::Pass(c)) => (xdp_action::XDP_PASS, c),
         Err(Verdict::Drop(c)) => (xdp_action::XDP_DROP, c),
@@ -80,10 +70,6 @@ pub fn dnsfast_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-#[cfg_attr(
-    target_arch = "bpf",
-    target_feature(enable = "allows-misaligned-mem-access")
-)]
 fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     let cfg = config::get().ok_or(Verdict::Pass(Counter::PassDisabled))?;
     if cfg.flags & CFG_ANSWER == 0 {
