@@ -7,6 +7,7 @@
 //! the daemon), the map lookups in [`lookup`], and the rewrite into a reply in [`respond`].
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod checksum;
 mod config;

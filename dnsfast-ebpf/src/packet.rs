@@ -76,12 +76,30 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 /// pointer compared and the pointer used share their lineage, and only with the `+ n` in the
 /// comparison itself. The compiler, left alone, recomputes the pointer separately for the check
 /// and the access, or folds `p + 1 > end` into `p >= end` (same arithmetic, no range). Passing
-/// the pointer and `n` through `black_box` keeps both as written; the verifier still sees the
+/// the pointer and `n` through [`opaque`] keeps both as written; the verifier still sees the
 /// constant.
 #[inline(always)]
 pub fn frame_ptr(ctx: &XdpContext, off: usize, n: usize) -> Option<usize> {
-    let p = core::hint::black_box(ctx.data() + off);
-    (p + core::hint::black_box(n) <= ctx.data_end()).then_some(p)
+    let p = opaque(ctx.data() + off);
+    (p + opaque(n) <= ctx.data_end()).then_some(p)
+}
+
+/// `v`, hidden from the compiler's optimiser but not from the verifier: an empty inline assembly
+/// block that takes and returns it in a register. It emits no instruction, unlike
+/// `core::hint::black_box`, which costs a store and a load through the stack on BPF, on the
+/// critical path of every packet access it guards.
+#[inline(always)]
+pub fn opaque(mut v: usize) -> usize {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the block is empty; it only claims to change `v`.
+    unsafe {
+        core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        v = core::hint::black_box(v);
+    }
+    v
 }
 
 /// Big-endian u16 from two packet bytes.
@@ -129,7 +147,7 @@ pub fn copy_in(
     if i < len {
         // The last, partial word: the eight bytes that end where the message ends (the frame
         // may end there too), over the bytes already copied.
-        let start = core::hint::black_box(len - 8);
+        let start = opaque(len - 8);
         let p = frame_ptr(ctx, off + start, 8)?;
         // SAFETY: frame_ptr checked the eight bytes lie inside the frame.
         let w = unsafe { (p as *const [u8; 8]).read_unaligned() };
