@@ -199,6 +199,15 @@ impl Wire for MsgBuf<'_> {
         Some(self.buf[i & MSG_MASK])
     }
     #[inline(always)]
+    fn u16_at(&self, i: usize) -> Option<u16> {
+        // One check and one two-byte load (the trait's default makes two of each).
+        if i + 2 > self.len {
+            return None;
+        }
+        let j = i & MSG_MASK;
+        Some(u16::from_be_bytes([self.buf[j], self.buf[j + 1]]))
+    }
+    #[inline(always)]
     fn u64_le_at(&self, i: usize) -> u64 {
         // No branch on the length here: in the XDP program's key loop a branch would double
         // the verifier's states per word. Callers mask what lies past what they read.
