@@ -66,21 +66,34 @@ fn main() -> anyhow::Result<()> {
         rustflags.push(flag);
     }
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--package", "dnsfast-ebpf"])
-        .args(["--bins", "--release", "--message-format=json", "--target", TARGET])
-        .args(["-Z", "build-std=core"])
-        // Apart from the outer build's target directory: cargo would wait on its own lock.
-        .arg("--target-dir")
-        .arg(out_dir.join("ebpf-target"))
-        .current_dir(root)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
-        // Errors and warnings only, no progress lines.
-        .env("CARGO_TERM_QUIET", "true")
-        // Set by the outer (stable) cargo for its own rustc; the nested build must pick nightly's.
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "run",
+        TOOLCHAIN,
+        "cargo",
+        "build",
+        "--package",
+        "dnsfast-ebpf",
+    ])
+    .args([
+        "--bins",
+        "--release",
+        "--message-format=json",
+        "--target",
+        TARGET,
+    ])
+    .args(["-Z", "build-std=core"])
+    // Apart from the outer build's target directory: cargo would wait on its own lock.
+    .arg("--target-dir")
+    .arg(out_dir.join("ebpf-target"))
+    .current_dir(root)
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+    // Errors and warnings only, no progress lines.
+    .env("CARGO_TERM_QUIET", "true")
+    // Set by the outer (stable) cargo for its own rustc; the nested build must pick nightly's.
+    .env_remove("RUSTC")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("running {cmd:?} (is rustup installed?)"))?;
@@ -100,13 +113,19 @@ fn main() -> anyhow::Result<()> {
                 ..
             }) => executables.push((target.name, exe.into_std_path_buf())),
             Message::CompilerMessage(m) => {
-                m.message.rendered.unwrap_or_default().lines().for_each(warn);
+                m.message
+                    .rendered
+                    .unwrap_or_default()
+                    .lines()
+                    .for_each(warn);
             }
             Message::TextLine(line) => warn(&line),
             _ => {}
         }
     }
-    let status = child.wait().with_context(|| format!("waiting for {cmd:?}"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {cmd:?}"))?;
     forward
         .join()
         .map_err(|_| anyhow!("stderr forwarder panicked"))?;

@@ -174,6 +174,9 @@ pub struct Sample {
     pub fixed_lost: u64,
     /// Fixed rate: ns per packet of the XDP program, if any.
     pub ns_per_packet: Option<f64>,
+    /// Fixed rate: ns per packet of the empty XDP program on the client's end of the pair (every
+    /// reply passes it): what bpf_stats charges a program that does nothing.
+    pub empty_ns_per_packet: Option<f64>,
     /// Fixed rate: queries dnsfast's XDP program answered (dnsfast-xdp only).
     pub xdp_answered: Option<u64>,
 }
@@ -302,9 +305,22 @@ fn dnsperf(server: Ipv4Addr, args: &[String], seconds: u64, rate: Option<u64>) -
 
 /// `run_time_ns` and `run_cnt` of the XDP program attached to the server's interface.
 fn xdp_prog_stats(host: &TestHost) -> Result<Option<(u64, u64)>> {
-    let out = Command::new("ip")
-        .args(["-n", &host.netns, "link", "show", "dev", &host.ns_if])
-        .output()?;
+    prog_stats(Some(&host.netns), &host.ns_if)
+}
+
+/// `run_time_ns` and `run_cnt` of the XDP program attached to the client's interface (the pass
+/// program, which does nothing).
+fn empty_prog_stats(host: &TestHost) -> Result<Option<(u64, u64)>> {
+    prog_stats(None, &host.host_if)
+}
+
+/// `run_time_ns` and `run_cnt` of the XDP program on `ifname` (in `netns`, if given).
+fn prog_stats(netns: Option<&str>, ifname: &str) -> Result<Option<(u64, u64)>> {
+    let mut ip = Command::new("ip");
+    if let Some(ns) = netns {
+        ip.args(["-n", ns]);
+    }
+    let out = ip.args(["link", "show", "dev", ifname]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(id) = text
         .split("prog/xdp id ")
@@ -324,6 +340,16 @@ fn xdp_prog_stats(host: &TestHost) -> Result<Option<(u64, u64)>> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     Ok(get("run_time_ns").zip(get("run_cnt")))
+}
+
+/// Average ns per run between two readings of a program's stats.
+fn ns_per_run(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    match (before, after) {
+        (Some((t0, c0)), Some((t1, c1))) if c1 > c0 => {
+            Some(t1.saturating_sub(t0) as f64 / (c1 - c0) as f64)
+        }
+        _ => None,
+    }
 }
 
 fn dnsfast_answered(netns: &str) -> Result<u64> {
@@ -580,16 +606,17 @@ fn measure(
         None
     };
     let prog_before = xdp_prog_stats(host)?;
+    let empty_before = empty_prog_stats(host)?;
     let (busy0, _) = cpu_jiffies()?;
     let fixed = dnsperf(host.v4, &args, secs.1, Some(rate))?;
     let (busy1, _) = cpu_jiffies()?;
     let prog_after = xdp_prog_stats(host)?;
+    let empty_after = empty_prog_stats(host)?;
     let busy_s = (busy1 - busy0) as f64 / user_hz();
-    let ns_per_packet = match (target.xdp(), prog_before, prog_after) {
-        (true, Some((t0, c0)), Some((t1, c1))) if c1 > c0 => {
-            Some((t1 - t0) as f64 / (c1 - c0) as f64)
-        }
-        _ => None,
+    let ns_per_packet = if target.xdp() {
+        ns_per_run(prog_before, prog_after)
+    } else {
+        None
     };
     let xdp_answered = match answered_before {
         Some(a) => Some(dnsfast_answered(&host.netns)? - a),
@@ -607,6 +634,7 @@ fn measure(
         fixed_sent: fixed.sent,
         fixed_lost: fixed.lost,
         ns_per_packet,
+        empty_ns_per_packet: ns_per_run(empty_before, empty_after),
         xdp_answered,
     })
 }
@@ -731,6 +759,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
                     fixed_sent: last.fixed_sent,
                     fixed_lost: v.iter().map(|s| s.fixed_lost).max().unwrap_or(0),
                     ns_per_packet: opt(|s| s.ns_per_packet),
+                    empty_ns_per_packet: opt(|s| s.empty_ns_per_packet),
                     xdp_answered: last.xdp_answered,
                 },
             )
@@ -791,7 +820,7 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir)?;
     let mut md = String::new();
     let mut csv = String::from(
-        "workload,target,qps,lost,qps_vs_ceiling,qps_vs_knot_udp,cpu_us_per_query,cpu_minus_ceiling_us,cpu_vs_knot_udp,latency_us,fixed_lost,ns_per_packet,ns_vs_ceiling\n",
+        "workload,target,qps,lost,qps_vs_ceiling,qps_vs_knot_udp,cpu_us_per_query,cpu_minus_ceiling_us,cpu_vs_knot_udp,latency_us,fixed_lost,ns_per_packet,ns_vs_ceiling,empty_prog_ns_per_packet\n",
     );
     let _ = writeln!(
         md,
@@ -835,7 +864,7 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
             let _ = writeln!(md, "| {} |", row.join(" | "));
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 row[0],
                 row[1],
                 row[2],
@@ -848,7 +877,9 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
                 row[9],
                 s.fixed_lost,
                 row[10],
-                row[11]
+                row[11],
+                s.empty_ns_per_packet
+                    .map_or("-".into(), |n| format!("{n:.0}"))
             );
         }
     }
@@ -896,6 +927,21 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
              (bpf_stats: the CPU difference that is the program's){spread}",
             wl.name(),
             (ns - c) / 1000.0
+        );
+    }
+    let empty: Vec<f64> = r
+        .medians
+        .values()
+        .filter_map(|s| s.empty_ns_per_packet)
+        .collect();
+    if !empty.is_empty() {
+        let lo = empty.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = empty.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            md,
+            "- an empty XDP program (the pass program on the client's end, which every reply \
+             crosses) costs {lo:.0}–{hi:.0} ns per packet as bpf_stats measures it here: part of \
+             every ns/packet figure above, the ceiling's included"
         );
     }
     if let Some(m) = r.map_memory {
