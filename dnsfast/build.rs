@@ -66,34 +66,19 @@ fn main() -> anyhow::Result<()> {
         rustflags.push(flag);
     }
     let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        TOOLCHAIN,
-        "cargo",
-        "build",
-        "--package",
-        "dnsfast-ebpf",
-    ])
-    .args([
-        "--bins",
-        "--release",
-        "--message-format=json",
-        "--target",
-        TARGET,
-    ])
-    .args(["-Z", "build-std=core"])
+    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--release"]);
+    cmd.args(["--package", "dnsfast-ebpf", "--bins", "--target", TARGET]);
+    cmd.args(["-Z", "build-std=core", "--message-format=json"]);
     // Apart from the outer build's target directory: cargo would wait on its own lock.
-    .arg("--target-dir")
-    .arg(out_dir.join("ebpf-target"))
-    .current_dir(root)
-    .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+    cmd.arg("--target-dir").arg(out_dir.join("ebpf-target"));
+    cmd.current_dir(root);
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     // Errors and warnings only, no progress lines.
-    .env("CARGO_TERM_QUIET", "true")
+    cmd.env("CARGO_TERM_QUIET", "true");
     // Set by the outer (stable) cargo for its own rustc; the nested build must pick nightly's.
-    .env_remove("RUSTC")
-    .env_remove("RUSTC_WORKSPACE_WRAPPER")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("running {cmd:?} (is rustup installed?)"))?;
@@ -145,7 +130,6 @@ fn main() -> anyhow::Result<()> {
 
 /// Shows a line of the nested build as a build-script warning, leaving out rustc's note that the
 /// target feature is unstable (it is set on purpose, see above): three lines per crate built.
-#[expect(clippy::print_stdout, reason = "cargo::warning goes to stdout")]
 fn warn(line: &str) {
     let t = line.trim();
     if t.is_empty()

@@ -175,7 +175,7 @@ pub struct Sample {
     /// Fixed rate: ns per packet of the XDP program, if any.
     pub ns_per_packet: Option<f64>,
     /// Fixed rate: ns per packet of the empty XDP program on the client's end of the pair (every
-    /// reply passes it): what bpf_stats charges a program that does nothing.
+    /// reply passes it): what `bpf_stats` charges a program that does nothing.
     pub empty_ns_per_packet: Option<f64>,
     /// Fixed rate: queries dnsfast's XDP program answered (dnsfast-xdp only).
     pub xdp_answered: Option<u64>,
