@@ -40,6 +40,8 @@ pub const LAYOUT_VERSION: u32 = 3;
 pub const PROG_DNSFAST: &str = "dnsfast";
 /// Name of the benchmark's ceiling program: an empty answer to every query, no lookup.
 pub const PROG_REFLECT: &str = "dnsfast_reflect";
+/// The benchmark's second reference: the ceiling plus the one frame resize every answer needs.
+pub const PROG_REFLECT_GROW: &str = "dnsfast_reflect_grow";
 /// Name of the XDP program that passes every packet (for the far end of a veth pair: native XDP
 /// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
 pub const PROG_PASS: &str = "dnsfast_pass";

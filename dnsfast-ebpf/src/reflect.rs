@@ -4,10 +4,27 @@
 //! and, over IPv4, sends no UDP checksum (legal there, and the cheapest possible); over IPv6 it
 //! passes. Every field it touches keeps the IPv4 header checksum valid (the sum of swapped words
 //! does not change).
+//!
+//! [`reflect_grow`] is the second reference: what the ceiling costs once it also does what every
+//! answer with a record needs, and nothing else. It grows the frame by one A record (16 bytes) in
+//! the headroom, as dnsfast does on veth, moves the query there, appends a fixed A record
+//! compressed to the question name, sets QR, AA and ANCOUNT 1, and fixes the lengths and the IPv4
+//! header checksum (UDP checksum 0). The reply is well formed for queries without additional
+//! records (the record lands after an OPT otherwise: the cost is the same, the layout is not).
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_head, programs::XdpContext,
+};
+use dnsfast_common::maps::MAX_XDP_QUERY;
 
-use crate::packet::{ETH_LEN, EthHdr, IPV4_LEN, Ipv4Hdr, UdpHdr, be16, ptr_at};
+use crate::{
+    checksum,
+    packet::{ETH_LEN, EthHdr, IPV4_LEN, Ipv4Hdr, UDP_LEN, UdpHdr, be16, frame_ptr, ptr_at},
+};
+
+/// What [`reflect_grow`] appends: an A record for the question name (a pointer to offset 12),
+/// TTL 60, address 198.18.0.1.
+const RECORD: [u8; 16] = [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 0, 1];
 
 #[inline(always)]
 pub fn reflect(ctx: &XdpContext) -> Option<u32> {
@@ -36,5 +53,95 @@ pub fn reflect(ctx: &XdpContext) -> Option<u32> {
     udp.csum = [0, 0];
     // SAFETY: as above; byte 2 of the DNS header: set QR.
     unsafe { *flags |= 0x80 };
+    Some(xdp_action::XDP_TX)
+}
+
+/// The ceiling plus one record's frame growth (see the module comment).
+#[inline(always)]
+pub fn reflect_grow(ctx: &XdpContext) -> Option<u32> {
+    const GROW: usize = RECORD.len();
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the header lies inside the packet (and below for each header).
+    if be16(unsafe { (*eth).proto }) != 0x0800 {
+        return None;
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
+    // SAFETY: as above.
+    let ip = unsafe { &*ip };
+    if ip.ver_ihl != 0x45 || ip.proto != 17 {
+        return None;
+    }
+    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
+    // SAFETY: as above.
+    let udp = unsafe { &*udp };
+    let udp_len = usize::from(be16(udp.len));
+    if be16(udp.dport) != 53 || !(UDP_LEN + 12..=UDP_LEN + MAX_XDP_QUERY).contains(&udp_len) {
+        return None;
+    }
+    // Only frames that end where the UDP payload ends (no Ethernet padding).
+    let len = ETH_LEN + IPV4_LEN + udp_len;
+    if ctx.data() + len != ctx.data_end() {
+        return None;
+    }
+    // Bounds the verifier can use for the offsets below (it drops a packet range once the
+    // variable part may exceed 64 KiB).
+    let len = crate::packet::opaque(len) & 0x3FF;
+    if len < ETH_LEN + IPV4_LEN + UDP_LEN + 12 {
+        return None;
+    }
+    // SAFETY: plain helper on our context; on failure the frame is unchanged.
+    #[expect(clippy::cast_possible_wrap, reason = "16")]
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(GROW as i32)) } != 0 {
+        return None;
+    }
+    // The query now starts GROW bytes in: move it to the front, eight bytes at a time (each
+    // write lands on bytes already read), then the last partial word, ending where it ends.
+    let mut at = 0;
+    for _ in 0..(ETH_LEN + IPV4_LEN + UDP_LEN + MAX_XDP_QUERY) / 8 {
+        if at + 8 > len {
+            break;
+        }
+        let p = frame_ptr(ctx, at, GROW + 8)?;
+        // SAFETY: frame_ptr checked the GROW + 8 bytes from p lie inside the frame.
+        unsafe {
+            let w = ((p + GROW) as *const [u8; 8]).read_unaligned();
+            (p as *mut [u8; 8]).write_unaligned(w);
+        }
+        at += 8;
+    }
+    if at < len {
+        // Computed apart: folded into the access, the -8 would be a negative fixed offset.
+        let p = frame_ptr(ctx, crate::packet::opaque(len - 8), GROW + 8)?;
+        // SAFETY: as above.
+        unsafe {
+            let w = ((p + GROW) as *const [u8; 8]).read_unaligned();
+            (p as *mut [u8; 8]).write_unaligned(w);
+        }
+    }
+    let rec = frame_ptr(ctx, len, GROW)?;
+    // SAFETY: frame_ptr checked the record's bytes lie inside the frame.
+    unsafe { (rec as *mut [u8; GROW]).write_unaligned(RECORD) };
+
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
+    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
+    let dns = ptr_at::<[u8; 12]>(ctx, ETH_LEN + IPV4_LEN + UDP_LEN)?;
+    // SAFETY: ptr_at checked each header against the resized frame.
+    let (eth, ip, udp, dns) = unsafe { (&mut *eth, &mut *ip, &mut *udp, &mut *dns) };
+    core::mem::swap(&mut eth.src, &mut eth.dst);
+    core::mem::swap(&mut ip.src, &mut ip.dst);
+    core::mem::swap(&mut udp.sport, &mut udp.dport);
+    #[expect(clippy::cast_possible_truncation, reason = "below 600")]
+    let grown = |b: [u8; 2]| (be16(b) + GROW as u16).to_be_bytes();
+    ip.tot_len = grown(ip.tot_len);
+    ip.csum = [0, 0];
+    // SAFETY: Ipv4Hdr is 20 plain bytes.
+    let raw = unsafe { &*core::ptr::from_ref(ip).cast::<[u8; IPV4_LEN]>() };
+    ip.csum = checksum::finish(checksum::sum_words(raw));
+    udp.len = grown(udp.len);
+    udp.csum = [0, 0];
+    dns[2] |= 0x84;
+    dns[6] = 0;
+    dns[7] = 1;
     Some(xdp_action::XDP_TX)
 }

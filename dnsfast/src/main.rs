@@ -83,6 +83,10 @@ enum Command {
         /// Network namespace of the interface.
         #[arg(long)]
         netns: Option<String>,
+        /// The second reference instead: also grow each frame by one A record (as every answer
+        /// with a record must) and answer that fixed record.
+        #[arg(long)]
+        grow: bool,
     },
 }
 
@@ -126,8 +130,17 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Pass { interface, netns } => {
             hold_helper(xdp::Helper::Pass, &interface, netns.as_deref())
         }
-        Command::Reflect { interface, netns } => {
-            hold_helper(xdp::Helper::Reflect, &interface, netns.as_deref())
+        Command::Reflect {
+            interface,
+            netns,
+            grow,
+        } => {
+            let helper = if grow {
+                xdp::Helper::ReflectGrow
+            } else {
+                xdp::Helper::Reflect
+            };
+            hold_helper(helper, &interface, netns.as_deref())
         }
     }
 }

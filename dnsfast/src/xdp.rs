@@ -20,8 +20,8 @@ use dnsfast_common::{
         AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, HotBucket, HotKey32, HotKey64, HotKey128,
         HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
         MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS,
-        PROG_REFLECT, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig,
-        name_class, slot_is_inline,
+        PROG_REFLECT, PROG_REFLECT_GROW, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB,
+        XdpConfig, name_class, slot_is_inline,
     },
     stats::COUNTERS,
 };
@@ -572,6 +572,8 @@ pub enum Helper {
     Pass,
     /// The benchmark's ceiling: an empty answer to every DNS query, no lookup.
     Reflect,
+    /// The ceiling plus one record's frame growth: a fixed A record for every query.
+    ReflectGrow,
 }
 
 /// A helper program attached to an interface; detached when dropped.
@@ -579,10 +581,9 @@ pub struct HelperProgram {
     _ebpf: Ebpf,
 }
 
-/// Attaches `helper` to `iface` in native mode.
-pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
+/// Loads the object with tiny maps (a helper uses none) and verifies `helper`.
+fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
     let mut loader = EbpfLoader::new();
-    // Only the program is used; keep the maps it brings along tiny.
     for m in MAP_HOT {
         loader.map_max_entries(m, 1);
     }
@@ -594,15 +595,38 @@ pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
     let name = match helper {
         Helper::Pass => PROG_PASS,
         Helper::Reflect => PROG_REFLECT,
+        Helper::ReflectGrow => PROG_REFLECT_GROW,
     };
     let prog: &mut Xdp = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("no program {name}"))?
         .try_into()?;
-    prog.load()?;
+    prog.load()
+        .with_context(|| format!("verify/load program {name}"))?;
+    Ok((ebpf, name))
+}
+
+/// Attaches `helper` to `iface` in native mode.
+pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
+    let (mut ebpf, name) = load_helper(helper)?;
+    let prog: &mut Xdp = ebpf.program_mut(name).expect("loaded").try_into()?;
     prog.attach(iface, AyaXdpMode::Driver)
         .with_context(|| format!("attach {name} to {iface}"))?;
     Ok(HelperProgram { _ebpf: ebpf })
+}
+
+/// Runs `helper` once on `frame` (`BPF_PROG_RUN`): its action and the frame it leaves.
+pub fn helper_test_run(helper: Helper, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+    let (ebpf, name) = load_helper(helper)?;
+    let prog: &Xdp = ebpf.program(name).expect("loaded").try_into()?;
+    let mut out = vec![0u8; frame.len() + 4096];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
 }
 
 /// One hot entry as read back from pinned maps.

@@ -16,7 +16,7 @@ use dnsfast::{
     hot::{Change, HotAnswer, HotKey, HotTable},
     mapsync::{Capacity, bucket_hash},
     server::{Shared, handle},
-    xdp::Dataplane,
+    xdp::{Dataplane, Helper, helper_test_run},
     zone::Zone,
 };
 use dnsfast_common::{
@@ -596,6 +596,47 @@ fn answering_off_passes_everything() {
     let (action, out) = off.test_run(&frame).unwrap();
     assert_eq!((action, out), (XDP_PASS, frame));
     assert_eq!(off.counters().unwrap()[Counter::PassDisabled as usize], 1);
+}
+
+/// The benchmark's second reference answers every query with one fixed A record: a reply a
+/// resolver accepts, so dnsperf's figures for it are figures for real answers.
+#[test]
+fn growing_reference_answers_one_a_record() {
+    let q = dns::query(0x2222, "WwW.example.com.", RecordType::A, None);
+    let frame = v4_frame(&q);
+    let (action, reply) = helper_test_run(Helper::ReflectGrow, &frame).unwrap();
+    assert_eq!(action, XDP_TX);
+    assert_eq!(reply.len(), frame.len() + 16, "grown by one record");
+    assert_eq!(&reply[0..6], &frame[6..12], "eth dst = query src");
+    assert_eq!(&reply[6..12], &frame[0..6], "eth src = query dst");
+    let ip = &reply[14..34];
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        reply.len() - 14
+    );
+    assert_eq!(&ip[12..16], &SERVER4);
+    assert_eq!(&ip[16..20], &CLIENT4);
+    assert_eq!(fold(sum16(ip)), 0xFFFF, "IPv4 header checksum");
+    let udp = &reply[34..];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 53);
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), CLIENT_PORT);
+    assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len());
+    assert_eq!(&udp[6..8], &[0, 0], "no UDP checksum (legal over IPv4)");
+    let msg = &udp[8..];
+    assert_eq!(&msg[..2], &[0x22, 0x22], "ID");
+    let n = dns::normalize(msg).expect("a well-formed DNS message");
+    assert_eq!(n.flags, 0x8500, "QR, AA, RD copied, NOERROR");
+    assert_eq!(n.question, q[12..].to_vec(), "the question byte for byte");
+    let rrset = &n.answer[&("www.example.com.".to_owned(), RecordType::A)];
+    assert_eq!(
+        rrset.rdata.iter().collect::<Vec<_>>(),
+        [&vec![198, 18, 0, 1]]
+    );
+    assert_eq!(rrset.ttls.iter().collect::<Vec<_>>(), [&60]);
+    assert!(n.authority.is_empty() && n.additional.is_empty() && n.edns.is_none());
+    // Frames it does not answer are passed up untouched.
+    let (action, out) = helper_test_run(Helper::ReflectGrow, &v6_frame(&q)).unwrap();
+    assert_eq!((action, out), (XDP_PASS, v6_frame(&q)));
 }
 
 /// Per-stage cost on frames that leave the program at different points (not a pass/fail test:

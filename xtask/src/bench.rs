@@ -60,6 +60,9 @@ pub struct Opts {
 pub enum Target {
     /// The bare XDP responder: an empty answer to every query, no lookup.
     Ceiling,
+    /// The ceiling plus the frame growth every answer with a record needs: one fixed A record
+    /// for every query, no lookup, no validation.
+    CeilingGrow,
     /// dnsfast with native XDP.
     DnsfastXdp,
     /// dnsfast with XDP off (its userspace path only).
@@ -73,8 +76,9 @@ pub enum Target {
 }
 
 impl Target {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Ceiling,
+        Self::CeilingGrow,
         Self::DnsfastXdp,
         Self::DnsfastUser,
         Self::KnotUdp,
@@ -83,7 +87,7 @@ impl Target {
     ];
 
     /// All targets, in the chart's order.
-    pub const ALL_FOR_CHART: [Self; 6] = Self::ALL;
+    pub const ALL_FOR_CHART: [Self; 7] = Self::ALL;
 
     /// Name for the chart.
     pub fn label(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Self::Ceiling => "ceiling",
+            Self::CeilingGrow => "ceiling-grow",
             Self::DnsfastXdp => "dnsfast-xdp",
             Self::DnsfastUser => "dnsfast-user",
             Self::KnotUdp => "knot-udp",
@@ -103,7 +108,10 @@ impl Target {
 
     /// Whether an XDP program answers (ns per packet is reported).
     fn xdp(self) -> bool {
-        matches!(self, Self::Ceiling | Self::DnsfastXdp | Self::KnotXdp)
+        matches!(
+            self,
+            Self::Ceiling | Self::CeilingGrow | Self::DnsfastXdp | Self::KnotXdp
+        )
     }
 }
 
@@ -534,7 +542,7 @@ fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
         c
     };
     let svc = match target {
-        Target::Ceiling => {
+        Target::Ceiling | Target::CeilingGrow => {
             let mut c = Command::new(dnsfast_bin());
             c.args([
                 "reflect",
@@ -543,7 +551,10 @@ fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
                 "--netns",
                 &host.netns,
             ]);
-            return Service::start("ceiling", c, deadline);
+            if target == Target::CeilingGrow {
+                c.arg("--grow");
+            }
+            return Service::start(target.name(), c, deadline);
         }
         Target::DnsfastXdp | Target::DnsfastUser => {
             let cfg = dnsfast_config(w, host, target == Target::DnsfastXdp)?;
@@ -927,6 +938,22 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
              (bpf_stats: the CPU difference that is the program's){spread}",
             wl.name(),
             (ns - c) / 1000.0
+        );
+    }
+    for ((t, wl), s) in &r.medians {
+        let ceiling = r.medians.get(&(Target::Ceiling, *wl));
+        let (Target::CeilingGrow, Some(ns), Some(c)) =
+            (t, s.ns_per_packet, ceiling.and_then(|c| c.ns_per_packet))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "- ceiling-grow / {}: {ns:.0} ns per packet, {:.2}× the ceiling: what growing the \
+             frame by one record, moving the query into the new room and fixing the lengths \
+             costs on top of the ceiling, with no lookup and no validation",
+            wl.name(),
+            ns / c
         );
     }
     let empty: Vec<f64> = r

@@ -52,7 +52,7 @@ enum Cmd {
         /// Rounds; figures are medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Only these targets (comma-separated: ceiling, dnsfast-xdp, dnsfast-user, knot-udp,
+        /// Only these targets (comma-separated: ceiling, ceiling-grow, dnsfast-xdp, dnsfast-user, knot-udp,
         /// knot-xdp, nsd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
