@@ -26,56 +26,62 @@ use crate::{
 /// TTL 60, address 198.18.0.1.
 const RECORD: [u8; 16] = [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 0, 1];
 
+/// Pointers to the Ethernet, IPv4 and UDP headers of a frame that is an IPv4 (no options) UDP
+/// datagram to port 53; all three lie inside the frame (until it is resized).
+type Headers = (*mut EthHdr, *mut Ipv4Hdr, *mut UdpHdr);
+
+#[inline(always)]
+fn udp4_to_53(ctx: &XdpContext) -> Option<Headers> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
+    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
+    // SAFETY: ptr_at checked each header lies inside the packet.
+    let ours = unsafe {
+        be16((*eth).proto) == 0x0800
+            && (*ip).ver_ihl == 0x45
+            && (*ip).proto == 17
+            && be16((*udp).dport) == 53
+    };
+    ours.then_some((eth, ip, udp))
+}
+
+/// Swaps the addresses and ports of the headers `h` points to.
+///
+/// # Safety
+/// `h` must come from [`udp4_to_53`] on the frame as it is now.
+#[inline(always)]
+unsafe fn swap_ends(h: Headers) {
+    // SAFETY: the caller's promise; the three headers do not overlap.
+    unsafe {
+        core::mem::swap(&mut (*h.0).src, &mut (*h.0).dst);
+        core::mem::swap(&mut (*h.1).src, &mut (*h.1).dst);
+        core::mem::swap(&mut (*h.2).sport, &mut (*h.2).dport);
+    }
+}
+
 #[inline(always)]
 pub fn reflect(ctx: &XdpContext) -> Option<u32> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: ptr_at checked the header lies inside the packet (and below for each header).
-    let eth = unsafe { &mut *eth };
-    if be16(eth.proto) != 0x0800 {
-        return None;
-    }
-    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
-    // SAFETY: as above.
-    let ip = unsafe { &mut *ip };
-    if ip.ver_ihl != 0x45 || ip.proto != 17 {
-        return None;
-    }
-    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
-    // SAFETY: as above.
-    let udp = unsafe { &mut *udp };
-    if be16(udp.dport) != 53 {
-        return None;
-    }
+    let h = udp4_to_53(ctx)?;
     let flags = ptr_at::<u8>(ctx, ETH_LEN + IPV4_LEN + 8 + 2)?;
-    core::mem::swap(&mut eth.src, &mut eth.dst);
-    core::mem::swap(&mut ip.src, &mut ip.dst);
-    core::mem::swap(&mut udp.sport, &mut udp.dport);
-    udp.csum = [0, 0];
-    // SAFETY: as above; byte 2 of the DNS header: set QR.
-    unsafe { *flags |= 0x80 };
+    // SAFETY: `h` is from this frame, `flags` checked by ptr_at (byte 2 of the DNS header).
+    unsafe {
+        swap_ends(h);
+        (*h.2).csum = [0, 0];
+        *flags |= 0x80;
+    }
     Some(xdp_action::XDP_TX)
 }
+
+/// Bytes [`reflect_grow`] adds.
+const GROW: usize = RECORD.len();
 
 /// The ceiling plus one record's frame growth (see the module comment).
 #[inline(always)]
 pub fn reflect_grow(ctx: &XdpContext) -> Option<u32> {
-    const GROW: usize = RECORD.len();
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: ptr_at checked the header lies inside the packet (and below for each header).
-    if be16(unsafe { (*eth).proto }) != 0x0800 {
-        return None;
-    }
-    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
-    // SAFETY: as above.
-    let ip = unsafe { &*ip };
-    if ip.ver_ihl != 0x45 || ip.proto != 17 {
-        return None;
-    }
-    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
-    // SAFETY: as above.
-    let udp = unsafe { &*udp };
-    let udp_len = usize::from(be16(udp.len));
-    if be16(udp.dport) != 53 || !(UDP_LEN + 12..=UDP_LEN + MAX_XDP_QUERY).contains(&udp_len) {
+    let (_, _, udp) = udp4_to_53(ctx)?;
+    // SAFETY: udp4_to_53 checked the header lies inside the frame.
+    let udp_len = usize::from(be16(unsafe { (*udp).len }));
+    if !(UDP_LEN + 12..=UDP_LEN + MAX_XDP_QUERY).contains(&udp_len) {
         return None;
     }
     // Only frames that end where the UDP payload ends (no Ethernet padding).
@@ -94,8 +100,15 @@ pub fn reflect_grow(ctx: &XdpContext) -> Option<u32> {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(GROW as i32)) } != 0 {
         return None;
     }
-    // The query now starts GROW bytes in: move it to the front, eight bytes at a time (each
-    // write lands on bytes already read), then the last partial word, ending where it ends.
+    // The frame has changed: from here a failure (none is expected) can only drop it.
+    Some(grown_reply(ctx, len).map_or(xdp_action::XDP_DROP, |()| xdp_action::XDP_TX))
+}
+
+/// Turns the frame, whose `len`-byte query starts [`GROW`] bytes in, into the reply.
+#[inline(always)]
+fn grown_reply(ctx: &XdpContext, len: usize) -> Option<()> {
+    // Move the query to the front, eight bytes at a time (each write lands on bytes already
+    // read), then the last partial word, ending where the query ends.
     let mut at = 0;
     for _ in 0..(ETH_LEN + IPV4_LEN + UDP_LEN + MAX_XDP_QUERY) / 8 {
         if at + 8 > len {
@@ -122,26 +135,23 @@ pub fn reflect_grow(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: frame_ptr checked the record's bytes lie inside the frame.
     unsafe { (rec as *mut [u8; GROW]).write_unaligned(RECORD) };
 
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
-    let udp = ptr_at::<UdpHdr>(ctx, ETH_LEN + IPV4_LEN)?;
+    let h = udp4_to_53(ctx)?;
     let dns = ptr_at::<[u8; 12]>(ctx, ETH_LEN + IPV4_LEN + UDP_LEN)?;
-    // SAFETY: ptr_at checked each header against the resized frame.
-    let (eth, ip, udp, dns) = unsafe { (&mut *eth, &mut *ip, &mut *udp, &mut *dns) };
-    core::mem::swap(&mut eth.src, &mut eth.dst);
-    core::mem::swap(&mut ip.src, &mut ip.dst);
-    core::mem::swap(&mut udp.sport, &mut udp.dport);
     #[expect(clippy::cast_possible_truncation, reason = "below 600")]
     let grown = |b: [u8; 2]| (be16(b) + GROW as u16).to_be_bytes();
-    ip.tot_len = grown(ip.tot_len);
-    ip.csum = [0, 0];
-    // SAFETY: Ipv4Hdr is 20 plain bytes.
-    let raw = unsafe { &*core::ptr::from_ref(ip).cast::<[u8; IPV4_LEN]>() };
-    ip.csum = checksum::finish(checksum::sum_words(raw));
-    udp.len = grown(udp.len);
-    udp.csum = [0, 0];
-    dns[2] |= 0x84;
-    dns[6] = 0;
-    dns[7] = 1;
-    Some(xdp_action::XDP_TX)
+    // SAFETY: `h` is from the resized frame and ptr_at checked the DNS header; none overlap.
+    unsafe {
+        swap_ends(h);
+        let (ip, udp, dns) = (&mut *h.1, &mut *h.2, &mut *dns);
+        ip.tot_len = grown(ip.tot_len);
+        ip.csum = [0, 0];
+        let raw = &*core::ptr::from_ref(ip).cast::<[u8; IPV4_LEN]>();
+        ip.csum = checksum::finish(checksum::sum_words(raw));
+        udp.len = grown(udp.len);
+        udp.csum = [0, 0];
+        dns[2] |= 0x84;
+        dns[6] = 0;
+        dns[7] = 1;
+    }
+    Some(())
 }
