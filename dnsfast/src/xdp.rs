@@ -499,14 +499,7 @@ impl Dataplane {
             .program(PROG_DNSFAST)
             .expect("loaded")
             .try_into()?;
-        let mut out = vec![0u8; frame.len() + 4096];
-        let r = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        run_once(prog, frame)
     }
 
     /// Runs the answering program `repeat` times on `frame` and returns the kernel's average run
@@ -618,7 +611,12 @@ pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
 /// Runs `helper` once on `frame` (`BPF_PROG_RUN`): its action and the frame it leaves.
 pub fn helper_test_run(helper: Helper, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
     let (ebpf, name) = load_helper(helper)?;
-    let prog: &Xdp = ebpf.program(name).expect("loaded").try_into()?;
+    run_once(ebpf.program(name).expect("loaded").try_into()?, frame)
+}
+
+/// One `BPF_PROG_RUN` of `prog` on `frame`: the XDP action and the frame as the program left it
+/// (room for it to grow by 4 KiB).
+fn run_once(prog: &Xdp, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; frame.len() + 4096];
     let r = prog.test_run(TestRunOptions {
         data_in: Some(frame),
