@@ -109,27 +109,26 @@ pub fn reflect_grow(ctx: &XdpContext) -> Option<u32> {
 fn grown_reply(ctx: &XdpContext, len: usize) -> Option<()> {
     // Move the query to the front, eight bytes at a time (each write lands on bytes already
     // read), then the last partial word, ending where the query ends.
-    let mut at = 0;
-    for _ in 0..(ETH_LEN + IPV4_LEN + UDP_LEN + MAX_XDP_QUERY) / 8 {
-        if at + 8 > len {
-            break;
-        }
+    let move_word = |at: usize| -> Option<()> {
         let p = frame_ptr(ctx, at, GROW + 8)?;
         // SAFETY: frame_ptr checked the GROW + 8 bytes from p lie inside the frame.
         unsafe {
             let w = ((p + GROW) as *const [u8; 8]).read_unaligned();
             (p as *mut [u8; 8]).write_unaligned(w);
         }
+        Some(())
+    };
+    let mut at = 0;
+    for _ in 0..(ETH_LEN + IPV4_LEN + UDP_LEN + MAX_XDP_QUERY) / 8 {
+        if at + 8 > len {
+            break;
+        }
+        move_word(at)?;
         at += 8;
     }
     if at < len {
         // Computed apart: folded into the access, the -8 would be a negative fixed offset.
-        let p = frame_ptr(ctx, crate::packet::opaque(len - 8), GROW + 8)?;
-        // SAFETY: as above.
-        unsafe {
-            let w = ((p + GROW) as *const [u8; 8]).read_unaligned();
-            (p as *mut [u8; 8]).write_unaligned(w);
-        }
+        move_word(crate::packet::opaque(len - 8))?;
     }
     let rec = frame_ptr(ctx, len, GROW)?;
     // SAFETY: frame_ptr checked the record's bytes lie inside the frame.
