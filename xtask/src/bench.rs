@@ -949,9 +949,9 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
         };
         let _ = writeln!(
             md,
-            "- ceiling-grow / {}: {ns:.0} ns per packet, {:.2}× the ceiling: what growing the \
-             frame by one record, moving the query into the new room and fixing the lengths \
-             costs on top of the ceiling, with no lookup and no validation",
+            "- ceiling-grow / {}: {ns:.0} ns per packet, {:.2}× the ceiling: the ceiling's work \
+             plus growing the frame by one record, moving the query into the new room and fixing \
+             the lengths, with no lookup and no validation",
             wl.name(),
             ns / c
         );
