@@ -42,6 +42,8 @@ pub const PROG_DNSFAST: &str = "dnsfast";
 pub const PROG_REFLECT: &str = "dnsfast_reflect";
 /// The benchmark's second reference: the ceiling plus the one frame resize every answer needs.
 pub const PROG_REFLECT_GROW: &str = "dnsfast_reflect_grow";
+/// The big zone's reference: the ceiling plus one load from a random bucket of `HOT_TABLE`.
+pub const PROG_REFLECT_MISS: &str = "dnsfast_reflect_miss";
 /// Name of the XDP program that passes every packet (for the far end of a veth pair: native XDP
 /// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
 pub const PROG_PASS: &str = "dnsfast_pass";

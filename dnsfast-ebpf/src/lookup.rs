@@ -56,6 +56,19 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// The slot of the `HOT_TABLE` bucket `hash` picks, read as a probe reads it (the benchmark's
+/// big-zone reference, `reflect::reflect_miss`).
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a probe uses the hash's low 32 bits too"
+)]
+pub fn bucket_slot(cfg: &XdpConfig, hash: u64) -> Option<u32> {
+    let bucket = HOT_TABLE.get_ptr(hash as u32 & cfg.hot_mask)?;
+    // SAFETY: element pointer from a successful array lookup, valid for this program run.
+    Some(unsafe { core::ptr::read_volatile(&raw const (*bucket).slot) })
+}
+
 /// A hot answer: in one of the two slot tables, or the copy of a bucket's inline answer.
 pub enum Answer<'a> {
     Small(&'a AnswerSmall),

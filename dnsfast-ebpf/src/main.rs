@@ -75,6 +75,16 @@ pub fn dnsfast_reflect_grow(ctx: XdpContext) -> u32 {
     reflect::reflect_grow(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
+/// The benchmark's big-zone reference (see `reflect`): the ceiling plus one random bucket load.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
+pub fn dnsfast_reflect_miss(ctx: XdpContext) -> u32 {
+    reflect::reflect_miss(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
 /// Passes every packet. Attached to the far end of a veth pair, where native XDP needs a program
 /// for `XDP_TX` frames to arrive.
 #[xdp]

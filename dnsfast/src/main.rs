@@ -85,8 +85,12 @@ enum Command {
         netns: Option<String>,
         /// The second reference instead: also grow each frame by one A record (as every answer
         /// with a record must) and answer that fixed record.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "miss_table")]
         grow: bool,
+        /// The big zone's reference instead: also load one bucket, picked by a hash of the
+        /// queried name, of an empty hot-name table of this many buckets (a power of two).
+        #[arg(long, value_name = "BUCKETS")]
+        miss_table: Option<u32>,
     },
 }
 
@@ -134,11 +138,12 @@ fn dispatch(cmd: Command) -> Result<()> {
             interface,
             netns,
             grow,
+            miss_table,
         } => {
-            let helper = if grow {
-                xdp::Helper::ReflectGrow
-            } else {
-                xdp::Helper::Reflect
+            let helper = match (grow, miss_table) {
+                (_, Some(buckets)) => xdp::Helper::ReflectMiss(buckets),
+                (true, None) => xdp::Helper::ReflectGrow,
+                (false, None) => xdp::Helper::Reflect,
             };
             hold_helper(helper, &interface, netns.as_deref())
         }

@@ -9,7 +9,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering, fence},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray},
@@ -20,8 +20,8 @@ use dnsfast_common::{
         AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, HotBucket, HotKey32, HotKey64, HotKey128,
         HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
         MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS,
-        PROG_REFLECT, PROG_REFLECT_GROW, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB,
-        XdpConfig, name_class, slot_is_inline,
+        PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE, SLOT_LARGE, SLOT_NONE,
+        SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
     },
     stats::COUNTERS,
 };
@@ -567,6 +567,9 @@ pub enum Helper {
     Reflect,
     /// The ceiling plus one record's frame growth: a fixed A record for every query.
     ReflectGrow,
+    /// The ceiling plus one load from a random bucket of an (empty) `HOT_TABLE` of this many
+    /// buckets (a power of two).
+    ReflectMiss(u32),
 }
 
 /// A helper program attached to an interface; detached when dropped.
@@ -584,11 +587,31 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         .map_max_entries(MAP_ANSWER_INDEX, 1)
         .map_max_entries(MAP_ANSWERS_SMALL, 1)
         .map_max_entries(MAP_ANSWERS_LARGE, 1);
+    if let Helper::ReflectMiss(buckets) = helper {
+        ensure!(
+            buckets.is_power_of_two(),
+            "the table's bucket count {buckets} is not a power of two"
+        );
+        loader.map_max_entries(MAP_HOT_TABLE, buckets);
+    }
     let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
     let name = match helper {
         Helper::Pass => PROG_PASS,
         Helper::Reflect => PROG_REFLECT,
         Helper::ReflectGrow => PROG_REFLECT_GROW,
+        Helper::ReflectMiss(buckets) => {
+            // Borrowed, not taken: the program refers to the map by a descriptor the object owns.
+            let mut config: Array<&mut MapData, XdpConfig> = Array::try_from(
+                ebpf.map_mut(MAP_CONFIG)
+                    .ok_or_else(|| anyhow!("no map {MAP_CONFIG}"))?,
+            )?;
+            let cfg = XdpConfig {
+                hot_mask: buckets - 1,
+                ..XdpConfig::zeroed()
+            };
+            config.set(0, cfg, 0).context("write CONFIG")?;
+            PROG_REFLECT_MISS
+        }
     };
     let prog: &mut Xdp = ebpf
         .program_mut(name)

@@ -639,6 +639,35 @@ fn growing_reference_answers_one_a_record() {
     assert_eq!((action, out), (XDP_PASS, v6_frame(&q)));
 }
 
+/// The big zone's reference reflects queries exactly as the ceiling does (its bucket load changes
+/// nothing in the reply), over tables of any power-of-two size; it refuses other sizes.
+#[test]
+fn miss_reference_reflects_like_the_ceiling() {
+    for name in ["h123456.million.example.", "WwW.example.com."] {
+        let q = dns::query(0x3333, name, RecordType::A, None);
+        let frame = v4_frame(&q);
+        let (action, ceiling) = helper_test_run(Helper::Reflect, &frame).unwrap();
+        assert_eq!(action, XDP_TX, "{name}: the ceiling answers");
+        assert_eq!(ceiling[14 + 20 + 8 + 2] & 0x80, 0x80, "{name}: QR set");
+        assert_eq!(&ceiling[14 + 12..14 + 16], &SERVER4, "{name}: addresses swapped");
+        for buckets in [1, 1024, 1 << 16] {
+            let (action, miss) = helper_test_run(Helper::ReflectMiss(buckets), &frame).unwrap();
+            assert_eq!(action, XDP_TX, "{name}, {buckets} buckets");
+            assert_eq!(miss, ceiling, "{name}, {buckets} buckets: the ceiling's reply");
+        }
+    }
+    // A name too short for the 16 bytes it hashes, and IPv6, are passed up untouched.
+    for frame in [
+        v4_frame(&dns::query(1, ".", RecordType::A, None)),
+        v6_frame(&dns::query(1, "www.example.com.", RecordType::A, None)),
+    ] {
+        let (action, out) = helper_test_run(Helper::ReflectMiss(1024), &frame).unwrap();
+        assert_eq!((action, out), (XDP_PASS, frame));
+    }
+    let err = helper_test_run(Helper::ReflectMiss(1000), &v4_frame(&[0; 12])).unwrap_err();
+    assert!(format!("{err:#}").contains("not a power of two"), "{err:#}");
+}
+
 /// Per-stage cost on frames that leave the program at different points (not a pass/fail test:
 /// `cargo test -p dnsfast-tests --test xdp_prog_run -- --ignored --nocapture stage_costs`).
 #[test]
