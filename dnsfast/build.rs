@@ -44,6 +44,8 @@ fn main() -> anyhow::Result<()> {
         "cargo::rerun-if-changed={}",
         root.join("../dnsfast-common/src")
     );
+    // Profiling builds stop the program part way (`dnsfast-ebpf/src/stage.rs`).
+    println!("cargo::rerun-if-env-changed=DNSFAST_STAGE");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     // The kernel headers aya-ebpf picks (its `bpf_target_arch` cfg) are the host's.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;

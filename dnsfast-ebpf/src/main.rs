@@ -16,6 +16,7 @@ mod packet;
 mod parse;
 mod reflect;
 mod respond;
+mod stage;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -98,6 +99,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         return Err(Verdict::Pass(Counter::PassDisabled));
     }
     let mut frame = parse::frame(ctx, cfg)?;
+    stage::cut(1)?;
     let Scratch {
         cell,
         msg: area,
@@ -111,6 +113,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     // One verifier state after the copy loop, whichever iteration it ended in (the loop refined
     // what the verifier knows of the length differently in each).
     frame.dns_len = packet::launder(cell, frame.dns_len) & (MSG_AREA - 1);
+    stage::cut(2)?;
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
     if q.qclass != CLASS_IN || (q.qtype != TYPE_A && q.qtype != TYPE_AAAA) {
@@ -124,9 +127,11 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     // From here on only what the answer depends on, laundered: one verifier state per type and
     // EDNS presence, however the validator's loops went.
     let q = q.hot_form(|v| msg.launder(v));
+    stage::cut(3)?;
     // The validator's length checks narrowed the message length differently on each path.
     frame.dns_len = msg.launder(frame.dns_len) & (MSG_AREA - 1);
     let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, key);
+    stage::cut(4)?;
     // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
     let rotation = stats::get(Counter::Answered) as u32;
     let limit = q.udp_limit();
@@ -137,14 +142,17 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     // Nothing between the lookup and the match: code shared by both arms would let the compiler
     // test the slot's table bit a second time, which the verifier cannot tie to the first test.
     let answer = lookup::find(cfg, class, key, inline).ok_or(Verdict::Pass(Counter::PassMiss))?;
+    stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {
             let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }
         lookup::Answer::Large(a) => {
             let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }

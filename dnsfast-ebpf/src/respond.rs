@@ -175,6 +175,7 @@ pub fn answer<A: AnswerData>(
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     write_hot_answer(&mut msg, q, answer, plan, rotation)
         .ok_or(Verdict::Pass(Counter::PassRewrite))?;
+    crate::stage::cut(7)?;
     // The frame changes from here on.
     resize(ctx, frame, total, hint).ok_or(Verdict::Pass(Counter::PassNoRoom))?;
     let payload = checksum::copy_out(ctx, frame.dns, area, total)

@@ -649,11 +649,18 @@ fn miss_reference_reflects_like_the_ceiling() {
         let (action, ceiling) = helper_test_run(Helper::Reflect, &frame).unwrap();
         assert_eq!(action, XDP_TX, "{name}: the ceiling answers");
         assert_eq!(ceiling[14 + 20 + 8 + 2] & 0x80, 0x80, "{name}: QR set");
-        assert_eq!(&ceiling[14 + 12..14 + 16], &SERVER4, "{name}: addresses swapped");
+        assert_eq!(
+            &ceiling[14 + 12..14 + 16],
+            &SERVER4,
+            "{name}: addresses swapped"
+        );
         for buckets in [1, 1024, 1 << 16] {
             let (action, miss) = helper_test_run(Helper::ReflectMiss(buckets), &frame).unwrap();
             assert_eq!(action, XDP_TX, "{name}, {buckets} buckets");
-            assert_eq!(miss, ceiling, "{name}, {buckets} buckets: the ceiling's reply");
+            assert_eq!(
+                miss, ceiling,
+                "{name}, {buckets} buckets: the ceiling's reply"
+            );
         }
     }
     // A name too short for the 16 bytes it hashes, and IPv6, are passed up untouched.

@@ -361,7 +361,11 @@ fn prog_stats(netns: Option<&str>, ifname: &str) -> Result<Option<(u64, u64)>> {
             .nth(1)
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Ok(get("run_time_ns").zip(get("run_cnt")))
+    // bpftool leaves both out while the program has not run.
+    Ok(Some((
+        get("run_time_ns").unwrap_or(0),
+        get("run_cnt").unwrap_or(0),
+    )))
 }
 
 /// Average ns per run between two readings of a program's stats.
@@ -537,6 +541,11 @@ fn wait_for_zones(server: Ipv4Addr, deadline: Duration) -> Result<()> {
 }
 
 fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
+    start_bin(target, w, host, &dnsfast_bin())
+}
+
+/// Starts `target`, with `bin` as dnsfast's binary.
+fn start_bin(target: Target, w: &Work, host: &TestHost, bin: &Path) -> Result<Service> {
     let deadline = Duration::from_mins(10);
     // Knot's XDP mode attaches through netlink and may leave its program on the interface when
     // it stops; the next XDP target could not attach (EBUSY). Ours are links, gone with their
@@ -560,7 +569,7 @@ fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
     };
     let svc = match target {
         Target::Ceiling | Target::CeilingGrow | Target::CeilingMiss => {
-            let mut c = Command::new(dnsfast_bin());
+            let mut c = Command::new(bin);
             c.args([
                 "reflect",
                 "--interface",
@@ -582,7 +591,7 @@ fn start(target: Target, w: &Work, host: &TestHost) -> Result<Service> {
         }
         Target::DnsfastXdp | Target::DnsfastUser => {
             let cfg = dnsfast_config(w, host, target == Target::DnsfastXdp)?;
-            let mut c = Command::new(dnsfast_bin());
+            let mut c = Command::new(bin);
             c.arg("run")
                 .arg("--config")
                 .arg(cfg)
@@ -674,6 +683,124 @@ fn measure(
     })
 }
 
+/// The fixed offered rate: 30% of what the ceiling answers on `hot` (a rate every target
+/// sustains), in thousands.
+fn fixed_rate(work: &Work, host: &TestHost, secs: u64) -> Result<u64> {
+    let svc = start(Target::Ceiling, work, host)?;
+    let p = dnsperf(host.v4, &Workload::Hot.dnsperf_args(&work.dir), secs, None)?;
+    drop(svc);
+    Ok(((p.qps * 0.3) as u64 / 1000).max(1) * 1000)
+}
+
+/// What the profiling build for each stage of dnsfast's XDP program stops after
+/// (`dnsfast-ebpf/src/stage.rs`), and the normal build last.
+const STAGES: [&str; 8] = [
+    "Ethernet, IP and UDP headers checked, configuration read",
+    "DNS message copied into scratch memory",
+    "query validated (header, name, question, EDNS and its options)",
+    "lookup key built (name lowercased)",
+    "hot-name table probed",
+    "answer planned (sizes checked)",
+    "answer written in scratch memory, headers saved",
+    "the whole program: frame grown, answer copied into it with its checksum, headers rewritten",
+];
+
+/// `cargo xtask bench --stages`: ns per packet of dnsfast's XDP program stopping after each of
+/// its stages, on `hot` at the fixed rate, one build per stage, interleaved rounds, medians; the
+/// ceiling and the empty program in the same rounds. Writes `target/bench/stages.md`.
+pub fn stages(rounds: usize, quick: bool) -> Result<()> {
+    crate::setup::ensure_bench()?;
+    let dir = root().join("target/bench/stages");
+    fs::create_dir_all(&dir)?;
+    let mut bins = Vec::new();
+    for n in 1..STAGES.len() {
+        println!("bench --stages: building the program that stops after stage {n}");
+        crate::sh(
+            crate::cargo()
+                .args(["build", "--release", "--quiet", "--package", "dnsfast"])
+                .env("DNSFAST_STAGE", n.to_string()),
+        )?;
+        let bin = dir.join(format!("dnsfast-stage{n}"));
+        fs::copy(dnsfast_bin(), &bin).with_context(|| format!("copy to {}", bin.display()))?;
+        bins.push(bin);
+    }
+    // The normal build last, so that target/release holds it again.
+    crate::build_release()?;
+    bins.push(dnsfast_bin());
+
+    let secs = if quick { (3, 4) } else { (8, 8) };
+    let host = TestHost::with_names(SUBNET, NETNS, "dnsb-cli", "dnsb-srv")
+        .context("create the bench test host")?;
+    let mut pass = Command::new(dnsfast_bin());
+    pass.args(["pass", "--interface", &host.host_if]);
+    let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
+    let work = write_files(&root().join("target/bench/work"), 1000, host.v4)?;
+    let _stats = BpfStats::enable()?;
+    let rate = fixed_rate(&work, &host, secs.0)?;
+    println!("bench --stages: fixed offered rate {rate} q/s (30% of the ceiling's hot rate)");
+    let args = Workload::Hot.dnsperf_args(&work.dir);
+    // One fixed-rate run: ns per packet of the program on the server's end and of the empty one.
+    let sample = |svc: Service| -> Result<(f64, Option<f64>)> {
+        let (p0, e0) = (xdp_prog_stats(&host)?, empty_prog_stats(&host)?);
+        dnsperf(host.v4, &args, secs.1, Some(rate))?;
+        let (p1, e1) = (xdp_prog_stats(&host)?, empty_prog_stats(&host)?);
+        drop(svc);
+        let ns = ns_per_run(p0, p1)
+            .with_context(|| format!("no bpf_stats for the program: {p0:?} then {p1:?}"))?;
+        Ok((ns, ns_per_run(e0, e1)))
+    };
+    let mut ceiling = Vec::new();
+    let mut empty = Vec::new();
+    let mut per_stage = vec![Vec::new(); bins.len()];
+    for round in 0..rounds.max(1) {
+        let (ns, e) = sample(start(Target::Ceiling, &work, &host)?)?;
+        println!("  round {} ceiling  {ns:.0} ns/pkt", round + 1);
+        ceiling.push(ns);
+        empty.extend(e);
+        for (i, bin) in bins.iter().enumerate() {
+            let svc = start_bin(Target::DnsfastXdp, &work, &host, bin)
+                .with_context(|| format!("start {}", bin.display()))?;
+            let (ns, e) = sample(svc)?;
+            println!("  round {} stage {}  {ns:.0} ns/pkt", round + 1, i + 1);
+            per_stage[i].push(ns);
+            empty.extend(e);
+        }
+    }
+    let ceiling = median(ceiling);
+    let mut md = format!(
+        "`cargo xtask bench --stages`: dnsfast's XDP program built to stop after each stage, `hot` \
+         at {rate} q/s, {} round(s), medians of bpf_stats ns per packet. The ceiling: {ceiling:.0} \
+         ns; the empty program on the client's end: {:.0} ns.\n\n\
+         | stage | stops after | ns/packet | added |\n|---:|---|---:|---:|\n",
+        rounds.max(1),
+        median(empty),
+    );
+    let mut prev = ceiling;
+    for (i, xs) in per_stage.into_iter().enumerate() {
+        let ns = median(xs);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {ns:.0} | {:+.0} |",
+            i + 1,
+            STAGES[i],
+            ns - prev
+        );
+        prev = ns;
+    }
+    md.push_str(
+        "\nStage 1 adds to the ceiling. Stages 1 to 7 pass the query up and the daemon answers it; \
+         no build stops after growing the frame (it could neither pass the query up nor answer \
+         it, and such builds measured more than the whole program: see \
+         `dnsfast-ebpf/src/stage.rs`), so stage 8 adds the growth, the copy, the checksum and \
+         the headers together. `ceiling-grow` minus the ceiling in `cargo xtask \
+         bench` is what the growth alone costs.\n",
+    );
+    let out = root().join("target/bench/stages.md");
+    fs::write(&out, &md)?;
+    println!("\n{md}\nwritten: {}", out.display());
+    Ok(())
+}
+
 /// Runs the benchmark.
 pub fn run(opts: &Opts) -> Result<Report> {
     crate::setup::ensure_bench()?;
@@ -701,19 +828,11 @@ pub fn run(opts: &Opts) -> Result<Report> {
     let work = write_files(&root().join("target/bench/work"), big, host.v4)?;
     let _stats = BpfStats::enable()?;
 
-    // The fixed rate: 30% of what the ceiling answers (a rate every target sustains).
-    let mut rate = 50_000;
-    if targets.contains(&Target::Ceiling) {
-        let svc = start(Target::Ceiling, &work, &host)?;
-        let p = dnsperf(
-            host.v4,
-            &Workload::Hot.dnsperf_args(&work.dir),
-            secs.0,
-            None,
-        )?;
-        drop(svc);
-        rate = ((p.qps * 0.3) as u64 / 1000).max(1) * 1000;
-    }
+    let rate = if targets.contains(&Target::Ceiling) {
+        fixed_rate(&work, &host, secs.0)?
+    } else {
+        50_000
+    };
     println!("bench: fixed offered rate {rate} q/s (30% of the ceiling's hot rate)");
 
     let mut samples: BTreeMap<(Target, Workload), Vec<Sample>> = BTreeMap::new();

@@ -52,13 +52,17 @@ enum Cmd {
         /// Rounds; figures are medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Only these targets (comma-separated: ceiling, ceiling-grow, dnsfast-xdp, dnsfast-user, knot-udp,
-        /// knot-xdp, nsd).
+        /// Only these targets (comma-separated: ceiling, ceiling-grow, ceiling-miss, dnsfast-xdp,
+        /// dnsfast-user, knot-udp, knot-xdp, nsd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m).
         #[arg(long, value_delimiter = ',')]
         workloads: Vec<String>,
+        /// Instead: what each stage of dnsfast's XDP program adds per packet on `hot` (one
+        /// build of the program per stage, each stopping after it; the ceiling beside them).
+        #[arg(long, conflicts_with_all = ["only", "workloads"])]
+        stages: bool,
     },
     /// Run every check and test (needs root: XDP and network namespaces).
     Test {
@@ -79,16 +83,21 @@ fn main() {
             rounds,
             only,
             workloads,
+            stages,
         } => {
             let rounds = if quick { 1 } else { rounds };
-            bench::run(&bench::Opts {
-                quick,
-                rounds,
-                only,
-                workloads,
-                check_samples: rounds,
-            })
-            .map(|_| ())
+            if stages {
+                bench::stages(rounds, quick)
+            } else {
+                bench::run(&bench::Opts {
+                    quick,
+                    rounds,
+                    only,
+                    workloads,
+                    check_samples: rounds,
+                })
+                .map(|_| ())
+            }
         }
         Cmd::Test { filter } => test(filter.as_deref()),
     };
@@ -107,7 +116,7 @@ pub(crate) fn root() -> PathBuf {
 }
 
 /// Runs `cmd`, failing with its name if it fails.
-fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("spawn {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
@@ -115,7 +124,7 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
