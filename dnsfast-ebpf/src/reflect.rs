@@ -90,7 +90,7 @@ pub fn reflect_miss(ctx: &XdpContext) -> Option<u32> {
 fn reflect_after(ctx: &XdpContext, before: impl FnOnce(&XdpContext) -> Option<()>) -> Option<u32> {
     let h = udp4_to_53(ctx)?;
     before(ctx)?;
-    let flags = ptr_at::<u8>(ctx, ETH_LEN + IPV4_LEN + 8 + 2)?;
+    let flags = ptr_at::<u8>(ctx, ETH_LEN + IPV4_LEN + UDP_LEN + 2)?;
     // SAFETY: `h` is from this frame, `flags` checked by ptr_at (byte 2 of the DNS header).
     unsafe {
         swap_ends(h);

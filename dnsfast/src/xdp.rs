@@ -577,7 +577,8 @@ pub struct HelperProgram {
     _ebpf: Ebpf,
 }
 
-/// Loads the object with tiny maps (a helper uses none) and verifies `helper`.
+/// Loads the object and verifies `helper`. The maps it brings along are kept tiny, except what
+/// the miss reference uses: `HOT_TABLE` at the size asked for, and `CONFIG` with its mask.
 fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
     let mut loader = EbpfLoader::new();
     for m in MAP_HOT {

@@ -683,8 +683,39 @@ fn measure(
     })
 }
 
+/// Seconds of a full-load and of a fixed-rate dnsperf run.
+fn durations(quick: bool) -> (u64, u64) {
+    if quick { (3, 4) } else { (8, 8) }
+}
+
+/// The bench's test host with the pass program on its client's end, its files (a big zone of
+/// `big` names) and `bpf_stats` on; undone when dropped, `bpf_stats` first.
+struct Rig {
+    _stats: BpfStats,
+    _pass: Service,
+    work: Work,
+    host: TestHost,
+}
+
+impl Rig {
+    fn new(big: usize) -> Result<Self> {
+        let host = TestHost::with_names(SUBNET, NETNS, "dnsb-cli", "dnsb-srv")
+            .context("create the bench test host")?;
+        let mut pass = Command::new(dnsfast_bin());
+        pass.args(["pass", "--interface", &host.host_if]);
+        let pass = Service::start("pass program", pass, Duration::from_secs(30))?;
+        let work = write_files(&root().join("target/bench/work"), big, host.v4)?;
+        Ok(Self {
+            _stats: BpfStats::enable()?,
+            _pass: pass,
+            work,
+            host,
+        })
+    }
+}
+
 /// The fixed offered rate: 30% of what the ceiling answers on `hot` (a rate every target
-/// sustains), in thousands.
+/// sustains), rounded down to a thousand.
 fn fixed_rate(work: &Work, host: &TestHost, secs: u64) -> Result<u64> {
     let svc = start(Target::Ceiling, work, host)?;
     let p = dnsperf(host.v4, &Workload::Hot.dnsperf_args(&work.dir), secs, None)?;
@@ -728,22 +759,17 @@ pub fn stages(rounds: usize, quick: bool) -> Result<()> {
     crate::build_release()?;
     bins.push(dnsfast_bin());
 
-    let secs = if quick { (3, 4) } else { (8, 8) };
-    let host = TestHost::with_names(SUBNET, NETNS, "dnsb-cli", "dnsb-srv")
-        .context("create the bench test host")?;
-    let mut pass = Command::new(dnsfast_bin());
-    pass.args(["pass", "--interface", &host.host_if]);
-    let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
-    let work = write_files(&root().join("target/bench/work"), 1000, host.v4)?;
-    let _stats = BpfStats::enable()?;
-    let rate = fixed_rate(&work, &host, secs.0)?;
+    let secs = durations(quick);
+    let rig = Rig::new(1000)?;
+    let Rig { work, host, .. } = &rig;
+    let rate = fixed_rate(work, host, secs.0)?;
     println!("bench --stages: fixed offered rate {rate} q/s (30% of the ceiling's hot rate)");
     let args = Workload::Hot.dnsperf_args(&work.dir);
     // One fixed-rate run: ns per packet of the program on the server's end and of the empty one.
     let sample = |svc: Service| -> Result<(f64, Option<f64>)> {
-        let (p0, e0) = (xdp_prog_stats(&host)?, empty_prog_stats(&host)?);
+        let (p0, e0) = (xdp_prog_stats(host)?, empty_prog_stats(host)?);
         dnsperf(host.v4, &args, secs.1, Some(rate))?;
-        let (p1, e1) = (xdp_prog_stats(&host)?, empty_prog_stats(&host)?);
+        let (p1, e1) = (xdp_prog_stats(host)?, empty_prog_stats(host)?);
         drop(svc);
         let ns = ns_per_run(p0, p1)
             .with_context(|| format!("no bpf_stats for the program: {p0:?} then {p1:?}"))?;
@@ -753,12 +779,12 @@ pub fn stages(rounds: usize, quick: bool) -> Result<()> {
     let mut empty = Vec::new();
     let mut per_stage = vec![Vec::new(); bins.len()];
     for round in 0..rounds.max(1) {
-        let (ns, e) = sample(start(Target::Ceiling, &work, &host)?)?;
+        let (ns, e) = sample(start(Target::Ceiling, work, host)?)?;
         println!("  round {} ceiling  {ns:.0} ns/pkt", round + 1);
         ceiling.push(ns);
         empty.extend(e);
         for (i, bin) in bins.iter().enumerate() {
-            let svc = start_bin(Target::DnsfastXdp, &work, &host, bin)
+            let svc = start_bin(Target::DnsfastXdp, work, host, bin)
                 .with_context(|| format!("start {}", bin.display()))?;
             let (ns, e) = sample(svc)?;
             println!("  round {} stage {}  {ns:.0} ns/pkt", round + 1, i + 1);
@@ -806,7 +832,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
     crate::setup::ensure_bench()?;
     crate::build_release()?;
     let big = if opts.quick { 100_000 } else { 1_000_000 };
-    let secs = if opts.quick { (3, 4) } else { (8, 8) };
+    let secs = durations(opts.quick);
     let targets: Vec<Target> = Target::ALL
         .into_iter()
         .filter(|t| opts.only.is_empty() || opts.only.iter().any(|o| o == t.name()))
@@ -820,16 +846,10 @@ pub fn run(opts: &Opts) -> Result<Report> {
         "nothing selected to run"
     );
 
-    let host = TestHost::with_names(SUBNET, NETNS, "dnsb-cli", "dnsb-srv")
-        .context("create the bench test host")?;
-    let mut pass = Command::new(dnsfast_bin());
-    pass.args(["pass", "--interface", &host.host_if]);
-    let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
-    let work = write_files(&root().join("target/bench/work"), big, host.v4)?;
-    let _stats = BpfStats::enable()?;
-
+    let rig = Rig::new(big)?;
+    let Rig { work, host, .. } = &rig;
     let rate = if targets.contains(&Target::Ceiling) {
-        fixed_rate(&work, &host, secs.0)?
+        fixed_rate(work, host, secs.0)?
     } else {
         50_000
     };
@@ -841,13 +861,13 @@ pub fn run(opts: &Opts) -> Result<Report> {
     for round in 0..opts.rounds.max(1) {
         for &t in &targets {
             let t0 = Instant::now();
-            let mut svc = start(t, &work, &host).with_context(|| format!("start {}", t.name()))?;
+            let mut svc = start(t, work, host).with_context(|| format!("start {}", t.name()))?;
             load_time.entry(t).or_insert_with(|| t0.elapsed());
             if t == Target::DnsfastXdp && map_memory.is_none() {
                 map_memory = dnsfast_map_memory(&host.netns).ok();
             }
             for &wl in workloads.iter().filter(|wl| t.runs(**wl)) {
-                let s = measure(t, wl, &work, &host, rate, secs)
+                let s = measure(t, wl, work, host, rate, secs)
                     .with_context(|| format!("{} / {}", t.name(), wl.name()))?;
                 println!(
                     "  round {} {:<13} {:<14} {:>9.0} q/s  lost {:<6} cpu {:>6.2} µs/q  lat {:>7.1} µs{}",
@@ -873,8 +893,8 @@ pub fn run(opts: &Opts) -> Result<Report> {
         for _ in opts.rounds.max(1)..opts.check_samples {
             for t in pair {
                 let mut svc =
-                    start(t, &work, &host).with_context(|| format!("start {}", t.name()))?;
-                let s = measure(t, Workload::Hot, &work, &host, rate, secs)
+                    start(t, work, host).with_context(|| format!("start {}", t.name()))?;
+                let s = measure(t, Workload::Hot, work, host, rate, secs)
                     .with_context(|| format!("{} / hot", t.name()))?;
                 println!(
                     "  check sample {:<13} hot  cpu {:>6.2} µs/q at {rate} q/s",
@@ -1057,10 +1077,15 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
             );
         }
     }
+    // ns per packet of target `t` on `wl`, if measured.
+    let ns_of = |t, wl| {
+        r.medians
+            .get(&(t, wl))
+            .and_then(|s: &Sample| s.ns_per_packet)
+    };
     for ((t, wl), s) in &r.medians {
-        let ceiling = r.medians.get(&(Target::Ceiling, *wl));
         let (Target::DnsfastXdp, Some(ns), Some(c)) =
-            (t, s.ns_per_packet, ceiling.and_then(|c| c.ns_per_packet))
+            (t, s.ns_per_packet, ns_of(Target::Ceiling, *wl))
         else {
             continue;
         };
@@ -1084,9 +1109,8 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
         );
     }
     for ((t, wl), s) in &r.medians {
-        let ceiling = r.medians.get(&(Target::Ceiling, *wl));
         let (Target::CeilingGrow, Some(ns), Some(c)) =
-            (t, s.ns_per_packet, ceiling.and_then(|c| c.ns_per_packet))
+            (t, s.ns_per_packet, ns_of(Target::Ceiling, *wl))
         else {
             continue;
         };
@@ -1121,24 +1145,20 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
             m as f64 / f64::from(1u32 << 20)
         );
     }
-    let dnsfast_ns = |wl| {
-        r.medians
-            .get(&(Target::DnsfastXdp, wl))
-            .and_then(|s| s.ns_per_packet)
-    };
-    let mut excess = match (dnsfast_ns(Workload::Hot), dnsfast_ns(Workload::Zone1m)) {
+    let mut excess = match (
+        ns_of(Target::DnsfastXdp, Workload::Hot),
+        ns_of(Target::DnsfastXdp, Workload::Zone1m),
+    ) {
         (Some(h), Some(b)) => format!(
             "; dnsfast-xdp's zone-1m packets cost {:.0} ns more than its hot ones",
             b - h
         ),
         _ => String::new(),
     };
-    let ns_of = |t| {
-        r.medians
-            .get(&(t, Workload::Zone1m))
-            .and_then(|s| s.ns_per_packet)
-    };
-    if let (Some(m), Some(c)) = (ns_of(Target::CeilingMiss), ns_of(Target::Ceiling)) {
+    if let (Some(m), Some(c)) = (
+        ns_of(Target::CeilingMiss, Workload::Zone1m),
+        ns_of(Target::Ceiling, Workload::Zone1m),
+    ) {
         let bytes = hot_table_bytes(r.big_zone);
         let _ = writeln!(
             md,
