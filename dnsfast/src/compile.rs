@@ -10,7 +10,7 @@ use crate::{
     answer::Zones,
     config::{Config, Identity},
     hot::HotTable,
-    zone::{Zone, ZoneError},
+    zone::{NamedAt, Zone, ZoneError},
 };
 
 /// One compiled configuration, swapped in whole on reload.
@@ -50,7 +50,13 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
     let mut zones = Vec::new();
     let mut errors = Vec::new();
     for z in &cfg.zones {
-        match Zone::load(&z.origin, &z.file) {
+        // A missing or unreadable file is fixed in the configuration: point at its `file` key.
+        let at = NamedAt {
+            file: &cfg.path,
+            line: z.line,
+            field: "zone.file",
+        };
+        match Zone::load_named_at(&z.origin, &z.file, at) {
             Ok(zone) => zones.push(zone),
             Err(e) => errors.push(e),
         }

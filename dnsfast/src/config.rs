@@ -71,6 +71,8 @@ struct RawServer {
     udp_workers: Option<Spanned<i64>>,
     tcp_idle_timeout: Option<Spanned<i64>>,
     tcp_max_connections: Option<Spanned<i64>>,
+    tcp_max_per_client: Option<Spanned<i64>>,
+    allow_shared_port: Option<bool>,
     identity: Option<Spanned<String>>,
     version: Option<Spanned<String>>,
     nsid: Option<Spanned<String>>,
@@ -100,6 +102,8 @@ pub struct ZoneSource {
     pub origin: Name,
     /// Its master file (relative paths are relative to the configuration file).
     pub file: PathBuf,
+    /// Line of the `file` key in the configuration file, for errors about the file itself.
+    pub line: usize,
 }
 
 /// XDP settings.
@@ -143,12 +147,20 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// Most TCP connections open at once.
     pub tcp_max_connections: usize,
+    /// Most TCP connections open at once from one client (IPv4 address, IPv6 /64).
+    pub tcp_max_per_client: usize,
+    /// Start even when sockets of other processes are bound to our addresses (with
+    /// `SO_REUSEPORT` they would take a share of our queries).
+    pub allow_shared_port: bool,
     /// Identity answers (CH TXT, NSID).
     pub identity: Identity,
     /// XDP settings.
     pub xdp: XdpSettings,
     /// The zones.
     pub zones: Vec<ZoneSource>,
+    /// Lines of keys that later checks (of the host, at start) refer to: `(key, line)`, one per
+    /// value for a list.
+    pub lines: Vec<(&'static str, usize)>,
 }
 
 impl Config {
@@ -171,10 +183,14 @@ impl Config {
             key: key.to_string(),
             message,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            err(span, "(syntax)", e.message().to_string())
-        })?;
+        let toml_err = |key: &str, e: &toml::de::Error| {
+            err(e.span().unwrap_or(0..0), key, e.message().to_string())
+        };
+        let doc = toml::Deserializer::parse(text).map_err(|e| toml_err("(syntax)", &e))?;
+        // toml's own errors carry only the span; the path tracker supplies the key, so a
+        // wrong type or an unknown key is named like every other error below.
+        let raw: RawConfig = serde_path_to_error::deserialize(doc)
+            .map_err(|e| toml_err(&dotted_key(e.path()), e.inner()))?;
         let base = path.parent().unwrap_or(Path::new("."));
 
         let instance = match raw.instance {
@@ -196,6 +212,16 @@ impl Config {
             }
         };
 
+        let mut lines = Vec::new();
+        if let Some(list) = &raw.server.listen {
+            lines.extend(
+                list.iter()
+                    .map(|s| ("server.listen", line_of(text, s.span().start))),
+            );
+        }
+        if let Some(s) = &raw.xdp.interface {
+            lines.push(("xdp.interface", line_of(text, s.span().start)));
+        }
         let listen = match raw.server.listen {
             None => vec![
                 "0.0.0.0:53".parse().expect("literal"),
@@ -252,6 +278,14 @@ impl Config {
             1,
             1_000_000,
             "server.tcp_max_connections",
+            &err,
+        )?;
+        let tcp_per_client = bounded(
+            raw.server.tcp_max_per_client,
+            64,
+            1,
+            1_000_000,
+            "server.tcp_max_per_client",
             &err,
         )?;
 
@@ -350,7 +384,8 @@ impl Config {
                 ));
             }
             let file = base.join(z.file.get_ref());
-            zones.push(ZoneSource { origin, file });
+            let line = line_of(text, z.file.span().start);
+            zones.push(ZoneSource { origin, file, line });
         }
         if zones.is_empty() {
             return Err(err(
@@ -367,6 +402,8 @@ impl Config {
             udp_workers: udp_workers as usize,
             tcp_idle_timeout: Duration::from_secs(u64::from(tcp_idle)),
             tcp_max_connections: tcp_max as usize,
+            tcp_max_per_client: tcp_per_client as usize,
+            allow_shared_port: raw.server.allow_shared_port.unwrap_or(false),
             identity,
             xdp: XdpSettings {
                 mode,
@@ -376,7 +413,59 @@ impl Config {
                 max_large_answers: max_large,
             },
             zones,
+            lines,
         })
+    }
+
+    /// `file:line` of the `index`-th value of `key` (`file` alone if it was not written).
+    #[must_use]
+    pub fn at(&self, key: &str, index: usize) -> String {
+        match self.lines.iter().filter(|(k, _)| *k == key).nth(index) {
+            Some((_, line)) => format!("{}:{line}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// The keys whose new value in `new` a reload does not apply (sockets, maps and limits are
+    /// set up once, at start).
+    #[must_use]
+    pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        [
+            ("instance", a.instance != b.instance),
+            ("server.listen", a.listen != b.listen),
+            ("server.udp_workers", a.udp_workers != b.udp_workers),
+            (
+                "server.tcp_idle_timeout",
+                a.tcp_idle_timeout != b.tcp_idle_timeout,
+            ),
+            (
+                "server.tcp_max_connections",
+                a.tcp_max_connections != b.tcp_max_connections,
+            ),
+            (
+                "server.tcp_max_per_client",
+                a.tcp_max_per_client != b.tcp_max_per_client,
+            ),
+            (
+                "server.allow_shared_port",
+                a.allow_shared_port != b.allow_shared_port,
+            ),
+            ("xdp.mode", a.xdp.mode != b.xdp.mode),
+            ("xdp.interface", a.xdp.interface != b.xdp.interface),
+            (
+                "xdp.max_hot_names",
+                a.xdp.max_hot_names != b.xdp.max_hot_names,
+            ),
+            ("xdp.max_answers", a.xdp.max_answers != b.xdp.max_answers),
+            (
+                "xdp.max_large_answers",
+                a.xdp.max_large_answers != b.xdp.max_large_answers,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect()
     }
 
     /// The UDP port the XDP program answers on.
@@ -464,6 +553,31 @@ fn nsid_value(s: &str) -> Result<Vec<u8>, String> {
         return Err(format!("{s:?}: 1-128 bytes"));
     }
     Ok(bytes)
+}
+
+/// The dotted key (`server.tcp_idle_timeout`) of a deserialization error's path.
+///
+/// `Spanned` values deserialize through private fields of their own, which are not keys the user
+/// wrote. Array indexes are left out too: the other errors name `zone.file`, not `zone[1].file`,
+/// and the line already says which one.
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    let parts: Vec<&str> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key }
+                if !key.starts_with("$__serde_spanned_private") =>
+            {
+                Some(key.as_str())
+            }
+            serde_path_to_error::Segment::Enum { variant } => Some(variant.as_str()),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        "(document)".into()
+    } else {
+        parts.join(".")
+    }
 }
 
 /// 1-based line of byte offset `pos` in `text`.
@@ -564,8 +678,56 @@ mod tests {
     }
 
     #[test]
+    fn reload_names_the_restart_only_keys_that_changed() {
+        let a = parse(MINIMAL).unwrap();
+        let b = parse(&format!("[server]\ntcp_max_connections = 10\n{MINIMAL}")).unwrap();
+        assert_eq!(a.restart_only_changes(&b), ["server.tcp_max_connections"]);
+        assert!(a.restart_only_changes(&a).is_empty());
+        let c =
+            parse(&MINIMAL.replace("mode = \"off\"", "mode = \"off\"\nmax_hot_names = 5")).unwrap();
+        // max_answers follows max_hot_names unless set.
+        assert_eq!(
+            a.restart_only_changes(&c),
+            ["xdp.max_hot_names", "xdp.max_answers"]
+        );
+    }
+
+    #[test]
     fn xdp_needs_one_port() {
         let t = "[server]\nlisten = [\"198.18.0.1:53\", \"[2001:2::1]:5353\"]\n[xdp]\ninterface = \"eth0\"\n[[zone]]\norigin = \"a.test\"\nfile = \"f\"\n";
         assert_eq!(parse(t).unwrap_err().key, "server.listen");
+    }
+
+    #[test]
+    fn type_errors_name_the_dotted_key() {
+        let e = parse("[server]\nlisten = [\"198.18.0.1:53\"]\ntcp_idle_timeout = \"ten\"\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/dnsfast/dnsfast.toml:3: server.tcp_idle_timeout: invalid type: string \"ten\", \
+             expected i64"
+        );
+        let e = parse("[server]\nlisten = [\"198.18.0.1:53\", 53]\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "server.listen"), "{e}");
+        let e = parse("[xdp]\nmode = \"fast\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "xdp.mode"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}[[zone]]\norigin = \"b.test\"\nfile = 7\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (8, "zone.file"), "{e}");
+        let e = parse("[server]\nlisten_typo = 1\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "server.listen_typo"), "{e}");
+        assert!(e.message.contains("unknown field `listen_typo`"), "{e}");
+
+        // Only a document that is not TOML at all is a syntax error.
+        let e = parse("[server\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "(syntax)"), "{e}");
+    }
+
+    #[test]
+    fn zones_remember_their_line() {
+        let c = parse(&format!("# comment\n{MINIMAL}")).unwrap();
+        assert_eq!(c.zones[0].line, 6);
     }
 }

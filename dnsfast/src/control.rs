@@ -40,6 +40,23 @@ pub struct XdpStatus {
     pub counters: Vec<Counter>,
 }
 
+/// TCP connections: the table's limits and what it did to stay within them.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct TcpStatus {
+    /// Open now.
+    pub open: usize,
+    /// Most open at once (`server.tcp_max_connections`, or less if the open-file limit is lower).
+    pub max: usize,
+    /// Most open at once from one client.
+    pub per_client: usize,
+    /// Closed at accept: their client had `per_client` open.
+    pub refused: u64,
+    /// Idle connections closed to admit new ones.
+    pub evicted: u64,
+    /// Accepts that failed for want of descriptors or memory.
+    pub accept_errors: u64,
+}
+
 /// A served zone.
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct ZoneStatus {
@@ -78,6 +95,9 @@ pub struct Status {
     pub xdp: XdpStatus,
     /// Userspace counters.
     pub server: StatsView,
+    /// TCP connections (absent from an older daemon's answer).
+    #[serde(default)]
+    pub tcp: TcpStatus,
 }
 
 /// Serves `status()` on the Unix socket `path` until the task is dropped.
@@ -88,8 +108,15 @@ pub async fn serve(path: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -
     }
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, say: the listen queue stays readable, so pause rather
+                // than spin; the request waits in the queue.
+                tracing::debug!("control socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let status = Arc::clone(&status);
         tokio::spawn(async move {
@@ -99,7 +126,13 @@ pub async fn serve(path: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -
                 return;
             }
             let reply = match line.trim() {
-                "status" => serde_json::to_string(&status()).unwrap_or_default(),
+                // Gathering takes the dataplane lock, which a reload holds while it writes the
+                // maps: off the runtime's threads.
+                "status" => tokio::task::spawn_blocking(move || status())
+                    .await
+                    .ok()
+                    .and_then(|st| serde_json::to_string(&st).ok())
+                    .unwrap_or_default(),
                 other => {
                     serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string()
                 }
@@ -115,6 +148,10 @@ pub fn query(socket: &Path) -> Result<Status> {
     use std::io::{BufRead as _, Write as _};
     let mut s = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connect to {} (is the instance running?)", socket.display()))?;
+    // A daemon that cannot answer (out of descriptors, stopped) must not hang the caller.
+    let timeout = Some(std::time::Duration::from_secs(10));
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
     s.write_all(b"status\n")?;
     let mut line = String::new();
     std::io::BufReader::new(s).read_line(&mut line)?;
@@ -148,17 +185,30 @@ pub fn render(s: &Status) -> String {
         );
     }
     let x = &s.xdp;
-    let _ = writeln!(
-        o,
-        "xdp        mode {} on {} ({}), {} hot keys in maps (capacity {} names, {}+{} slots)",
-        x.mode,
-        x.interface.as_deref().unwrap_or("-"),
-        x.attached.as_deref().unwrap_or("not attached"),
-        x.hot_keys,
-        x.capacity[0],
-        x.capacity[1],
-        x.capacity[2]
-    );
+    // Keys are (name, type, region) everywhere: compiled, in the maps, and the capacity.
+    if x.mode == "off" {
+        let _ = writeln!(o, "xdp        off (the daemon answers every query)");
+    } else {
+        let _ = writeln!(
+            o,
+            "xdp        mode {} on {} ({}), {} of {} hot keys in maps (capacity {} keys, {}+{} slots)",
+            x.mode,
+            x.interface.as_deref().unwrap_or("-"),
+            x.attached.as_deref().unwrap_or("not attached"),
+            x.hot_keys,
+            s.hot_answers,
+            x.capacity[0],
+            x.capacity[1],
+            x.capacity[2]
+        );
+        if x.attached.is_some() && x.hot_keys < s.hot_answers {
+            let _ = writeln!(
+                o,
+                "           {} hot keys did not fit and are answered by the daemon (raise xdp.max_hot_names)",
+                s.hot_answers - x.hot_keys
+            );
+        }
+    }
     if let Some(p) = &x.pin_dir {
         let _ = writeln!(o, "pins       {p}");
     }
@@ -169,6 +219,12 @@ pub fn render(s: &Status) -> String {
     {
         let _ = writeln!(o, "  xdp.{:<22} {}", c.name, c.value);
     }
+    let tcp = &s.tcp;
+    let _ = writeln!(
+        o,
+        "tcp        {} open (at most {}, {} per client); {} evicted, {} refused, {} accept errors",
+        tcp.open, tcp.max, tcp.per_client, tcp.evicted, tcp.refused, tcp.accept_errors
+    );
     let v = serde_json::to_value(&s.server).unwrap_or_default();
     if let Some(m) = v.as_object() {
         for (k, val) in m {

@@ -16,16 +16,16 @@ use dnsfast_common::{
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     compile::{self, Snapshot},
     config::{Config, XdpMode},
-    control::{self, Counter, Status, XdpStatus, ZoneStatus},
+    control::{self, Counter, Status, TcpStatus, XdpStatus, ZoneStatus},
     instance::{self, Instance},
-    mapsync::Capacity,
+    mapsync::{self, Capacity},
     server::{self, Shared},
-    udp,
+    signals::{Signal, Signals},
+    tcp, udp,
     xdp::Dataplane,
 };
 
@@ -34,6 +34,7 @@ pub struct Daemon {
     cfg: Config,
     inst: Instance,
     shared: Arc<Shared>,
+    tcp: Arc<tcp::Table>,
     dataplane: Mutex<Option<Dataplane>>,
     reloads: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
@@ -152,6 +153,17 @@ impl Daemon {
             last_reload_error: self.last_reload_error.lock().expect("lock").clone(),
             xdp,
             server: self.shared.stats.view(),
+            tcp: {
+                let (l, st) = (self.tcp.limits(), &self.tcp.stats);
+                TcpStatus {
+                    open: self.tcp.open(),
+                    max: l.max,
+                    per_client: l.per_client,
+                    refused: st.refused.load(Ordering::Relaxed),
+                    evicted: st.evicted.load(Ordering::Relaxed),
+                    accept_errors: st.accept_errors.load(Ordering::Relaxed),
+                }
+            },
         }
     }
 
@@ -162,13 +174,12 @@ impl Daemon {
         let result = Config::load(&self.cfg.path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
-                if cfg.listen != self.cfg.listen
-                    || cfg.xdp.mode != self.cfg.xdp.mode
-                    || cfg.xdp.interface != self.cfg.xdp.interface
-                    || cfg.instance != self.cfg.instance
-                {
+                let changed = self.cfg.restart_only_changes(&cfg);
+                if !changed.is_empty() {
                     tracing::warn!(
-                        "listen addresses, instance and XDP settings change only on restart"
+                        "reload: {} changed, which takes effect only on restart; applying the \
+                         zones and identity",
+                        changed.join(", ")
                     );
                 }
                 compile::compile(&cfg).map_err(|e| e.to_string())
@@ -176,7 +187,9 @@ impl Daemon {
         let new = match result {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("reload failed; still serving the previous configuration:\n{e}");
+                // One event, one line: each zone's error is a clause of it.
+                let e = e.replace('\n', "; ");
+                tracing::error!("reload failed, still serving the previous configuration: {e}");
                 *self.last_reload_error.lock().expect("lock") = Some(e);
                 return;
             }
@@ -209,14 +222,52 @@ impl Daemon {
     }
 }
 
-fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dataplane> {
-    let iface = cfg.xdp.interface.as_deref().context("xdp.interface")?;
-    let pin_dir = inst.prepare_pin_dir()?;
-    let cap = Capacity {
+/// The map capacities `cfg` asks for.
+#[must_use]
+pub fn capacity(cfg: &Config) -> Capacity {
+    Capacity {
         entries: cfg.xdp.max_hot_names,
         small: cfg.xdp.max_answers,
         large: cfg.xdp.max_large_answers,
-    };
+    }
+}
+
+/// What to raise when the hot answers do not all fit the maps (`None`: they do).
+#[must_use]
+pub fn capacity_advice(cfg: &Config, fit: &mapsync::Fit) -> Option<String> {
+    if fit.skipped == 0 {
+        return None;
+    }
+    let x = &cfg.xdp;
+    let mut raise = Vec::new();
+    for (key, need, have) in [
+        ("xdp.max_hot_names", fit.keys, x.max_hot_names),
+        ("xdp.max_large_answers", fit.large, x.max_large_answers),
+        ("xdp.max_answers", fit.small, x.max_answers),
+    ] {
+        if need > have as usize {
+            raise.push(format!("{key} = {have} to at least {need}"));
+        }
+    }
+    if raise.is_empty() {
+        // Short names whose probe run was full need small slots too.
+        raise.push(format!(
+            "xdp.max_answers = {} (full probe runs need slots)",
+            x.max_answers
+        ));
+    }
+    Some(format!(
+        "{} of {} hot answers do not fit the XDP maps and would be answered by the daemon; raise {}",
+        fit.skipped,
+        fit.keys,
+        raise.join(", ")
+    ))
+}
+
+fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dataplane> {
+    let iface = cfg.xdp.interface.as_deref().context("xdp.interface")?;
+    let pin_dir = inst.prepare_pin_dir()?;
+    let cap = capacity(cfg);
     let t = Instant::now();
     let mut dp = Dataplane::load(cap, Some(&pin_dir))?;
     dp.set_config(&xdp_config(cfg, false)?)?;
@@ -238,31 +289,51 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     Ok(dp)
 }
 
-/// Runs the daemon for `cfg` until SIGINT or SIGTERM.
-pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> {
-    // Handlers first: SIGHUP's default action is to terminate, and a supervisor may send it as
-    // soon as it sees READY=1 (or before). Signals that arrive while starting wait for the loop.
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+/// The TCP limits for `cfg`, the total cut to what the open-file limit leaves (raised to its
+/// hard limit first), with a warning when that is less than configured.
+fn tcp_limits(cfg: &Config) -> Result<tcp::Limits> {
+    let (budget, nofile) = tcp::connection_budget().context("open-file limit")?;
+    let mut max = cfg.tcp_max_connections;
+    if max > budget {
+        tracing::warn!(
+            "server.tcp_max_connections = {max} does not fit the open-file limit ({nofile}, \
+             RLIMIT_NOFILE; LimitNOFILE= under systemd): at most {budget} TCP connections at once"
+        );
+        max = budget.max(1);
+    }
+    Ok(tcp::Limits {
+        max,
+        per_client: cfg.tcp_max_per_client,
+        idle: cfg.tcp_idle_timeout,
+    })
+}
+
+/// Logs that start-up ended early because of `s`.
+fn stopped_while_starting(s: Signal, during: &str) {
+    tracing::info!("{} while {during}: stopped before serving", s.name());
+}
+
+/// Runs the daemon for `cfg` until SIGINT or SIGTERM. `signals` holds what arrived while
+/// starting (they stay blocked, see [`crate::signals`]): a stop ends start-up at the next step,
+/// a SIGHUP reloads once serving.
+pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signals) -> Result<()> {
+    let mut signals = signals;
     let dataplane = match cfg.xdp.mode {
         XdpMode::Off => None,
         _ => Some(setup_dataplane(&cfg, &inst, &snapshot).inspect_err(|_| inst.cleanup())?),
     };
+    if let Some(s) = signals.stop_requested()? {
+        stopped_while_starting(s, "loading the XDP program");
+        drop(dataplane);
+        inst.cleanup();
+        return Ok(());
+    }
     let shared = Arc::new(Shared::new(snapshot));
-    let daemon = Arc::new(Daemon {
-        cfg: cfg.clone(),
-        inst: inst.clone(),
-        shared: Arc::clone(&shared),
-        dataplane: Mutex::new(dataplane),
-        reloads: AtomicU64::new(0),
-        last_reload_error: Mutex::new(None),
-    });
-
     let mut tasks = tokio::task::JoinSet::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
-    let bound = (|| -> Result<()> {
+    let mut listeners = Vec::new();
+    let bound = (|| -> Result<tcp::Limits> {
         for &addr in &cfg.listen {
             for i in 0..cfg.udp_workers {
                 let s = server::bind_udp(addr).with_context(|| format!("bind UDP {addr}"))?;
@@ -274,22 +345,43 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
                 );
             }
             let l = server::bind_tcp(addr).with_context(|| format!("bind TCP {addr}"))?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            tasks.spawn(server::tcp_acceptor(
-                l,
-                Arc::clone(&shared),
-                cfg.tcp_idle_timeout,
-                cfg.tcp_max_connections,
-            ));
+            listeners.push(tokio::net::TcpListener::from_std(l)?);
         }
-        Ok(())
+        // Every other descriptor is open now: what is left of the open-file limit bounds TCP.
+        tcp_limits(&cfg)
     })();
-    if let Err(e) = bound {
+    let stopped = match bound {
+        Err(e) => Err(e),
+        Ok(limits) => match signals.stop_requested()? {
+            None => Ok(Some(limits)),
+            Some(s) => {
+                stopped_while_starting(s, "opening sockets");
+                Ok(None)
+            }
+        },
+    };
+    let Ok(Some(limits)) = stopped else {
         stop.store(true, Ordering::Relaxed);
-        daemon.dataplane.lock().expect("lock").take();
+        for t in udp_threads {
+            let _ = t.join();
+        }
+        drop(dataplane);
         inst.cleanup();
-        return Err(e);
+        return stopped.map(|_| ());
+    };
+    let tcp = Arc::new(tcp::Table::new(limits));
+    for l in listeners {
+        tasks.spawn(tcp::acceptor(l, Arc::clone(&shared), Arc::clone(&tcp)));
     }
+    let daemon = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        inst: inst.clone(),
+        shared: Arc::clone(&shared),
+        tcp,
+        dataplane: Mutex::new(dataplane),
+        reloads: AtomicU64::new(0),
+        last_reload_error: Mutex::new(None),
+    });
     daemon.set_answering(true);
 
     let status_daemon = Arc::clone(&daemon);
@@ -315,16 +407,29 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
     );
     instance::notify("READY=1");
 
+    // What arrived since the last look: SIGHUPs merge into the one pending reload, a stop wins.
+    if let Some(s) = signals.stop_requested()? {
+        tracing::info!("{}", s.name());
+        return shutdown(&daemon, tasks, &stop, udp_threads, &inst);
+    }
+    let mut signals = signals.into_async()?;
+    let mut reload_now = signals.take_reload_pending();
     loop {
+        if std::mem::take(&mut reload_now) {
+            instance::notify("RELOADING=1");
+            let d = Arc::clone(&daemon);
+            tokio::task::spawn_blocking(move || d.reload()).await?;
+            instance::notify("READY=1");
+            continue;
+        }
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = sighup.recv() => {
-                instance::notify("RELOADING=1");
-                let d = Arc::clone(&daemon);
-                tokio::task::spawn_blocking(move || d.reload()).await?;
-                instance::notify("READY=1");
-            }
+            s = signals.recv() => match s? {
+                Signal::Hangup => reload_now = true,
+                s => {
+                    tracing::info!("{}", s.name());
+                    break;
+                }
+            },
             Some(r) = tasks.join_next() => {
                 if let Err(e) = r {
                     bail!("a server task failed: {e}");
@@ -333,6 +438,17 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot) -> Result<()> 
         }
     }
 
+    shutdown(&daemon, tasks, &stop, udp_threads, &inst)
+}
+
+/// Stops serving: XDP answering off, tasks and UDP workers ended, detached, pins removed.
+fn shutdown(
+    daemon: &Daemon,
+    mut tasks: tokio::task::JoinSet<()>,
+    stop: &AtomicBool,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    inst: &Instance,
+) -> Result<()> {
     tracing::info!("shutting down");
     instance::notify("STOPPING=1");
     daemon.set_answering(false);

@@ -162,6 +162,52 @@ impl Drop for InstanceLock {
     }
 }
 
+/// Refuses to start without the privileges serving needs, naming them, rather than failing at
+/// the first file or system call they guard ("open …/x.lock: Permission denied").
+pub fn check_privileges(xdp: bool, low_port: bool, netns: bool) -> Result<()> {
+    // Capability numbers from linux/capability.h. Root has them all, unless a container took
+    // some away: the effective set is what counts, whoever we are.
+    let mut needed = Vec::new();
+    if xdp {
+        needed.extend([("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38), ("CAP_BPF", 39)]);
+    }
+    if netns {
+        needed.push(("CAP_SYS_ADMIN (to enter the network namespace)", 21));
+    }
+    if low_port {
+        needed.push(("CAP_NET_BIND_SERVICE", 10));
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    let mut missing: Vec<&str> = needed
+        .iter()
+        .filter(|(_, bit)| eff & (1u64 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect();
+    let run_dir = if Path::new(RUN_DIR).exists() {
+        RUN_DIR
+    } else {
+        "/run"
+    };
+    let c = CString::new(run_dir).expect("no NUL");
+    // SAFETY: faccessat(2) with a valid C string; AT_EACCESS asks for our effective ids and
+    // capabilities, as the open will.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) } != 0 {
+        missing.push("write access to /run/dnsfast (its lock and control socket)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "dnsfast run needs root, or what this process lacks: {}",
+        missing.join(", ")
+    )
+}
+
 /// Path of a named network namespace.
 #[must_use]
 pub fn netns_path(name: &str) -> PathBuf {

@@ -6,10 +6,12 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use dnsfast::{
     compile,
-    config::Config,
+    config::{Config, XdpMode},
     control, daemon,
     hot::wire_to_text,
     instance::{self, Instance},
+    mapsync, preflight,
+    signals::{self, Signals},
     xdp,
 };
 use hickory_proto::rr::RecordType;
@@ -41,6 +43,10 @@ enum Command {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Check the host as seen from this network namespace (`ip netns` name), where `run
+        /// --netns` would serve.
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// Counters and map sizes of a running instance.
     Status {
@@ -95,6 +101,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, and before any thread exists (threads inherit the mask): a SIGHUP,
+    // SIGINT or SIGTERM from now on waits for us instead of killing the process half-started.
+    signals::block();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DNSFAST_LOG")
@@ -103,7 +112,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match dispatch(Cli::parse().command) {
+    let cmd = Cli::parse().command;
+    if !matches!(
+        cmd,
+        Command::Run { .. } | Command::Pass { .. } | Command::Reflect { .. }
+    ) {
+        // Short-lived commands stop on Ctrl-C like any other tool.
+        signals::unblock();
+    }
+    match dispatch(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dnsfast: {e:#}");
@@ -115,7 +132,7 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { config, netns } => run(&config, netns.as_deref()),
-        Command::Check { config } => check(&config),
+        Command::Check { config, netns } => check(&config, netns.as_deref()),
         Command::Status {
             instance,
             netns,
@@ -151,25 +168,56 @@ fn dispatch(cmd: Command) -> Result<()> {
 }
 
 fn run(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
+    let mut signals = Signals::new().context("signalfd")?;
+    // Many UDP workers' sockets and the maps need descriptors long before TCP sizes its table.
+    dnsfast::tcp::raise_nofile().context("raise the open-file limit")?;
+    let cfg = Config::load(config)?;
+    instance::check_privileges(
+        cfg.xdp.mode != XdpMode::Off,
+        cfg.listen.iter().any(|a| a.port() < 1024),
+        netns.is_some(),
+    )?;
     // Before any thread exists: threads created later inherit the namespace.
     if let Some(ns) = netns {
         instance::enter_netns(ns)?;
     }
-    let cfg = Config::load(config)?;
     let inst = Instance::current(&cfg.instance)?;
     let _lock = inst.lock()?;
-    let snapshot = compile::compile(&cfg).context("loading zones")?;
+    preflight::host(&cfg)?;
+    preflight::xdp_interface_free(&cfg)?;
+    preflight::foreign_sockets(&cfg)?;
+    // Zone loading takes seconds for a big zone; a stop signal meanwhile ends it at once (it
+    // holds nothing but memory).
+    let to_compile = cfg.clone();
+    let snapshot = match signals.interruptible(move || compile::compile(&to_compile))? {
+        Ok(r) => r.context("loading zones")?,
+        Err(s) => {
+            tracing::info!("{} while loading zones: stopped before serving", s.name());
+            return Ok(());
+        }
+    };
     // UDP has threads of its own (`udp`); the runtime serves TCP, control and signals.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(daemon::run(cfg, inst, snapshot))
+    rt.block_on(daemon::run(cfg, inst, snapshot, signals))
 }
 
-fn check(config: &std::path::Path) -> Result<()> {
+fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
+    if let Some(ns) = netns {
+        instance::enter_netns(ns)?;
+    }
     let cfg = Config::load(config)?;
     let snap = compile::compile(&cfg)?;
+    // What `run` would refuse, or serve worse than configured, `check` refuses too.
+    preflight::host(&cfg)?;
+    if cfg.xdp.mode != XdpMode::Off {
+        let fit = mapsync::fit(daemon::capacity(&cfg), &snap.hot.as_changes());
+        if let Some(advice) = daemon::capacity_advice(&cfg, &fit) {
+            bail!("{}: {advice}", cfg.path.display());
+        }
+    }
     println!(
         "{}: OK — instance {}, {} zones, {} hot answers",
         config.display(),
@@ -260,6 +308,7 @@ fn hold_helper(helper: xdp::Helper, interface: &str, netns: Option<&str>) -> Res
     if let Some(ns) = netns {
         instance::enter_netns(ns)?;
     }
+    let signals = Signals::new().context("signalfd")?;
     let _prog = xdp::attach_helper(helper, interface)?;
     tracing::info!("{helper:?} program attached to {interface}; Ctrl-C detaches it");
     instance::notify("READY=1");
@@ -267,13 +316,8 @@ fn hold_helper(helper: xdp::Helper, interface: &str, netns: Option<&str>) -> Res
         .enable_all()
         .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let signals = signals.into_async()?;
+        while !signals.recv().await?.is_stop() {}
         Ok::<(), anyhow::Error>(())
     })
 }

@@ -190,6 +190,9 @@ pub struct MapSync {
     large: Pool,
     /// A hash element was deleted since the last grace period.
     deleted: bool,
+    /// Most keys held (`Capacity::entries`): the table has room for more short names, but the
+    /// capacity a user sets and `status` reports is one number of keys.
+    max_keys: usize,
 }
 
 impl MapSync {
@@ -204,6 +207,7 @@ impl MapSync {
             small: Pool::new(cap.small, 0),
             large: Pool::new(cap.large, SLOT_LARGE),
             deleted: false,
+            max_keys: cap.entries as usize,
         }
     }
 
@@ -370,6 +374,10 @@ impl MapSync {
         }
 
         for (key, answer) in inserts {
+            if self.live.len() >= self.max_keys {
+                skipped += 1;
+                continue;
+            }
             // A short name whose probe run is full overflows to the hash map of the next class
             // (the XDP program looks there once it has probed the whole run).
             let bucket = if in_table(&key) {
@@ -439,6 +447,46 @@ impl MapSync {
         }
         Plan { ops, skipped }
     }
+}
+
+/// How well a hot table fits maps of some capacity: what each kind of key needs, and how many
+/// keys the daemon would answer instead of XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fit {
+    /// Keys (`xdp.max_hot_names`).
+    pub keys: usize,
+    /// Answers over the small size, each a large slot (`xdp.max_large_answers`).
+    pub large: usize,
+    /// Small answers of names over 32 octets, each a small slot (`xdp.max_answers`); short
+    /// names keep small answers in their bucket (but one whose probe run is full needs a slot).
+    pub small: usize,
+    /// Keys that did not fit.
+    pub skipped: usize,
+}
+
+/// Plans `changes` into empty maps of `cap`, as a start does. The seed is fixed, so that
+/// `check` gives one verdict for one configuration (a start's own seed can place short names
+/// differently; that matters only when `xdp.max_answers` leaves no room for full probe runs).
+#[must_use]
+pub fn fit(cap: Capacity, changes: &[Change]) -> Fit {
+    let mut f = Fit {
+        keys: 0,
+        large: 0,
+        small: 0,
+        skipped: MapSync::new(cap, 0x6466_6173_7466_6974)
+            .plan(changes)
+            .skipped,
+    };
+    for c in changes {
+        let Some(a) = &c.answer else { continue };
+        f.keys += 1;
+        if !a.is_small() {
+            f.large += 1;
+        } else if !in_table(&c.key) {
+            f.small += 1;
+        }
+    }
+    f
 }
 
 /// What a walk of a key's probe run finds.

@@ -1,15 +1,11 @@
 //! The userspace server: UDP and TCP sockets, and [`handle`], which answers one query from the
 //! current [`Snapshot`] — hot queries with the same builder the XDP program uses, everything
-//! else through the answer engine.
+//! else through the answer engine. TCP connections are [`crate::tcp`]'s.
 
 use std::{
     io,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
-    },
-    time::Duration,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use arc_swap::ArcSwap;
@@ -26,11 +22,6 @@ use hickory_proto::{
 };
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
-};
 
 use crate::{answer, compile::Snapshot, hot::lookup_key, response};
 
@@ -275,57 +266,4 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
-}
-
-/// Accepts TCP connections until the task is dropped; at most `max` at once.
-pub async fn tcp_acceptor(listener: TcpListener, shared: Arc<Shared>, idle: Duration, max: usize) {
-    let slots = Arc::new(Semaphore::new(max));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!("tcp accept: {e}");
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!("tcp: connection limit reached, closing {peer}");
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tcp_connection(stream, &shared, idle).await {
-                tracing::debug!("tcp {peer}: {e}");
-            }
-        });
-    }
-}
-
-/// RFC 7766: length-prefixed messages, several per connection, closed after `idle` without a
-/// query. Answers go out in order.
-async fn tcp_connection(stream: TcpStream, shared: &Shared, idle: Duration) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let mut msg = Vec::new();
-    loop {
-        let len = match tokio::time::timeout(idle, rd.read_u16()).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(r) => usize::from(r?),
-        };
-        msg.resize(len, 0);
-        tokio::time::timeout(idle, rd.read_exact(&mut msg))
-            .await
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "query not completed in time")
-            })??;
-        shared.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
-        if let Some(resp) = handle(shared, &msg, true) {
-            let mut out = Vec::with_capacity(2 + resp.len());
-            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&resp);
-            wr.write_all(&out).await?;
-        }
-    }
 }

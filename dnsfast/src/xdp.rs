@@ -227,6 +227,29 @@ fn raw_map(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> Result<MapDat
     }
 }
 
+/// The name of the loaded BPF program with id `id`.
+#[must_use]
+pub fn program_name(id: u32) -> Option<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_string))
+}
+
+/// The OS error somewhere in `e`'s chain of causes.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(n) = io.raw_os_error()
+        {
+            return Some(n);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 impl Dataplane {
     /// Loads the program with maps of `capacity`, pinning the maps under `pin_dir` if given
     /// (the directory must exist and be empty). Answering starts switched off.
@@ -353,6 +376,14 @@ impl Dataplane {
             XdpMode::Generic => (prog.attach(iface, AyaXdpMode::Skb)?, Attached::Generic),
             XdpMode::Native => match prog.attach(iface, AyaXdpMode::Driver) {
                 Ok(id) => (id, Attached::Native),
+                // Taken, not unsupported: generic mode would be refused the same way.
+                Err(e) if matches!(os_error(&e), Some(libc::EEXIST | libc::EBUSY)) => {
+                    let held = crate::preflight::xdp_program_on(iface)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "another program".into());
+                    bail!("attach XDP to {iface}: it already has {held}");
+                }
                 Err(e) => {
                     tracing::warn!(
                         "native XDP on {iface} failed ({e}); falling back to generic XDP"

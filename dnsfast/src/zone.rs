@@ -31,11 +31,13 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 /// A zone-file or zone-content error: file, line, field, message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ZoneError {
-    /// The file the problem is in.
+    /// The file to fix: the one the problem is in or, for a file that cannot be opened or read
+    /// or that closes an `$INCLUDE` loop, the one that names it (see [`NamedAt`]).
     pub file: PathBuf,
-    /// 1-based line (0 when the problem is the file as a whole).
+    /// 1-based line (0 when the problem is the zone as a whole).
     pub line: usize,
-    /// Which part of the record: `owner`, `ttl`, `class`, `type`, `rdata`, `directive`, `zone`.
+    /// Which part: of a record `owner`, `ttl`, `class`, `type`, `rdata`; else `directive`,
+    /// `file` (its bytes), `zone`, or the configuration key that names the file (`zone.file`).
     pub field: String,
     /// What is wrong.
     pub message: String,
@@ -216,6 +218,91 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, ZoneError> {
     Ok(entries)
 }
 
+/// Where a master file is named: the configuration's `file` key or an `$INCLUDE` directive.
+///
+/// Errors about the file as a whole (missing, unreadable, closing an `$INCLUDE` loop) point
+/// here: that is the line to change, while the file itself may have no lines at all.
+#[derive(Clone, Copy, Debug)]
+pub struct NamedAt<'a> {
+    /// The naming file.
+    pub file: &'a Path,
+    /// The line that names it (0 when nothing does: the file was given directly).
+    pub line: usize,
+    /// The key or field that names it (`zone.file`, `directive`).
+    pub field: &'a str,
+}
+
+impl<'a> NamedAt<'a> {
+    /// A file given directly, named by nothing: errors point at the file itself.
+    #[must_use]
+    pub fn itself(file: &'a Path) -> Self {
+        Self {
+            file,
+            line: 0,
+            field: "file",
+        }
+    }
+}
+
+/// A file being read, outermost first.
+struct Frame {
+    /// For loop detection: the same file reached under two names is still a loop.
+    canonical: PathBuf,
+    /// As it was named, for messages.
+    path: PathBuf,
+    /// Line of the `$INCLUDE` (in the frame below) that named it.
+    named_line: usize,
+}
+
+/// The `$INCLUDE` chain that reaches `target` from the directive at `line` of the innermost
+/// file: `main.zone:2 → a.inc:1 → b.inc`. Paths are shown relative to the outermost file's
+/// directory, as they are usually written.
+fn include_chain(stack: &[Frame], line: usize, target: &Path) -> String {
+    let base = stack
+        .first()
+        .and_then(|f| f.path.parent())
+        .unwrap_or(Path::new(""));
+    let show = |p: &Path| p.strip_prefix(base).unwrap_or(p).display().to_string();
+    let mut parts: Vec<String> = stack
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = stack.get(i + 1).map_or(line, |next| next.named_line);
+            format!("{}:{at}", show(&f.path))
+        })
+        .collect();
+    parts.push(show(target));
+    parts.join(" → ")
+}
+
+/// The text of master file `path`, or where its first byte that is not UTF-8 is.
+fn utf8_text<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, ZoneError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        let before = &bytes[..offset];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = before.split(|&b| b == b'\n').count();
+        let column = std::str::from_utf8(&before[line_start..])
+            .expect("valid up to the offset")
+            .chars()
+            .count()
+            + 1;
+        ZoneError {
+            file: path.to_path_buf(),
+            line,
+            field: "file".into(),
+            message: format!(
+                "byte {:#04x} at offset {offset} (line {line}, column {column}) is not UTF-8; \
+                 write other bytes as \\DDD escapes",
+                bytes[offset]
+            ),
+        }
+    })
+}
+
 /// Reading state that `$INCLUDE` inherits.
 #[derive(Clone)]
 struct ReadState {
@@ -227,6 +314,16 @@ struct ReadState {
 
 /// Reads the master file `path` of the zone `origin` (and its `$INCLUDE`s).
 pub fn read_file(path: &Path, origin: &Name) -> Result<Vec<SourceRecord>, ZoneError> {
+    read_file_named_at(path, origin, NamedAt::itself(path))
+}
+
+/// Reads the master file `path` of the zone `origin`, named at `at` (errors about the file as a
+/// whole point there).
+pub fn read_file_named_at(
+    path: &Path,
+    origin: &Name,
+    at: NamedAt<'_>,
+) -> Result<Vec<SourceRecord>, ZoneError> {
     let mut out = Vec::new();
     let mut state = ReadState {
         origin: origin.clone(),
@@ -235,7 +332,7 @@ pub fn read_file(path: &Path, origin: &Name) -> Result<Vec<SourceRecord>, ZoneEr
         last_owner: None,
     };
     let mut stack = Vec::new();
-    read_into(path, &mut state, &mut stack, &mut out)?;
+    read_into(path, at, &mut state, &mut stack, &mut out)?;
     Ok(out)
 }
 
@@ -248,36 +345,52 @@ pub fn read_text(text: &str, path: &Path, origin: &Name) -> Result<Vec<SourceRec
         last_ttl: None,
         last_owner: None,
     };
-    read_entries(text, path, &mut state, &mut Vec::new(), &mut out)?;
+    let mut stack = vec![Frame {
+        canonical: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+        path: path.to_path_buf(),
+        named_line: 0,
+    }];
+    read_entries(text, path, &mut state, &mut stack, &mut out)?;
     Ok(out)
 }
 
 fn read_into(
     path: &Path,
+    at: NamedAt<'_>,
     state: &mut ReadState,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut Vec<Frame>,
     out: &mut Vec<SourceRecord>,
 ) -> Result<(), ZoneError> {
-    let file_err = |message: String| ZoneError {
-        file: path.to_path_buf(),
-        line: 0,
-        field: "file".into(),
+    let at_err = |message: String| ZoneError {
+        file: at.file.to_path_buf(),
+        line: at.line,
+        field: at.field.into(),
         message,
     };
     let canonical = path
         .canonicalize()
-        .map_err(|e| file_err(format!("cannot open: {e}")))?;
-    if stack.contains(&canonical) {
-        return Err(file_err("$INCLUDE loop".into()));
-    }
-    if stack.len() >= MAX_INCLUDE_DEPTH {
-        return Err(file_err(format!(
-            "$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}"
+        .map_err(|e| at_err(format!("cannot open {}: {e}", path.display())))?;
+    if stack.iter().any(|f| f.canonical == canonical) {
+        return Err(at_err(format!(
+            "$INCLUDE loop: {}",
+            include_chain(stack, at.line, path)
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
-    stack.push(canonical);
-    let r = read_entries(&text, path, state, stack, out);
+    if stack.len() >= MAX_INCLUDE_DEPTH {
+        return Err(at_err(format!(
+            "$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}: {}",
+            include_chain(stack, at.line, path)
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| at_err(format!("cannot read {}: {e}", path.display())))?;
+    let text = utf8_text(&bytes, path)?;
+    stack.push(Frame {
+        canonical,
+        path: path.to_path_buf(),
+        named_line: at.line,
+    });
+    let r = read_entries(text, path, state, stack, out);
     stack.pop();
     r
 }
@@ -286,7 +399,7 @@ fn read_entries(
     text: &str,
     path: &Path,
     state: &mut ReadState,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut Vec<Frame>,
     out: &mut Vec<SourceRecord>,
 ) -> Result<(), ZoneError> {
     let file = Arc::new(path.to_path_buf());
@@ -331,7 +444,7 @@ fn directive(
     entry: &Entry,
     path: &Path,
     state: &mut ReadState,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut Vec<Frame>,
     out: &mut Vec<SourceRecord>,
 ) -> Result<(), Directive> {
     let name = entry.tokens[0].text.to_ascii_uppercase();
@@ -366,7 +479,12 @@ fn directive(
             if let Some(o) = origin {
                 inner.origin = parse_name(&o.text, &state.origin)?;
             }
-            read_into(&target, &mut inner, stack, out).map_err(Directive::Included)?;
+            let at = NamedAt {
+                file: path,
+                line: entry.line,
+                field: "directive",
+            };
+            read_into(&target, at, &mut inner, stack, out).map_err(Directive::Included)?;
         }
         other => {
             return Err(Directive::Invalid(format!(
@@ -912,7 +1030,13 @@ impl Zone {
 
     /// Reads and builds the zone `origin` from `file`.
     pub fn load(origin: &Name, file: &Path) -> Result<Self, ZoneError> {
-        let records = read_file(file, origin)?;
+        Self::load_named_at(origin, file, NamedAt::itself(file))
+    }
+
+    /// Reads and builds the zone `origin` from `file`, named at `at` (the configuration's
+    /// `file` key), where errors about the file as a whole point.
+    pub fn load_named_at(origin: &Name, file: &Path, at: NamedAt<'_>) -> Result<Self, ZoneError> {
+        let records = read_file_named_at(file, origin, at)?;
         Self::build(origin, file, records)
     }
 

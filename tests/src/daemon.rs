@@ -29,6 +29,39 @@ pub fn pass_program(host: &TestHost) -> Service {
     Service::start("pass", cmd, Duration::from_secs(30)).expect("attach the pass program")
 }
 
+/// Writes the configuration [`TestDaemon::start_opts`] serves into a new temporary directory:
+/// the host's two addresses, XDP `mode` on its veth end, `server` appended to `[server]`.
+pub fn write_config(
+    host: &TestHost,
+    instance: &str,
+    mode: &str,
+    zones: &[(&str, &Path)],
+    server: &str,
+) -> Result<(PathBuf, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    // Short idle timeouts keep tests quick, unless the test sets its own.
+    let idle = if server.contains("tcp_idle_timeout") {
+        ""
+    } else {
+        "tcp_idle_timeout = 5\n"
+    };
+    let mut cfg = format!(
+        "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\n{idle}\
+         {server}[xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
+        host.v4, host.v6, host.ns_if
+    );
+    for (origin, file) in zones {
+        let _ = write!(
+            cfg,
+            "[[zone]]\norigin = \"{origin}\"\nfile = \"{}\"\n",
+            file.display()
+        );
+    }
+    let config = dir.path().join("dnsfast.toml");
+    std::fs::write(&config, cfg)?;
+    Ok((config, dir))
+}
+
 /// A running daemon.
 pub struct TestDaemon {
     /// The process.
@@ -62,21 +95,7 @@ impl TestDaemon {
         zones: &[(&str, &Path)],
         server: &str,
     ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut cfg = format!(
-            "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\ntcp_idle_timeout = 5\n\
-             {server}[xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
-            host.v4, host.v6, host.ns_if
-        );
-        for (origin, file) in zones {
-            let _ = write!(
-                cfg,
-                "[[zone]]\norigin = \"{origin}\"\nfile = \"{}\"\n",
-                file.display()
-            );
-        }
-        let config = dir.path().join("dnsfast.toml");
-        std::fs::write(&config, cfg)?;
+        let (config, dir) = write_config(host, instance, mode, zones, server)?;
         Self::start_with(host, instance, config, dir)
     }
 
@@ -100,12 +119,33 @@ impl TestDaemon {
         config: PathBuf,
         dir: tempfile::TempDir,
     ) -> Result<Self> {
-        let mut cmd = Command::new(dnsfast_bin());
+        let mut d = Self::spawn_with(host, instance, config, dir, &[])?;
+        d.service.wait_for("READY=1", START_DEADLINE)?;
+        Ok(d)
+    }
+
+    /// Starts `dnsfast run` for `config` without waiting for readiness, behind the command
+    /// `wrapper` if one is given (`prlimit …`).
+    pub fn spawn_with(
+        host: &TestHost,
+        instance: &str,
+        config: PathBuf,
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+    ) -> Result<Self> {
+        let mut cmd = match wrapper {
+            [] => Command::new(dnsfast_bin()),
+            [first, rest @ ..] => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(dnsfast_bin());
+                c
+            }
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
             .args(["--netns", &host.netns]);
-        let service = Service::start(&format!("dnsfast {instance}"), cmd, START_DEADLINE)?;
+        let service = Service::spawn(&format!("dnsfast {instance}"), cmd)?;
         Ok(Self {
             service,
             instance: instance.into(),

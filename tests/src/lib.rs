@@ -29,6 +29,12 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The hot-name zone of the XDP tests (`example.com.`, `tests/data/hot.zone`).
+#[must_use]
+pub fn hot_zone() -> PathBuf {
+    workspace_root().join("tests/data/hot.zone")
+}
+
 /// The `dnsfast` binary the tests run: `$DNSFAST_BIN`, else the one cargo built beside the test
 /// executable (`target/<profile>/dnsfast`).
 #[must_use]

@@ -26,7 +26,14 @@ pub struct Service {
 impl Service {
     /// Starts `cmd` and waits up to `deadline` for `READY=1`. Output goes to a log file, shown in
     /// the error if the service fails to start.
-    pub fn start(name: &str, mut cmd: Command, deadline: Duration) -> Result<Self> {
+    pub fn start(name: &str, cmd: Command, deadline: Duration) -> Result<Self> {
+        let mut s = Self::spawn(name, cmd)?;
+        s.wait_for("READY=1", deadline)?;
+        Ok(s)
+    }
+
+    /// Starts `cmd` without waiting for it (tests of start-up itself).
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!(
             "dnsfast-{}-{}-{seq}",
@@ -45,15 +52,40 @@ impl Service {
         let child = cmd
             .spawn()
             .with_context(|| format!("start {name}: {cmd:?}"))?;
-        let mut s = Self {
+        Ok(Self {
             name: name.to_string(),
             child: Some(child),
             notify,
             notify_path,
             log_path,
-        };
-        s.wait_for("READY=1", deadline)?;
-        Ok(s)
+        })
+    }
+
+    /// How it exited, if it has (without waiting).
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => bail!("{} already stopped", self.name),
+        }
+    }
+
+    /// Waits up to `deadline` for it to exit.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(st) = self.exited()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() >= end {
+                bail!(
+                    "{} still running after {deadline:?}\n--- log ---\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits up to `deadline` for the service to send `state` (e.g. `READY=1` after a reload).

@@ -14,16 +14,12 @@ use dnsfast_tests::{
     daemon::{TestDaemon, pass_program},
     dns,
     host::TestHost,
-    workspace_root,
+    hot_zone,
 };
 use hickory_proto::rr::RecordType;
 
 /// Per-query deadline: a local veth answers in well under a millisecond.
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-fn hot_zone() -> PathBuf {
-    workspace_root().join("tests/data/hot.zone")
-}
 
 #[test]
 fn xdp_on_and_off_answer_alike() {

@@ -165,6 +165,122 @@ fn include_with_origin_and_loops() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A fresh directory for one test's files (tests run in parallel).
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dnsfast-zone-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+#[test]
+fn missing_files_are_reported_where_they_are_named() {
+    let dir = scratch("missing");
+    let config_path = dir.join("dnsfast.toml");
+    let zone = dir.join("example.com.zone");
+    write(&zone, format!("{HEAD}$INCLUDE hosts.inc\n").as_bytes());
+    let text = "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\n\
+                file = \"example.com.zone\"\n[[zone]]\norigin = \"example.net\"\n\
+                file = \"nonexistent.zone\"\n";
+    let cfg = crate::config::Config::parse(&config_path, text).unwrap();
+    let errors = crate::compile::compile(&cfg).unwrap_err().0;
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+    assert_eq!(
+        messages,
+        [
+            format!(
+                "{}:6: directive: cannot open {}: {enoent}",
+                zone.display(),
+                dir.join("hosts.inc").display()
+            ),
+            format!(
+                "{}:8: zone.file: cannot open {}: {enoent}",
+                config_path.display(),
+                dir.join("nonexistent.zone").display()
+            ),
+        ]
+    );
+
+    // Given directly (no configuration), the file itself is named.
+    let e = Zone::load(&origin(), &dir.join("nonexistent.zone")).unwrap_err();
+    assert_eq!((e.line, e.field.as_str()), (0, "file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn include_loops_and_depth_name_the_directive_and_chain() {
+    let dir = scratch("chain");
+    let main = dir.join("main.zone");
+    write(&main, b"$TTL 60\n$INCLUDE loop1.inc\n");
+    write(&dir.join("loop1.inc"), b"$INCLUDE loop2.inc\n");
+    write(
+        &dir.join("loop2.inc"),
+        b"; back to the first\n$INCLUDE loop1.inc\n",
+    );
+    let e = read_file(&main, &origin()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:2: directive: $INCLUDE loop: main.zone:2 → loop1.inc:1 → loop2.inc:2 → loop1.inc",
+            dir.join("loop2.inc").display()
+        )
+    );
+
+    // main.zone and d1..d7.inc fill the 8 levels; d7's $INCLUDE of d8 is one too many.
+    write(&main, b"$TTL 60\n$INCLUDE d1.inc\n");
+    for i in 1..=8 {
+        write(
+            &dir.join(format!("d{i}.inc")),
+            format!("$INCLUDE d{}.inc\n", i + 1).as_bytes(),
+        );
+    }
+    let e = read_file(&main, &origin()).unwrap_err();
+    assert_eq!(e.file, dir.join("d7.inc"));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:1: directive: $INCLUDE nested deeper than 8: main.zone:2 → d1.inc:1 → d2.inc:1 → \
+             d3.inc:1 → d4.inc:1 → d5.inc:1 → d6.inc:1 → d7.inc:1 → d8.inc",
+            dir.join("d7.inc").display()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_located() {
+    let dir = scratch("utf8");
+    let bad = dir.join("bad.zone");
+    write(&bad, b"$TTL 60\nwww A 198.18.0.1\nt TXT \"\xc3\xa9\xff\"\n");
+    let e = read_file(&bad, &origin()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:3: file: byte 0xff at offset 34 (line 3, column 9) is not UTF-8; write other \
+             bytes as \\DDD escapes",
+            bad.display()
+        )
+    );
+    // Inside an $INCLUDE, the included file and its line.
+    let main = dir.join("main.zone");
+    write(&main, b"$TTL 60\n$INCLUDE bad.zone\n");
+    let e = read_file(&main, &origin()).unwrap_err();
+    assert_eq!(
+        (&e.file, e.line, e.field.as_str()),
+        (&bad, 3, "file"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn zone_checks() {
     let z = build(&format!(
