@@ -9,6 +9,12 @@
 //! `#[target_feature]` on the program's functions is not enough: code LLVM does not inline into
 //! them, `core`'s copies among it, keeps byte accesses. The verifier accepts misaligned packet
 //! and map access on every architecture with efficient unaligned access (x86-64, arm64, ...).
+//!
+//! Without the BPF toolchain (no `bpf-linker` on `PATH`), or with `DNSFAST_EBPF=stub`, the
+//! daemon is built around an empty object instead, with a warning, as aya-template does: the
+//! host code then builds and unit-tests on stable alone, and loading XDP fails with a message
+//! saying why. `DNSFAST_EBPF=require` (what `cargo xtask` sets) makes a missing toolchain an
+//! error.
 use std::{
     env,
     io::{BufRead as _, BufReader},
@@ -24,7 +30,33 @@ const TOOLCHAIN: &str = "nightly";
 const TARGET: &str = "bpfel-unknown-none";
 const FEATURE: &str = "allows-misaligned-mem-access";
 
+/// The object file name `src/xdp.rs` embeds.
+const OBJECT: &str = "dnsfast-xdp";
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo::rerun-if-env-changed=DNSFAST_EBPF");
+    println!("cargo::rerun-if-env-changed=PATH");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let mode = env::var("DNSFAST_EBPF").unwrap_or_default();
+    let linker = env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|d| d.join("bpf-linker").is_file()));
+    match (mode.as_str(), linker) {
+        ("stub", _) | ("", false) => {
+            if mode.is_empty() {
+                println!(
+                    "cargo::warning=bpf-linker not found: dnsfast is built without its XDP \
+                     program (xdp.mode = \"off\" only); `cargo xtask setup` installs the BPF toolchain"
+                );
+            }
+            std::fs::write(out_dir.join(OBJECT), []).context("writing the stub XDP object")?;
+            return Ok(());
+        }
+        ("require", false) => bail!(
+            "DNSFAST_EBPF=require, but bpf-linker is not on PATH (`cargo xtask setup` installs it)"
+        ),
+        ("" | "require", true) => {}
+        (other, _) => bail!("DNSFAST_EBPF={other:?}: expected \"stub\" or \"require\""),
+    }
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -46,7 +78,6 @@ fn main() -> anyhow::Result<()> {
     );
     // Profiling builds stop the program part way (`dnsfast-ebpf/src/stage.rs`).
     println!("cargo::rerun-if-env-changed=DNSFAST_STAGE");
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     // The kernel headers aya-ebpf picks (its `bpf_target_arch` cfg) are the host's.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
 

@@ -34,7 +34,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -48,8 +48,11 @@ pub const PROG_REFLECT_MISS: &str = "dnsfast_reflect_miss";
 /// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
 pub const PROG_PASS: &str = "dnsfast_pass";
 
-/// `XdpConfig` singleton.
+/// Two `XdpConfig` entries: the daemon writes the one not in use, then flips
+/// [`MAP_CONFIG_ACTIVE`] to it with one store, so no reader sees a half-written configuration.
 pub const MAP_CONFIG: &str = "CONFIG";
+/// Which entry of [`MAP_CONFIG`] is current (0 or 1); mapped by the daemon.
+pub const MAP_CONFIG_ACTIVE: &str = "CONFIG_ACTIVE";
 /// Per-CPU counters, indexed by [`crate::stats::Counter`].
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU scratch space for the message and the key (the BPF stack holds 512 bytes).
@@ -70,10 +73,11 @@ pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
+    MAP_CONFIG_ACTIVE,
     MAP_STATS,
     MAP_SCRATCH,
     MAP_HOT[0],
@@ -86,8 +90,8 @@ pub const ALL_MAPS: [&str; 11] = [
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
 pub const BPF_F_NO_PREALLOC: usize = 1;
-/// `BPF_F_MMAPABLE`: the daemon maps `HOT_TABLE` and `ANSWER_INDEX` and flips slots with atomic
-/// stores.
+/// `BPF_F_MMAPABLE`: the daemon maps `HOT_TABLE`, `ANSWER_INDEX` and `CONFIG_ACTIVE` and flips
+/// them with atomic stores.
 pub const BPF_F_MMAPABLE: usize = 1 << 10;
 
 /// Capacities compiled into the object; the daemon sets the real ones from its configuration

@@ -934,6 +934,24 @@ pub fn plan_hot_answer<A: AnswerData, W: Wire>(
     })
 }
 
+/// Key of [`answer_rotation`]: fixed, so that every dnsfast (XDP or not, restarted or not)
+/// orders the answer to one query alike, which tests and operators can reproduce. Knowing it
+/// lets a client pick the order it gets, which it can do by reordering the answer anyway.
+const ORDER_KEY: u64 = 0x6473_6661_7374_2d6f;
+
+/// Where a hot answer's records start (`rotation % count`): a pure function of the query's ID
+/// and the client's UDP (or TCP) source port, the same in the XDP program and in the daemon.
+/// Resolvers randomise both, so over many queries every record leads equally often; the same
+/// query asked again gets the same bytes. (splitmix64's finaliser: two multiplies.)
+#[inline(always)]
+#[must_use]
+pub const fn answer_rotation(id: u16, client_port: u16) -> u32 {
+    let mut x = ((id as u64) << 16 | client_port as u64) ^ ORDER_KEY;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)) as u32
+}
+
 /// Writes the hot answer planned by [`plan_hot_answer`] over the query in `w`: header flags and
 /// counts rewritten (the ID and the question are left as they are: byte for byte, 0x20 case
 /// kept), `answer`'s records compressed to the question name starting at record

@@ -1,15 +1,29 @@
-//! The daemon's settings for the program (`CONFIG`): on/off, DNS port, our addresses.
+//! The daemon's settings for the program (`CONFIG`): on/off, DNS port, our addresses, the hot
+//! table's geometry; later cookie secrets and the geo database generation.
+//!
+//! The daemon changes them while we serve: it writes the entry not in use, flips
+//! `CONFIG_ACTIVE` to it with one store, and waits a grace period before it writes that other
+//! entry again. A run reads the index once and then only the entry it names, so it sees one
+//! whole configuration, old or new.
 
 use aya_ebpf::{btf_maps::Array, macros::btf_map};
-use dnsfast_common::maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig};
+use dnsfast_common::maps::{BPF_F_MMAPABLE, CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig};
 
 #[btf_map]
-static CONFIG: Array<XdpConfig, 1> = Array::new();
+static CONFIG: Array<XdpConfig, 2> = Array::new();
+
+#[btf_map]
+static CONFIG_ACTIVE: Array<u32, 1, BPF_F_MMAPABLE> = Array::new();
 
 /// The current configuration; a fresh (all-zero) map means "pass everything".
 #[inline(always)]
 pub fn get() -> Option<&'static XdpConfig> {
-    CONFIG.get(0)
+    // Read once: the entry must be the one this run chose, even if the index flips meanwhile.
+    // SAFETY: a valid reference to a map value, read as a plain u32.
+    let active = CONFIG_ACTIVE
+        .get(0)
+        .map_or(0, |a| unsafe { core::ptr::read_volatile(a) });
+    CONFIG.get(active & 1)
 }
 
 /// Whether `dst` is one of the IPv4 addresses dnsfast listens on.

@@ -24,8 +24,8 @@ use dnsfast_common::{
     maps::{CFG_ANSWER, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
     wire::{
-        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, Wire, XdpLimits, build_key,
-        parse_query, plan_hot_answer,
+        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, Wire, XdpLimits,
+        answer_rotation, build_key, parse_query, plan_hot_answer,
     },
 };
 
@@ -124,6 +124,8 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         return Err(Verdict::Pass(Counter::PassEdns));
     }
 
+    // The order the daemon would give this query too.
+    let rotation = answer_rotation(q.id, frame.client_port);
     // From here on only what the answer depends on, laundered: one verifier state per type and
     // EDNS presence, however the validator's loops went.
     let q = q.hot_form(|v| msg.launder(v));
@@ -132,8 +134,6 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     frame.dns_len = msg.launder(frame.dns_len) & (MSG_AREA - 1);
     let class = build_key(&mut msg, q.name_len, q.qtype, REGION_ANY, key);
     stage::cut(4)?;
-    // Per-CPU round robin: this CPU's answer count is a free, ever-increasing rotation.
-    let rotation = stats::get(Counter::Answered) as u32;
     let limit = q.udp_limit();
     let plan_err = |e| match e {
         BuildError::TooBig => Verdict::Pass(Counter::PassTooBig),

@@ -30,6 +30,8 @@ pub struct Frame {
     pub dns: usize,
     /// Length of the DNS message, from the UDP length.
     pub dns_len: usize,
+    /// The client's UDP source port (host order): the answer order depends on it.
+    pub client_port: u16,
 }
 
 /// Classifies the frame.
@@ -82,6 +84,7 @@ fn ipv4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Frame, Verdict> {
         ETH_LEN + IPV4_LEN,
         ip_payload,
         usize::from(be16(udp.len)),
+        be16(udp.sport),
     )
 }
 
@@ -118,6 +121,7 @@ fn ipv6(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Frame, Verdict> {
         ETH_LEN + IPV6_LEN,
         ip_payload,
         usize::from(be16(udp.len)),
+        be16(udp.sport),
     )
 }
 
@@ -130,6 +134,7 @@ fn dns_payload(
     udp_off: usize,
     ip_payload: usize,
     udp_len: usize,
+    client_port: u16,
 ) -> Result<Frame, Verdict> {
     // A UDP length that disagrees with IP is malformed or a trick; the stack judges it.
     if udp_len != ip_payload || udp_len < UDP_LEN {
@@ -147,5 +152,10 @@ fn dns_payload(
     if dns_len < HEADER_LEN {
         return Err(Verdict::Drop(Counter::DropShortHeader));
     }
-    Ok(Frame { v6, dns, dns_len })
+    Ok(Frame {
+        v6,
+        dns,
+        dns_len,
+        client_port,
+    })
 }

@@ -39,7 +39,9 @@ impl Zones {
     /// The zone that holds `name`: the one with the longest apex at or above it.
     #[must_use]
     pub fn find(&self, name: &LowerName) -> Option<&Zone> {
-        let labels = name.num_labels();
+        // Every label: hickory's `num_labels` leaves out a leading `*`, and a query may ask for
+        // a wildcard owner by its literal name.
+        let labels = name.num_labels() + u8::from(name.is_wildcard());
         let mut n = name.clone();
         let mut at = labels;
         for &d in &self.depths {

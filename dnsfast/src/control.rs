@@ -38,6 +38,23 @@ pub struct XdpStatus {
     pub capacity: [u32; 3],
     /// Counters of the XDP program, summed over CPUs.
     pub counters: Vec<Counter>,
+    /// The answering program's size and verification cost.
+    #[serde(default)]
+    pub program: Option<crate::xdp::ProgramSize>,
+    /// Failed map updates and the rebuilds after them.
+    #[serde(default)]
+    pub maps: MapStatus,
+}
+
+/// Map updates that failed, and the rebuilds that followed.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct MapStatus {
+    /// Updates that failed.
+    pub failures: u64,
+    /// Rebuilds that brought XDP answering back.
+    pub recoveries: u64,
+    /// While XDP answering is off because a rebuild failed too: why.
+    pub answering_off: Option<String>,
 }
 
 /// TCP connections: the table's limits and what it did to stay within them.
@@ -211,6 +228,23 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(p) = &x.pin_dir {
         let _ = writeln!(o, "pins       {p}");
+    }
+    if let Some(p) = &x.program {
+        let _ = writeln!(o, "program    {p}");
+    }
+    if x.maps.failures > 0 {
+        let _ = writeln!(
+            o,
+            "maps       {} updates failed, {} rebuilds{}",
+            x.maps.failures,
+            x.maps.recoveries,
+            x.maps
+                .answering_off
+                .as_ref()
+                .map_or_else(String::new, |e| format!(
+                    "; XDP ANSWERING OFF until a reload rebuilds them: {e}"
+                ))
+        );
     }
     for c in x
         .counters

@@ -20,7 +20,8 @@ use hickory_proto::rr::RData;
 use crate::{
     compile::{self, Snapshot},
     config::{Config, XdpMode},
-    control::{self, Counter, Status, TcpStatus, XdpStatus, ZoneStatus},
+    control::{self, Counter, MapStatus, Status, TcpStatus, XdpStatus, ZoneStatus},
+    hot::Change,
     instance::{self, Instance},
     mapsync::{self, Capacity},
     server::{self, Shared},
@@ -29,6 +30,17 @@ use crate::{
     xdp::Dataplane,
 };
 
+/// What went wrong with the maps, and how often they were rebuilt.
+#[derive(Debug, Default)]
+struct MapHealth {
+    /// Map updates that failed.
+    failures: u64,
+    /// Rebuilds that brought XDP answering back.
+    recoveries: u64,
+    /// Why answering is off, while it is.
+    broken: Option<String>,
+}
+
 /// A running instance.
 pub struct Daemon {
     cfg: Config,
@@ -36,6 +48,7 @@ pub struct Daemon {
     shared: Arc<Shared>,
     tcp: Arc<tcp::Table>,
     dataplane: Mutex<Option<Dataplane>>,
+    maps: Mutex<MapHealth>,
     reloads: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
 }
@@ -129,6 +142,15 @@ impl Daemon {
                     attached: dp.attached().map(|a| a.as_str().to_string()),
                     pin_dir: dp.pin_dir().map(|p| p.display().to_string()),
                     hot_keys: dp.hot_keys(),
+                    program: dp.program_size().ok(),
+                    maps: {
+                        let h = self.maps.lock().expect("maps lock");
+                        MapStatus {
+                            failures: h.failures,
+                            recoveries: h.recoveries,
+                            answering_off: h.broken.clone(),
+                        }
+                    },
                     capacity: [cap.entries, cap.small, cap.large],
                     counters: COUNTER_NAMES
                         .iter()
@@ -167,6 +189,54 @@ impl Daemon {
         }
     }
 
+    /// Brings the maps to `new`. A failed update may leave them mixing old and new answers,
+    /// and the model ahead of them: XDP answering goes off at once (the daemon answers from
+    /// `new`, which the caller installs), the maps are rebuilt from `new`'s whole table, and
+    /// answering comes back on. Both the failure and the recovery show in `status`. The same
+    /// happens when an earlier rebuild failed, until one succeeds.
+    fn update_maps(&self, d: &mut Dataplane, changes: &[Change], new: &Snapshot) {
+        let mut health = self.maps.lock().expect("maps lock");
+        if health.broken.is_none() {
+            match d.apply(changes) {
+                Ok(_) => return,
+                Err(e) => {
+                    health.failures += 1;
+                    health.broken = Some(format!("{e:#}"));
+                    tracing::error!(
+                        "updating the XDP maps failed ({e:#}); XDP passes every query up while \
+                         the maps are rebuilt from the new configuration"
+                    );
+                }
+            }
+        }
+        let off = xdp_config(&self.cfg, false).and_then(|c| d.set_config(&c));
+        let t = Instant::now();
+        let rebuilt = off.and_then(|()| d.resync(&new.hot.as_changes()));
+        let on = rebuilt.and_then(|st| {
+            d.set_config(&xdp_config(&self.cfg, true)?)?;
+            Ok(st)
+        });
+        match on {
+            Ok(st) => {
+                health.recoveries += 1;
+                health.broken = None;
+                tracing::info!(
+                    "XDP maps rebuilt in {:?} ({} hot keys); XDP answers again",
+                    t.elapsed(),
+                    st.ops
+                );
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::error!(
+                    "rebuilding the XDP maps failed ({e}); XDP passes every query up until a \
+                     reload rebuilds them"
+                );
+                health.broken = Some(e);
+            }
+        }
+    }
+
     /// Re-reads the configuration file and zones; on success the maps and the userspace path
     /// switch to the new answers, on failure nothing changes.
     fn reload(&self) {
@@ -197,17 +267,8 @@ impl Daemon {
         let changes = self.shared.snapshot.load().hot.diff(&new.hot);
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
-            if let Some(d) = dp.as_mut()
-                && let Err(e) = d.apply(&changes)
-            {
-                // The maps may now mix old and new answers: stop answering from them; the
-                // daemon answers everything from the new configuration instead.
-                tracing::error!(
-                    "updating the XDP maps failed ({e:#}); XDP now passes all queries up"
-                );
-                if let Ok(c) = xdp_config(&self.cfg, false) {
-                    let _ = d.set_config(&c);
-                }
+            if let Some(d) = dp.as_mut() {
+                self.update_maps(d, &changes, &new);
             }
         }
         let hot = new.hot.len();
@@ -275,7 +336,9 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     let t = Instant::now();
     let st = dp.apply(&snap.hot.as_changes())?;
     tracing::info!(
-        "XDP program loaded in {load_time:?}; {} hot answers written in {:?} ({} skipped)",
+        "XDP program loaded in {load_time:?} ({}); {} hot answers written in {:?} ({} skipped)",
+        dp.program_size()
+            .map_or_else(|e| format!("size unknown: {e:#}"), |p| p.to_string()),
         dp.hot_keys(),
         t.elapsed(),
         st.skipped
@@ -379,6 +442,7 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         shared: Arc::clone(&shared),
         tcp,
         dataplane: Mutex::new(dataplane),
+        maps: Mutex::new(MapHealth::default()),
         reloads: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
     });

@@ -238,11 +238,14 @@ pub struct HotTable {
 impl HotTable {
     /// The hot answers of `zones`: every authoritative A/AAAA RRset of 1..=16 records. Names at
     /// or below a zone cut (glue, occluded data) are never hot: we are not authoritative there.
+    /// A name is taken from the zone the general lookup answers it from (the longest apex at
+    /// or above it, [`Zones::find`]): a parent that also holds data inside a served child zone
+    /// without delegating it must not have its data answered from XDP.
     #[must_use]
     pub fn from_zones(zones: &Zones) -> Self {
         let mut map = HashMap::new();
         for zone in zones.iter() {
-            add_zone(zone, &mut map);
+            add_zone(zones, zone, &mut map);
         }
         Self { map }
     }
@@ -300,9 +303,9 @@ impl HotTable {
     }
 }
 
-fn add_zone(zone: &Zone, map: &mut HashMap<HotKey, Arc<HotAnswer>>) {
+fn add_zone(zones: &Zones, zone: &Zone, map: &mut HashMap<HotKey, Arc<HotAnswer>>) {
     for (name, node) in zone.nodes() {
-        if zone.cut_above(name).is_some() {
+        if zone.cut_above(name).is_some() || zones.find(name).is_none_or(|z| z.apex != zone.apex) {
             continue;
         }
         let Ok(wire) = Name::from(name.clone()).to_bytes() else {
@@ -368,6 +371,71 @@ mod tests {
         assert_eq!(d[1], ("b.test.".into(), Some(a(3))));
         assert_eq!(d[2], ("c.test.".into(), Some(a(4))));
         assert!(new.diff(&new).is_empty());
+    }
+
+    #[test]
+    fn a_served_child_zone_wins_over_its_parent_without_delegation() {
+        use std::path::Path;
+
+        use crate::{
+            answer,
+            zone::{Zone, read_text},
+        };
+        let zone = |origin: &str, text: &str| {
+            let o = Name::from_ascii(origin).unwrap();
+            Zone::build(
+                &o,
+                Path::new("t.zone"),
+                read_text(text, Path::new("t.zone"), &o).unwrap(),
+            )
+            .unwrap()
+        };
+        let soa = "@ SOA ns1 h 1 7200 3600 1209600 60\n NS ns1\nns1 A 198.18.0.53\n";
+        // The parent holds www.sub, and sub is a zone of its own with no NS in the parent.
+        let parent = || {
+            zone(
+                "example.com.",
+                &format!("$TTL 60\n{soa}www.sub A 198.18.0.1\n"),
+            )
+        };
+        let child = || {
+            zone(
+                "sub.example.com.",
+                &format!("$TTL 60\n{soa}www A 198.18.0.2\n"),
+            )
+        };
+        // The zones are iterated in a hash order, seeded per map: many maps, both orders.
+        for i in 0..16 {
+            let zones = Zones::new(if i % 2 == 0 {
+                vec![parent(), child()]
+            } else {
+                vec![child(), parent()]
+            });
+            let hot = HotTable::from_zones(&zones);
+            let wire = Name::from_ascii("www.sub.example.com.")
+                .unwrap()
+                .to_bytes()
+                .unwrap();
+            let mut key = [0u8; 259];
+            let got = hot.get(lookup_key(&mut key, &wire, TYPE_A, 0)).unwrap();
+            let want = HotAnswer::from_rrset(60, &[RData::A(A(Ipv4Addr::new(198, 18, 0, 2)))]);
+            assert_eq!(
+                **got,
+                want.unwrap(),
+                "the child's answer, as the general lookup gives"
+            );
+            let general = answer::resolve(
+                &zones,
+                &Name::from_ascii("www.sub.example.com.").unwrap(),
+                RecordType::A,
+                hickory_proto::rr::DNSClass::IN,
+            );
+            assert!(format!("{general:?}").contains("198.18.0.2"), "{general:?}");
+            assert!(
+                !format!("{general:?}").contains("198.18.0.1"),
+                "{general:?}"
+            );
+        }
     }
 
     #[test]

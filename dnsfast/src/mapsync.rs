@@ -176,7 +176,7 @@ pub struct Plan {
     /// Steps, in order.
     pub ops: Vec<Op>,
     /// Keys that did not fit the maps; the daemon still answers them.
-    pub skipped: usize,
+    pub skipped: Vec<HotKey>,
 }
 
 /// What is in the maps, and which ids are free.
@@ -294,7 +294,7 @@ impl MapSync {
     /// pending until a later grace period.
     pub fn plan(&mut self, changes: &[Change]) -> Plan {
         let mut ops = Vec::new();
-        let mut skipped = 0;
+        let mut skipped = Vec::new();
 
         for c in changes.iter().filter(|c| c.answer.is_none()) {
             if let Some(live) = self.live.remove(&c.key) {
@@ -352,7 +352,7 @@ impl MapSync {
                 // the new answer rather than XDP the old one.
                 self.live.remove(&c.key);
                 self.remove(&c.key, live, &mut ops);
-                skipped += 1;
+                skipped.push(c.key.clone());
                 continue;
             };
             ops.push(Op::WriteSlot {
@@ -375,7 +375,7 @@ impl MapSync {
 
         for (key, answer) in inserts {
             if self.live.len() >= self.max_keys {
-                skipped += 1;
+                skipped.push(key);
                 continue;
             }
             // A short name whose probe run is full overflows to the hash map of the next class
@@ -393,7 +393,7 @@ impl MapSync {
                     self.grace(&mut ops);
                 }
                 let Some(e) = self.take(|s| &mut s.entries, &mut ops) else {
-                    skipped += 1;
+                    skipped.push(key);
                     continue;
                 };
                 Place::Entry(e)
@@ -420,7 +420,7 @@ impl MapSync {
                 if let Place::Entry(e) = place {
                     self.entries.free.push(e);
                 }
-                skipped += 1;
+                skipped.push(key);
                 continue;
             };
             ops.push(Op::WriteSlot { slot, answer });
@@ -475,7 +475,8 @@ pub fn fit(cap: Capacity, changes: &[Change]) -> Fit {
         small: 0,
         skipped: MapSync::new(cap, 0x6466_6173_7466_6974)
             .plan(changes)
-            .skipped,
+            .skipped
+            .len(),
     };
     for c in changes {
         let Some(a) = &c.answer else { continue };

@@ -5,7 +5,7 @@
 use std::{
     io,
     net::SocketAddr,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use arc_swap::ArcSwap;
@@ -13,7 +13,7 @@ use dnsfast_common::{
     maps::{MSG_AREA, REGION_ANY},
     wire::{
         CLASS_CH, CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A,
-        TYPE_AAAA, build_hot_answer, parse_query, rcode,
+        TYPE_AAAA, answer_rotation, build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -128,8 +128,6 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// Counters.
     pub stats: Stats,
-    /// Round-robin position of the userspace hot path.
-    rotation: AtomicU32,
 }
 
 impl Shared {
@@ -139,20 +137,26 @@ impl Shared {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             stats: Stats::default(),
-            rotation: AtomicU32::new(0),
         }
     }
 }
 
-/// Answers one message received over UDP (`tcp == false`) or TCP. `None`: send nothing.
-pub fn handle(shared: &Shared, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
+/// Answers one message received over UDP (`tcp == false`) or TCP from a client's source port
+/// `client_port` (the hot answer's record order depends on it, as in XDP). `None`: send nothing.
+pub fn handle(shared: &Shared, msg: &[u8], tcp: bool, client_port: u16) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    handle_into(shared, msg, tcp, &mut out).then_some(out)
+    handle_into(shared, msg, tcp, client_port, &mut out).then_some(out)
 }
 
 /// Like [`handle`], writing the answer into `out` (cleared by the caller); `false`: send nothing.
-pub fn handle_into(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
-    let answered = answer_message(shared, msg, tcp, out);
+pub fn handle_into(
+    shared: &Shared,
+    msg: &[u8],
+    tcp: bool,
+    client_port: u16,
+    out: &mut Vec<u8>,
+) -> bool {
+    let answered = answer_message(shared, msg, tcp, client_port, out);
     if answered {
         shared.stats.count_answer(out);
     } else {
@@ -161,7 +165,13 @@ pub fn handle_into(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) ->
     answered
 }
 
-fn answer_message(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
+fn answer_message(
+    shared: &Shared,
+    msg: &[u8],
+    tcp: bool,
+    client_port: u16,
+    out: &mut Vec<u8>,
+) -> bool {
     let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
         Ok(q) => q,
         Err(e) => return emit(response::reject(msg, e), out),
@@ -193,7 +203,7 @@ fn answer_message(shared: &Shared, msg: &[u8], tcp: bool, out: &mut Vec<u8>) -> 
             buf[..msg.len()].copy_from_slice(msg);
             let mut cell = 0;
             let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
-            let rotation = shared.rotation.fetch_add(1, Ordering::Relaxed);
+            let rotation = answer_rotation(q.id, client_port);
             if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
                 shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
                 out.extend_from_slice(&m.as_bytes()[..n]);

@@ -48,6 +48,19 @@ impl Batch {
     }
 }
 
+/// The UDP source port (host order) of the sender `recvmmsg` stored in `a` (`sockaddr_storage`
+/// is aligned for every sockaddr type).
+fn client_port(a: &libc::sockaddr_storage) -> u16 {
+    let p: *const libc::sockaddr_storage = a;
+    match i32::from(a.ss_family) {
+        // SAFETY: the family says which sockaddr the kernel wrote.
+        libc::AF_INET => u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in>()).sin_port }),
+        // SAFETY: as above.
+        libc::AF_INET6 => u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in6>()).sin6_port }),
+        _ => 0,
+    }
+}
+
 /// Serves `socket` on the calling thread until `stop` is set.
 pub fn worker(socket: &std::net::UdpSocket, shared: &Arc<Shared>, stop: &AtomicBool) {
     if let Err(e) = socket
@@ -99,7 +112,14 @@ pub fn worker(socket: &std::net::UdpSocket, shared: &Arc<Shared>, stop: &AtomicB
             let name = b.hdrs[i].msg_hdr.msg_name;
             let namelen = b.hdrs[i].msg_hdr.msg_namelen;
             b.tx[out].clear();
-            if !handle_into(shared, &b.rx[i][..len.min(RX_SIZE)], false, &mut b.tx[out]) {
+            let port = client_port(&b.addrs[i]);
+            if !handle_into(
+                shared,
+                &b.rx[i][..len.min(RX_SIZE)],
+                false,
+                port,
+                &mut b.tx[out],
+            ) {
                 continue;
             }
             b.iov[out] = libc::iovec {

@@ -19,9 +19,9 @@ use dnsfast_common::{
     maps::{
         AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, HotBucket, HotKey32, HotKey64, HotKey128,
         HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
-        MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST, PROG_PASS,
-        PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE, SLOT_LARGE, SLOT_NONE,
-        SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
+        MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST,
+        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE, SLOT_LARGE,
+        SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
     },
     stats::COUNTERS,
 };
@@ -176,6 +176,9 @@ pub struct Dataplane {
     small: Array<MapData, AnswerSmall>,
     large: Array<MapData, AnswerLarge>,
     config: Array<MapData, XdpConfig>,
+    config_active: MmapArray,
+    /// The entry of `CONFIG` the program reads now.
+    config_current: u32,
     stats: PerCpuArray<MapData, u64>,
     grace: ArrayOfMaps<MapData, Array<MapData, u32>>,
     grace_inner: Array<MapData, u32>,
@@ -185,6 +188,31 @@ pub struct Dataplane {
     link: Option<(XdpLinkId, Attached)>,
     /// Statistics of the last `apply`.
     pub last_apply: ApplyStats,
+    /// Test hook (`DNSFAST_TEST_FAIL_MAP_UPDATE=N`): the second `apply` (the first after the
+    /// start's) fails after N operations, as a map update the kernel refuses would.
+    fault: Option<(u32, usize)>,
+}
+
+/// The answering program as the kernel holds it: the budget steering, ECS and cookies spend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramSize {
+    /// BPF instructions after verification (`xlated_prog_len / 8`).
+    pub instructions: u32,
+    /// Bytes of JIT-compiled machine code.
+    pub jited_bytes: u32,
+    /// Instructions the verifier processed, over all paths (the kernel's limit is 1,000,000).
+    pub verifier_processed: u32,
+}
+
+impl std::fmt::Display for ProgramSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} instructions, {} bytes JIT-compiled, {} instructions processed by the verifier \
+             (limit 1000000)",
+            self.instructions, self.jited_bytes, self.verifier_processed
+        )
+    }
 }
 
 /// What an `apply` did.
@@ -227,6 +255,25 @@ fn raw_map(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> Result<MapDat
     }
 }
 
+/// Removes every key of a hot-name hash map.
+fn clear<K: aya::Pod>(map: &mut HashMap<MapData, K, HotRef>) -> Result<()> {
+    let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+    for k in keys {
+        map.remove(&k)?;
+    }
+    Ok(())
+}
+
+/// Fails, saying why, when this binary was built without its XDP program (`build.rs`).
+fn ensure_object() -> Result<()> {
+    ensure!(
+        !EBPF_OBJECT.is_empty(),
+        "this dnsfast was built without its XDP program (bpf-linker was not found at build time): \
+         set xdp.mode = \"off\", or build it with `cargo xtask build`"
+    );
+    Ok(())
+}
+
 /// The name of the loaded BPF program with id `id`.
 #[must_use]
 pub fn program_name(id: u32) -> Option<String> {
@@ -254,6 +301,7 @@ impl Dataplane {
     /// Loads the program with maps of `capacity`, pinning the maps under `pin_dir` if given
     /// (the directory must exist and be empty). Answering starts switched off.
     pub fn load(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Self> {
+        ensure_object()?;
         let entries = capacity.entries.max(1);
         let buckets = capacity.buckets();
         let mut loader = EbpfLoader::new();
@@ -315,6 +363,13 @@ impl Dataplane {
             small: take(&mut ebpf, MAP_ANSWERS_SMALL, pin_dir)?,
             large: take(&mut ebpf, MAP_ANSWERS_LARGE, pin_dir)?,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
+            config_active: MmapArray::new(
+                raw_map(&mut ebpf, MAP_CONFIG_ACTIVE, pin_dir)?,
+                1,
+                4,
+                true,
+            )?,
+            config_current: 0,
             stats: take(&mut ebpf, MAP_STATS, pin_dir)?,
             grace: take(&mut ebpf, MAP_GRACE, pin_dir)?,
             grace_inner,
@@ -324,6 +379,10 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_path_buf),
             link: None,
             last_apply: ApplyStats::default(),
+            fault: std::env::var("DNSFAST_TEST_FAIL_MAP_UPDATE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(|n| (2, n)),
         };
         dp.grace.set(0, &dp.grace_inner, 0).context("prime GRACE")?;
         for e in 0..entries {
@@ -334,6 +393,21 @@ impl Dataplane {
                 .store(b, BUCKET_SLOT_WORD, SLOT_NONE, Ordering::Relaxed);
         }
         Ok(dp)
+    }
+
+    /// The answering program's size and verification cost.
+    pub fn program_size(&self) -> Result<ProgramSize> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_DNSFAST)
+            .expect("loaded")
+            .try_into()?;
+        let info = prog.info().context("program info")?;
+        Ok(ProgramSize {
+            instructions: info.size_translated().unwrap_or(0) / 8,
+            jited_bytes: info.size_jitted(),
+            verifier_processed: info.verified_instruction_count().unwrap_or(0),
+        })
     }
 
     /// Capacities the maps were created with.
@@ -354,13 +428,22 @@ impl Dataplane {
         self.seed
     }
 
-    /// Writes the program's configuration (addresses, port, on/off).
+    /// Writes the program's configuration (addresses, port, on/off) while it serves: into the
+    /// entry of `CONFIG` not in use, then flips `CONFIG_ACTIVE` to it with one store. The grace
+    /// period after the flip lets the runs that still read the old entry finish, so the next
+    /// call may write that one.
     pub fn set_config(&mut self, cfg: &XdpConfig) -> Result<()> {
         let mut cfg = *cfg;
         // The table's geometry and seed are the dataplane's own.
         cfg.hot_mask = self.table_mask;
         cfg.seed = self.seed;
-        self.config.set(0, cfg, 0).context("write CONFIG")
+        let next = self.config_current ^ 1;
+        self.config.set(next, cfg, 0).context("write CONFIG")?;
+        self.config_active.store(0, 0, next, Ordering::Release);
+        self.config_current = next;
+        self.grace
+            .set(0, &self.grace_inner, 0)
+            .context("grace period")
     }
 
     /// Attaches the answering program to `iface`. Native mode falls back to generic when the
@@ -424,10 +507,29 @@ impl Dataplane {
         let plan = self.sync.plan(changes);
         let mut stats = ApplyStats {
             ops: plan.ops.len(),
-            skipped: plan.skipped,
+            skipped: plan.skipped.len(),
             graces: 0,
         };
+        let mut fail_at = match &mut self.fault {
+            Some((1, n)) => {
+                let n = *n;
+                self.fault = None;
+                Some(n)
+            }
+            Some((applies, _)) => {
+                *applies -= 1;
+                None
+            }
+            None => None,
+        };
         for op in &plan.ops {
+            if let Some(n) = fail_at.as_mut() {
+                ensure!(
+                    *n > 0,
+                    "injected map update failure (DNSFAST_TEST_FAIL_MAP_UPDATE)"
+                );
+                *n -= 1;
+            }
             match op {
                 Op::WriteSlot { slot, answer } => self.write_slot(*slot, answer)?,
                 Op::Flip { entry, slot } => self.index.store(*entry, 0, *slot, Ordering::Release),
@@ -449,15 +551,43 @@ impl Dataplane {
                 }
             }
         }
-        if plan.skipped > 0 {
+        if !plan.skipped.is_empty() {
             tracing::warn!(
                 "{} hot answers did not fit the XDP maps (raise xdp.max_hot_names / max_answers); \
                  the daemon answers them",
-                plan.skipped
+                plan.skipped.len()
             );
         }
         self.last_apply = stats;
         Ok(stats)
+    }
+
+    /// Rebuilds the maps from nothing after a failed [`Self::apply`] left them and the model
+    /// apart: waits out the readers (call with answering switched off), empties every bucket,
+    /// index entry and hash map, starts a new model, and applies `changes` (the whole table).
+    pub fn resync(&mut self, changes: &[Change]) -> Result<ApplyStats> {
+        // Program runs that started before answering went off are over after this.
+        self.grace
+            .set(0, &self.grace_inner, 0)
+            .context("grace period")?;
+        for e in 0..self.capacity.entries.max(1) {
+            self.index.store(e, 0, SLOT_NONE, Ordering::Relaxed);
+        }
+        for b in 0..=self.table_mask {
+            self.table
+                .store(b, BUCKET_SLOT_WORD, SLOT_NONE, Ordering::Relaxed);
+            store_bucket_key(&self.table, b, &HotKey32::zeroed());
+        }
+        clear(&mut self.hot64)?;
+        clear(&mut self.hot128)?;
+        clear(&mut self.hot256)?;
+        // Deleted hash elements may be reused by the inserts below: no reader holds one now,
+        // but the rule (a grace period between the two) costs one more millisecond.
+        self.grace
+            .set(0, &self.grace_inner, 0)
+            .context("grace period")?;
+        self.sync = MapSync::new(self.capacity, self.seed);
+        self.apply(changes)
     }
 
     /// Writes the inline answer of `bucket` (whose slot is not inline: nobody uses the inline
@@ -611,6 +741,7 @@ pub struct HelperProgram {
 /// Loads the object and verifies `helper`. The maps it brings along are kept tiny, except what
 /// the miss reference uses: `HOT_TABLE` at the size asked for, and `CONFIG` with its mask.
 fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
+    ensure_object()?;
     let mut loader = EbpfLoader::new();
     for m in MAP_HOT {
         loader.map_max_entries(m, 1);

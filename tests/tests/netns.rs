@@ -28,6 +28,24 @@ fn xdp_on_and_off_answer_alike() {
     let cases = cases();
     let hot_cases = cases.iter().filter(|c| c.hot).count() as u64;
 
+    // The hot answers' bytes, record order included, from one client port: XDP and the daemon
+    // take the order from the query alike.
+    let ordered = |d: &TestDaemon| {
+        // (No XDP counters with XDP off.)
+        let before = d.xdp_counter("answered").unwrap_or(0);
+        // A fixed port (on this test host's own address): the orders are then fixed too.
+        let sock = std::net::UdpSocket::bind((host.v4_peer, 40_011)).unwrap();
+        let replies: Vec<Vec<u8>> = (0..48u16)
+            .map(|id| {
+                let t = [RecordType::A, RecordType::AAAA][usize::from(id % 2)];
+                let edns = (id % 3 == 0).then_some((1232, id % 4 == 0));
+                let q = dns::query(id * 977, "www.example.com.", t, edns);
+                dns::udp_exchange_on(&sock, (host.v4, 53).into(), &q, TIMEOUT).unwrap()
+            })
+            .collect();
+        (replies, d.xdp_counter("answered").unwrap_or(0) - before)
+    };
+
     let on = TestDaemon::start_battery(&host, "battery", "native").unwrap();
     let st = on.status().unwrap();
     assert_eq!(st["xdp"]["attached"], "native", "native XDP on veth");
@@ -42,7 +60,12 @@ fn xdp_on_and_off_answer_alike() {
         no_room <= 2 * NO_ROOM_ON_VETH.len() as u64,
         "{no_room} passed for room"
     );
-    assert_eq!(answered + no_room, 2 * hot_cases);
+    assert_eq!(
+        answered + no_room,
+        2 * hot_cases,
+        "{}",
+        on.status().unwrap()["xdp"]["counters"]
+    );
     assert_eq!(on.xdp_counter("pass_bad_slot").unwrap(), 0);
     assert_eq!(on.xdp_counter("pass_rewrite").unwrap(), 0);
     assert_eq!(on.xdp_counter("drop_rewrite").unwrap(), 0);
@@ -57,6 +80,8 @@ fn xdp_on_and_off_answer_alike() {
         on.server_counter("hot_answers").unwrap(),
         2 * hot_over_tcp + no_room
     );
+    let (on_bytes, in_xdp) = ordered(&on);
+    assert_eq!(in_xdp, 48, "all answered in XDP");
     drop(on);
 
     let off = TestDaemon::start_battery(&host, "battery", "off").unwrap();
@@ -66,6 +91,17 @@ fn xdp_on_and_off_answer_alike() {
         off.server_counter("udp_queries").unwrap(),
         2 * cases.len() as u64
     );
+    let (off_bytes, _) = ordered(&off);
+    // The first A record's address (header 12 + question 21 + record head 12).
+    let leads: std::collections::BTreeSet<&[u8]> =
+        on_bytes.iter().step_by(2).map(|r| &r[45..49]).collect();
+    assert_eq!(leads.len(), 3, "each record leads some answers");
+    for (i, (a, b)) in on_bytes.iter().zip(&off_bytes).enumerate() {
+        assert_eq!(
+            a, b,
+            "query {i}: XDP and the daemon order the records differently"
+        );
+    }
     drop(off);
 
     for ((what, a), (_, b)) in with_xdp.iter().zip(&without_xdp) {
@@ -236,6 +272,89 @@ fn reload_applies_good_zones_and_keeps_serving_through_bad_ones() {
     assert_eq!(ask(), Some(vec![198, 18, 14, 11]));
     assert_eq!(d.xdp_counter("answered").unwrap(), before + 1);
     assert!(d.status().unwrap()["last_reload_error"].is_null());
+}
+
+#[test]
+fn a_failed_map_update_is_rebuilt_and_xdp_answers_again() {
+    let host = TestHost::new(37, "mapfail").unwrap();
+    let _pass = pass_program(&host);
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    let head = "$TTL 300\n@ SOA ns1 h 1 7200 3600 1209600 60\n NS ns1\nns1 A 198.18.37.53\n";
+    std::fs::write(
+        &zone,
+        format!("{head}www 60 A 198.18.37.10\nold 60 A 198.18.37.20\n"),
+    )
+    .unwrap();
+    let (config, cdir) = dnsfast_tests::daemon::write_config(
+        &host,
+        "mapfail",
+        "native",
+        &[("example.com.", &zone)],
+        "",
+    )
+    .unwrap();
+    // The first update after the start fails after two map operations, as one the kernel
+    // refuses half-way would (the test hook of `xdp::Dataplane`).
+    let mut d = TestDaemon::spawn_with(
+        &host,
+        "mapfail",
+        config,
+        cdir,
+        &["env", "DNSFAST_TEST_FAIL_MAP_UPDATE=2"],
+    )
+    .unwrap();
+    d.service
+        .wait_for("READY=1", dnsfast_tests::daemon::START_DEADLINE)
+        .unwrap();
+    let server: SocketAddr = (host.v4, 53).into();
+    let ask = |name: &str| {
+        let r =
+            dns::udp_exchange(server, &dns::query(5, name, RecordType::A, None), TIMEOUT).unwrap();
+        let rcode = dns::rcode(&r).unwrap();
+        let n = dns::normalize(&r).unwrap();
+        (
+            rcode,
+            n.answer
+                .values()
+                .next()
+                .map(|s| s.rdata.iter().next().unwrap().clone()),
+        )
+    };
+    assert_eq!(ask("www.example.com.").1, Some(vec![198, 18, 37, 10]));
+
+    // A reload that changes one answer, removes a name and adds one: its map update fails.
+    std::fs::write(
+        &zone,
+        format!("{head}www 60 A 198.18.37.11\nnew 60 A 198.18.37.30\n"),
+    )
+    .unwrap();
+    d.reload().unwrap();
+    let log = d.service.log();
+    assert!(
+        log.contains("updating the XDP maps failed (injected map update failure")
+            && log.contains("XDP maps rebuilt in"),
+        "{log}"
+    );
+    let st = d.status().unwrap();
+    assert_eq!(st["xdp"]["maps"]["failures"], 1, "{st}");
+    assert_eq!(st["xdp"]["maps"]["recoveries"], 1, "{st}");
+    assert!(st["xdp"]["maps"]["answering_off"].is_null(), "{st}");
+    // The new configuration, answered from the rebuilt maps by XDP again.
+    let before = d.xdp_counter("answered").unwrap();
+    assert_eq!(ask("www.example.com.").1, Some(vec![198, 18, 37, 11]));
+    assert_eq!(ask("new.example.com.").1, Some(vec![198, 18, 37, 30]));
+    assert_eq!(ask("old.example.com.").0, 3, "removed: NXDOMAIN");
+    assert_eq!(
+        d.xdp_counter("answered").unwrap(),
+        before + 2,
+        "both hot answers from XDP"
+    );
+    // Later updates go the usual way.
+    std::fs::write(&zone, format!("{head}www 60 A 198.18.37.12\n")).unwrap();
+    d.reload().unwrap();
+    assert_eq!(ask("www.example.com.").1, Some(vec![198, 18, 37, 12]));
+    assert_eq!(d.status().unwrap()["xdp"]["maps"]["recoveries"], 1);
 }
 
 #[test]

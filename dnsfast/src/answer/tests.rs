@@ -128,6 +128,10 @@ fn wildcards() {
     let nodata = ask("anything.wild.example.com.", RecordType::AAAA);
     assert!(nodata.answer.is_empty());
     assert_eq!(nodata.rcode, rcode::NOERROR);
+    // The wildcard owner asked by its literal name: in the zone, answered as itself.
+    let literal = ask("*.wild.example.com.", RecordType::A);
+    assert_eq!((literal.rcode, literal.aa), (rcode::NOERROR, true));
+    assert_eq!(names(&literal.answer), ["*.wild.example.com. A"]);
 }
 
 #[test]
