@@ -13,8 +13,7 @@
 //! Without the BPF toolchain (no `bpf-linker` on `PATH`), or with `DNSFAST_EBPF=stub`, the
 //! daemon is built around an empty object instead, with a warning, as aya-template does: the
 //! host code then builds and unit-tests on stable alone, and loading XDP fails with a message
-//! saying why. `DNSFAST_EBPF=require` (what `cargo xtask` sets) makes a missing toolchain an
-//! error.
+//! saying why. `DNSFAST_EBPF=require` makes a missing toolchain an error.
 use std::{
     env,
     io::{BufRead as _, BufReader},
@@ -35,12 +34,24 @@ const OBJECT: &str = "dnsfast-xdp";
 
 fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=DNSFAST_EBPF");
-    println!("cargo::rerun-if-env-changed=PATH");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let mode = env::var("DNSFAST_EBPF").unwrap_or_default();
-    let linker = env::var_os("PATH")
-        .is_some_and(|paths| env::split_paths(&paths).any(|d| d.join("bpf-linker").is_file()));
-    match (mode.as_str(), linker) {
+    let linker = env::var_os("PATH").and_then(|paths| {
+        env::split_paths(&paths)
+            .map(|d| d.join("bpf-linker"))
+            .find(|p| p.is_file())
+    });
+    // Build again when the linker appears (`cargo xtask setup` installs it into cargo's bin
+    // directory) or changes; not on every other change of PATH.
+    if let Some(p) = &linker {
+        println!("cargo::rerun-if-changed={}", p.display());
+    } else if let Some(home) = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        println!("cargo::rerun-if-changed={}", home.join("bin").display());
+    }
+    match (mode.as_str(), linker.is_some()) {
         ("stub", _) | ("", false) => {
             if mode.is_empty() {
                 println!(

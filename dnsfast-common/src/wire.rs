@@ -2,8 +2,8 @@
 //!
 //! The XDP program runs these on a per-CPU copy of the DNS payload ([`MsgBuf`]); the daemon runs
 //! [`parse_query`] on every query it receives and [`write_hot_answer`] for every hot answer it
-//! sends, so the two paths agree on what a query is and produce the same bytes for the same hot
-//! answer (only the rotation of the records differs).
+//! sends, so the two paths agree on what a query is ([`Query::hot`]) and produce the same bytes
+//! for the same hot answer, the records' order included ([`answer_rotation`]).
 //!
 //! The code is written for the BPF verifier as much as for people: every loop has a constant
 //! bound, every buffer index is masked to the buffer size, and values that leave a loop are
@@ -417,6 +417,15 @@ pub struct Query {
     pub tsig: bool,
 }
 
+/// Why [`Query::hot`] said no.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotHot {
+    /// Not class IN, not A or AAAA, or signed.
+    Shape,
+    /// Carries EDNS Client Subnet.
+    ClientSubnet,
+}
+
 /// Header flag RD.
 pub const FLAG_RD: u16 = 0x0100;
 /// Header flag CD.
@@ -439,6 +448,23 @@ impl Query {
     #[must_use]
     pub const fn checking_disabled(&self) -> bool {
         self.flags & FLAG_CD != 0
+    }
+
+    /// Whether the hot builder answers this query, the one decision both paths take: class IN,
+    /// type A or AAAA, no Client Subnet (its answer depends on the client's region: steering's),
+    /// no TSIG (we hold no keys). What else keeps a query from the XDP program (NSID asked,
+    /// options beyond [`XdpLimits`], a message over [`crate::maps::MAX_XDP_QUERY`]) only sends
+    /// it to the daemon, which answers it with the same builder and bytes.
+    #[inline(always)]
+    pub fn hot(&self) -> Result<(), NotHot> {
+        if self.qclass != CLASS_IN || (self.qtype != TYPE_A && self.qtype != TYPE_AAAA) || self.tsig
+        {
+            return Err(NotHot::Shape);
+        }
+        if self.edns.is_some_and(|e| e.ecs.is_some()) {
+            return Err(NotHot::ClientSubnet);
+        }
+        Ok(())
     }
 
     /// The query as the hot builder needs it: only the fields it reads, each passed through

@@ -24,8 +24,8 @@ use dnsfast_common::{
     maps::{CFG_ANSWER, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
     wire::{
-        BuildError, CLASS_IN, MsgBuf, QueryError, TYPE_A, TYPE_AAAA, Wire, XdpLimits,
-        answer_rotation, build_key, parse_query, plan_hot_answer,
+        BuildError, MsgBuf, NotHot, QueryError, Wire, XdpLimits, answer_rotation, build_key,
+        parse_query, plan_hot_answer,
     },
 };
 
@@ -116,13 +116,12 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     stage::cut(2)?;
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
-    if q.qclass != CLASS_IN || (q.qtype != TYPE_A && q.qtype != TYPE_AAAA) {
-        return Err(Verdict::Pass(Counter::PassNotHot));
-    }
-    // Client Subnet steers the answer; until steering lands the daemon answers it.
-    if q.edns.is_some_and(|e| e.ecs.is_some()) {
-        return Err(Verdict::Pass(Counter::PassEdns));
-    }
+    // The daemon takes the same decision (`Query::hot`). Client Subnet steers the answer; until
+    // steering lands the daemon answers it.
+    q.hot().map_err(|e| match e {
+        NotHot::Shape => Verdict::Pass(Counter::PassNotHot),
+        NotHot::ClientSubnet => Verdict::Pass(Counter::PassEdns),
+    })?;
 
     // The order the daemon would give this query too.
     let rotation = answer_rotation(q.id, frame.client_port);

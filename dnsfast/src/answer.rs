@@ -14,6 +14,12 @@ use crate::{
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
+/// Every label of `name`: hickory's `num_labels` leaves out a leading `*`, and a query may ask
+/// for a wildcard owner by its literal name.
+fn labels(name: &LowerName) -> u8 {
+    name.num_labels() + u8::from(name.is_wildcard())
+}
+
 /// The zones an instance serves, found by longest match.
 #[derive(Debug, Default)]
 pub struct Zones {
@@ -26,7 +32,7 @@ impl Zones {
     /// Indexes `zones`.
     #[must_use]
     pub fn new(zones: Vec<Zone>) -> Self {
-        let mut depths: Vec<u8> = zones.iter().map(|z| z.apex.num_labels()).collect();
+        let mut depths: Vec<u8> = zones.iter().map(|z| labels(&z.apex)).collect();
         depths.sort_unstable_by(|a, b| b.cmp(a));
         depths.dedup();
         let by_apex = zones
@@ -39,9 +45,7 @@ impl Zones {
     /// The zone that holds `name`: the one with the longest apex at or above it.
     #[must_use]
     pub fn find(&self, name: &LowerName) -> Option<&Zone> {
-        // Every label: hickory's `num_labels` leaves out a leading `*`, and a query may ask for
-        // a wildcard owner by its literal name.
-        let labels = name.num_labels() + u8::from(name.is_wildcard());
+        let labels = labels(name);
         let mut n = name.clone();
         let mut at = labels;
         for &d in &self.depths {

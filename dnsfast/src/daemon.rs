@@ -209,21 +209,20 @@ impl Daemon {
                 }
             }
         }
-        let off = xdp_config(&self.cfg, false).and_then(|c| d.set_config(&c));
         let t = Instant::now();
-        let rebuilt = off.and_then(|()| d.resync(&new.hot.as_changes()));
-        let on = rebuilt.and_then(|st| {
-            d.set_config(&xdp_config(&self.cfg, true)?)?;
-            Ok(st)
-        });
-        match on {
-            Ok(st) => {
+        let rebuilt = d
+            .set_answering(false)
+            .context("switch XDP answering off")
+            .and_then(|()| d.resync(&new.hot.as_changes()))
+            .and_then(|_| d.set_answering(true));
+        match rebuilt {
+            Ok(()) => {
                 health.recoveries += 1;
                 health.broken = None;
                 tracing::info!(
                     "XDP maps rebuilt in {:?} ({} hot keys); XDP answers again",
                     t.elapsed(),
-                    st.ops
+                    d.hot_keys()
                 );
             }
             Err(e) => {
@@ -265,14 +264,17 @@ impl Daemon {
             }
         };
         let changes = self.shared.snapshot.load().hot.diff(&new.hot);
+        let hot = new.hot.len();
+        let new = Arc::new(new);
+        // The daemon answers from the new configuration from here on, also while the maps
+        // follow (or are rebuilt after a failed update, with XDP answering off).
+        self.shared.snapshot.store(Arc::clone(&new));
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
                 self.update_maps(d, &changes, &new);
             }
         }
-        let hot = new.hot.len();
-        self.shared.snapshot.store(Arc::new(new));
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *self.last_reload_error.lock().expect("lock") = None;
         tracing::info!(

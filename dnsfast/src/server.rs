@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{MSG_AREA, REGION_ANY},
     wire::{
-        CLASS_CH, CLASS_IN, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, TYPE_A,
-        TYPE_AAAA, answer_rotation, build_hot_answer, parse_query, rcode,
+        CLASS_CH, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, answer_rotation,
+        build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -185,13 +185,9 @@ fn answer_message(
         .as_deref()
         .filter(|_| q.edns.is_some_and(|e| e.nsid));
 
-    // The hot path: the same validator verdict and the same builder as the XDP program.
-    let hot_shape = q.qclass == CLASS_IN
-        && (q.qtype == TYPE_A || q.qtype == TYPE_AAAA)
-        && !q.tsig
-        && q.edns.is_none_or(|e| e.ecs.is_none())
-        && nsid.is_none()
-        && msg.len() <= MSG_AREA;
+    // The hot path: the same validator verdict, the same decision and the same builder as the
+    // XDP program (a configured NSID the query asks for needs the general encoder's OPT).
+    let hot_shape = q.hot().is_ok() && nsid.is_none() && msg.len() <= MSG_AREA;
     if hot_shape {
         let mut key = [0u8; 4 + 255];
         let qname = &msg[HEADER_LEN..HEADER_LEN + q.name_len];

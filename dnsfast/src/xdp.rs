@@ -17,11 +17,11 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, HotBucket, HotKey32, HotKey64, HotKey128,
-        HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
-        MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS, PROG_DNSFAST,
-        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE, SLOT_LARGE,
-        SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
+        AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, HotBucket, HotKey32, HotKey64,
+        HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL,
+        MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS,
+        PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE,
+        SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
     },
     stats::COUNTERS,
 };
@@ -177,8 +177,9 @@ pub struct Dataplane {
     large: Array<MapData, AnswerLarge>,
     config: Array<MapData, XdpConfig>,
     config_active: MmapArray,
-    /// The entry of `CONFIG` the program reads now.
+    /// The entry of `CONFIG` the program reads now, and what it holds.
     config_current: u32,
+    config_written: XdpConfig,
     stats: PerCpuArray<MapData, u64>,
     grace: ArrayOfMaps<MapData, Array<MapData, u32>>,
     grace_inner: Array<MapData, u32>,
@@ -370,6 +371,7 @@ impl Dataplane {
                 true,
             )?,
             config_current: 0,
+            config_written: XdpConfig::zeroed(),
             stats: take(&mut ebpf, MAP_STATS, pin_dir)?,
             grace: take(&mut ebpf, MAP_GRACE, pin_dir)?,
             grace_inner,
@@ -379,8 +381,10 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_path_buf),
             link: None,
             last_apply: ApplyStats::default(),
+            // Debug builds only: no stray variable can break a release's updates.
             fault: std::env::var("DNSFAST_TEST_FAIL_MAP_UPDATE")
                 .ok()
+                .filter(|_| cfg!(debug_assertions))
                 .and_then(|v| v.parse().ok())
                 .map(|n| (2, n)),
         };
@@ -441,9 +445,22 @@ impl Dataplane {
         self.config.set(next, cfg, 0).context("write CONFIG")?;
         self.config_active.store(0, 0, next, Ordering::Release);
         self.config_current = next;
+        self.config_written = cfg;
         self.grace
             .set(0, &self.grace_inner, 0)
             .context("grace period")
+    }
+
+    /// Switches answering on or off, keeping the rest of the configuration last written (no
+    /// address lookups that could fail on the way).
+    pub fn set_answering(&mut self, on: bool) -> Result<()> {
+        let mut cfg = self.config_written;
+        if on {
+            cfg.flags |= CFG_ANSWER;
+        } else {
+            cfg.flags &= !CFG_ANSWER;
+        }
+        self.set_config(&cfg)
     }
 
     /// Attaches the answering program to `iface`. Native mode falls back to generic when the
@@ -510,26 +527,24 @@ impl Dataplane {
             skipped: plan.skipped.len(),
             graces: 0,
         };
-        let mut fail_at = match &mut self.fault {
-            Some((1, n)) => {
+        // The hook fires in the first apply after the start's that has more than N operations.
+        let fail_at = match &mut self.fault {
+            Some((1, n)) if plan.ops.len() > *n => {
                 let n = *n;
                 self.fault = None;
                 Some(n)
             }
-            Some((applies, _)) => {
+            Some((applies, _)) if *applies > 1 => {
                 *applies -= 1;
                 None
             }
-            None => None,
+            _ => None,
         };
-        for op in &plan.ops {
-            if let Some(n) = fail_at.as_mut() {
-                ensure!(
-                    *n > 0,
-                    "injected map update failure (DNSFAST_TEST_FAIL_MAP_UPDATE)"
-                );
-                *n -= 1;
-            }
+        for (i, op) in plan.ops.iter().enumerate() {
+            ensure!(
+                fail_at != Some(i),
+                "injected map update failure (DNSFAST_TEST_FAIL_MAP_UPDATE)"
+            );
             match op {
                 Op::WriteSlot { slot, answer } => self.write_slot(*slot, answer)?,
                 Op::Flip { entry, slot } => self.index.store(*entry, 0, *slot, Ordering::Release),

@@ -30,11 +30,10 @@ fn xdp_on_and_off_answer_alike() {
 
     // The hot answers' bytes, record order included, from one client port: XDP and the daemon
     // take the order from the query alike.
+    let sock = std::net::UdpSocket::bind((host.v4_peer, 0)).unwrap();
     let ordered = |d: &TestDaemon| {
         // (No XDP counters with XDP off.)
         let before = d.xdp_counter("answered").unwrap_or(0);
-        // A fixed port (on this test host's own address): the orders are then fixed too.
-        let sock = std::net::UdpSocket::bind((host.v4_peer, 40_011)).unwrap();
         let replies: Vec<Vec<u8>> = (0..48u16)
             .map(|id| {
                 let t = [RecordType::A, RecordType::AAAA][usize::from(id % 2)];
@@ -95,7 +94,8 @@ fn xdp_on_and_off_answer_alike() {
     // The first A record's address (header 12 + question 21 + record head 12).
     let leads: std::collections::BTreeSet<&[u8]> =
         on_bytes.iter().step_by(2).map(|r| &r[45..49]).collect();
-    assert_eq!(leads.len(), 3, "each record leads some answers");
+    // (24 draws over three records: all lead with the same record with probability 3^-23.)
+    assert!(leads.len() > 1, "the lead varies with the query");
     for (i, (a, b)) in on_bytes.iter().zip(&off_bytes).enumerate() {
         assert_eq!(
             a, b,
@@ -281,9 +281,14 @@ fn a_failed_map_update_is_rebuilt_and_xdp_answers_again() {
     let dir = tempfile::tempdir().unwrap();
     let zone = dir.path().join("example.com.zone");
     let head = "$TTL 300\n@ SOA ns1 h 1 7200 3600 1209600 60\n NS ns1\nns1 A 198.18.37.53\n";
+    // `old` (a table bucket) and `long` (a hash-map key: over 32 octets) go away in the reload
+    // whose update fails: only a rebuild that clears the maps removes them from XDP.
+    let long_name = "a-name-long-enough-for-the-hash-maps";
     std::fs::write(
         &zone,
-        format!("{head}www 60 A 198.18.37.10\nold 60 A 198.18.37.20\n"),
+        format!(
+            "{head}www 60 A 198.18.37.10\nold 60 A 198.18.37.20\n{long_name} 60 A 198.18.37.21\n"
+        ),
     )
     .unwrap();
     let (config, cdir) = dnsfast_tests::daemon::write_config(
@@ -294,14 +299,14 @@ fn a_failed_map_update_is_rebuilt_and_xdp_answers_again() {
         "",
     )
     .unwrap();
-    // The first update after the start fails after two map operations, as one the kernel
-    // refuses half-way would (the test hook of `xdp::Dataplane`).
+    // The first update after the start fails before its first map operation, as one the kernel
+    // refuses would (the test hook of `xdp::Dataplane`, debug builds only).
     let mut d = TestDaemon::spawn_with(
         &host,
         "mapfail",
         config,
         cdir,
-        &["env", "DNSFAST_TEST_FAIL_MAP_UPDATE=2"],
+        &["env", "DNSFAST_TEST_FAIL_MAP_UPDATE=0"],
     )
     .unwrap();
     d.service
@@ -345,6 +350,11 @@ fn a_failed_map_update_is_rebuilt_and_xdp_answers_again() {
     assert_eq!(ask("www.example.com.").1, Some(vec![198, 18, 37, 11]));
     assert_eq!(ask("new.example.com.").1, Some(vec![198, 18, 37, 30]));
     assert_eq!(ask("old.example.com.").0, 3, "removed: NXDOMAIN");
+    assert_eq!(
+        ask(&format!("{long_name}.example.com.")).0,
+        3,
+        "removed: NXDOMAIN"
+    );
     assert_eq!(
         d.xdp_counter("answered").unwrap(),
         before + 2,

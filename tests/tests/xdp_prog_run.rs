@@ -324,6 +324,20 @@ fn every_record_leads_equally_often_and_the_same_query_gets_the_same_order() {
         }
     }
     assert_eq!(lead.len(), 3, "{lead:?}");
+    // Both inputs count: one ID from many ports, and many IDs from one port, each spread.
+    let one_id: (Vec<u16>, Vec<u16>) = (vec![7], (1024..1060).collect());
+    let one_port: (Vec<u16>, Vec<u16>) = ((0..36).collect(), vec![5353]);
+    for (ids, ports) in [one_id, one_port] {
+        let mut firsts = std::collections::BTreeSet::new();
+        for &id in &ids {
+            for &port in &ports {
+                let q = dns::query(id, "www.example.com.", RecordType::A, None);
+                let user = handle(&f.shared, &q, false, port).unwrap();
+                firsts.insert(user[q.len() + 12..q.len() + 16].to_vec());
+            }
+        }
+        assert_eq!(firsts.len(), 3, "ids {ids:?} ports {ports:?}: {firsts:?}");
+    }
     for (addr, n) in &lead {
         let share = f64::from(u32::try_from(*n).unwrap()) / f64::from(QUERIES);
         println!("{addr:?} leads {:.2}% of {QUERIES} answers", share * 100.0);

@@ -435,3 +435,35 @@ fn header_bits_do_not_leak() {
     assert_eq!(r[2], 0x85);
     assert_eq!(r[3], 0x10);
 }
+
+#[test]
+fn the_hot_decision() {
+    let hot = |m: &[u8]| parse(m).unwrap().hot();
+    assert_eq!(hot(&query("www.example.com", TYPE_A, None)), Ok(()));
+    assert_eq!(
+        hot(&query(
+            "www.example.com",
+            TYPE_AAAA,
+            Some(opt(1232, 0, EDNS_DO, &[]))
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        hot(&query("www.example.com", 15, None)),
+        Err(NotHot::Shape),
+        "MX"
+    );
+    let mut ch = query("www.example.com", TYPE_A, None);
+    let n = ch.len();
+    ch[n - 2..].copy_from_slice(&CLASS_CH.to_be_bytes());
+    assert_eq!(hot(&ch), Err(NotHot::Shape), "class CH");
+    let ecs = ecs_option(1, 24, 0, &[198, 18, 7]);
+    assert_eq!(
+        hot(&query(
+            "www.example.com",
+            TYPE_A,
+            Some(opt(1232, 0, 0, &ecs))
+        )),
+        Err(NotHot::ClientSubnet)
+    );
+}
