@@ -147,6 +147,24 @@ macro_rules! hot_key {
             pub const fn zeroed() -> Self {
                 Self { qtype: 0, region: 0, name: [0; $n] }
             }
+
+            /// The key of `qtype`, `region` and the wire-form `name`, which is ASCII-lowercased
+            /// here (the rule `wire::build_key` applies to a query, eight bytes at a time) and
+            /// zero-padded; `None` if the name is longer than the class. The daemon's one way
+            /// to make a map key.
+            #[must_use]
+            pub fn new(qtype: u16, region: u16, name: &[u8]) -> Option<Self> {
+                if name.len() > $n {
+                    return None;
+                }
+                let mut k = Self::zeroed();
+                k.qtype = qtype;
+                k.region = region;
+                for (d, s) in k.name.iter_mut().zip(name) {
+                    *d = s.to_ascii_lowercase();
+                }
+                Some(k)
+            }
         }
 
         const _: () = assert!(size_of::<$name>() == 4 + $n);

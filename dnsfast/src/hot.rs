@@ -30,11 +30,8 @@ impl HotKey {
     /// A key for `wire_name` (wire form; lowercased here).
     #[must_use]
     pub fn new(wire_name: &[u8], qtype: u16, region: u16) -> Self {
-        let mut v = Vec::with_capacity(4 + wire_name.len());
-        v.extend_from_slice(&qtype.to_be_bytes());
-        v.extend_from_slice(&region.to_be_bytes());
-        v.extend(wire_name.iter().map(u8::to_ascii_lowercase));
-        Self(v.into_boxed_slice())
+        let mut buf = [0u8; 4 + 255];
+        Self(lookup_key(&mut buf, wire_name, qtype, region).into())
     }
 
     /// The lowercased wire name.
@@ -80,8 +77,9 @@ impl fmt::Debug for HotKey {
     }
 }
 
-/// Writes the lookup form of a query's key into `buf`: QTYPE, region, lowercased QNAME. `qname`
-/// is the wire-form QNAME as received.
+/// Writes the lookup form of a query's key into `buf`: QTYPE, region, lowercased QNAME (the
+/// ASCII rule of `HotKeyN::new` and `wire::build_key`). `qname` is the wire-form QNAME as
+/// received. [`HotKey::new`] is made the same way, so a lookup finds it.
 pub fn lookup_key<'b>(
     buf: &'b mut [u8; 4 + 255],
     qname: &[u8],

@@ -119,14 +119,10 @@ pub fn bucket_hash(seed: u64, key: &HotKey) -> u64 {
     hot_hash(seed, k.head(), k.words())
 }
 
-/// The `HOT_TABLE` form of a short key.
+/// The `HOT_TABLE` form of a short key (a name of at most 32 octets).
 #[must_use]
 pub fn key32(key: &HotKey) -> HotKey32 {
-    let mut k = HotKey32::zeroed();
-    k.qtype = key.qtype();
-    k.region = key.region();
-    k.name[..key.name().len()].copy_from_slice(key.name());
-    k
+    HotKey32::new(key.qtype(), key.region(), key.name()).expect("a short name")
 }
 
 /// Whether `key` goes into `HOT_TABLE` (else into a hash map).

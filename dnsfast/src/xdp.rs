@@ -635,27 +635,41 @@ impl Dataplane {
     }
 
     fn insert_key(&mut self, key: &HotKey, entry: u32) -> Result<()> {
+        const CLASS: &str = "the name fits the class name_class picked";
         let v = HotRef { entry };
         // A name of at most 32 octets is here because its probe run in HOT_TABLE was full.
         match name_class(key.name().len()) {
-            0 | 1 => self
-                .hot64
-                .insert(fill_key(key, HotKey64::zeroed()), v, BPF_NOEXIST)?,
-            2 => self
-                .hot128
-                .insert(fill_key(key, HotKey128::zeroed()), v, BPF_NOEXIST)?,
-            _ => self
-                .hot256
-                .insert(fill_key(key, HotKey256::zeroed()), v, BPF_NOEXIST)?,
+            0 | 1 => self.hot64.insert(
+                HotKey64::new(key.qtype(), key.region(), key.name()).expect(CLASS),
+                v,
+                BPF_NOEXIST,
+            )?,
+            2 => self.hot128.insert(
+                HotKey128::new(key.qtype(), key.region(), key.name()).expect(CLASS),
+                v,
+                BPF_NOEXIST,
+            )?,
+            _ => self.hot256.insert(
+                HotKey256::new(key.qtype(), key.region(), key.name()).expect(CLASS),
+                v,
+                BPF_NOEXIST,
+            )?,
         }
         Ok(())
     }
 
     fn delete_key(&mut self, key: &HotKey) -> Result<()> {
+        const CLASS: &str = "the name fits the class name_class picked";
         match name_class(key.name().len()) {
-            0 | 1 => self.hot64.remove(&fill_key(key, HotKey64::zeroed()))?,
-            2 => self.hot128.remove(&fill_key(key, HotKey128::zeroed()))?,
-            _ => self.hot256.remove(&fill_key(key, HotKey256::zeroed()))?,
+            0 | 1 => self
+                .hot64
+                .remove(&HotKey64::new(key.qtype(), key.region(), key.name()).expect(CLASS))?,
+            2 => self
+                .hot128
+                .remove(&HotKey128::new(key.qtype(), key.region(), key.name()).expect(CLASS))?,
+            _ => self
+                .hot256
+                .remove(&HotKey256::new(key.qtype(), key.region(), key.name()).expect(CLASS))?,
         }
         Ok(())
     }
@@ -709,30 +723,6 @@ impl Drop for Dataplane {
         let _ = self.detach();
     }
 }
-
-/// Copies the hot key into an XDP key of its class (zero padding already in `k`).
-fn fill_key<K: KeyLayout>(key: &HotKey, mut k: K) -> K {
-    k.set(key.qtype(), key.region(), key.name());
-    k
-}
-
-/// The XDP key types, filled the same way.
-trait KeyLayout {
-    fn set(&mut self, qtype: u16, region: u16, name: &[u8]);
-}
-
-macro_rules! key_layout {
-    ($($t:ty),*) => {$(
-        impl KeyLayout for $t {
-            fn set(&mut self, qtype: u16, region: u16, name: &[u8]) {
-                self.qtype = qtype;
-                self.region = region;
-                self.name[..name.len()].copy_from_slice(name);
-            }
-        }
-    )*};
-}
-key_layout!(HotKey32, HotKey64, HotKey128, HotKey256);
 
 /// A helper program of the object, for test hosts and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

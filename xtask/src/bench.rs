@@ -1217,8 +1217,8 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
 
 /// The checks `cargo xtask test` makes on a quick run (nothing absolute, nothing that races the
 /// machine): at the fixed rate (30% of the ceiling) dnsfast loses nothing and answers every hot
-/// query in XDP, and spends less CPU per query than Knot (kernel UDP): the ratio of the medians
-/// of `Opts::check_samples` samples each stays below [`CPU_RATIO_MAX`].
+/// query in XDP, and spends less CPU per query than Knot (kernel UDP): the ratio of each side's
+/// best of `Opts::check_samples` samples stays below [`CPU_RATIO_MAX`].
 pub fn check(r: &Report) -> Result<()> {
     let s = r
         .medians
@@ -1241,8 +1241,8 @@ pub fn check(r: &Report) -> Result<()> {
         "XDP answered {answered} of {} hot queries at the fixed rate",
         s.fixed_sent
     );
-    let ratio = s.cpu_us / knot.cpu_us;
-    // The spread of this run: each side's lowest and highest sample, and the worst pairing.
+    // Each side's lowest and highest sample. Noise on this shared machine only adds CPU, so
+    // the lowest (best of the samples) is the estimate the check compares.
     let range = |t| {
         r.cpu_range
             .get(&(t, Workload::Hot))
@@ -1250,31 +1250,38 @@ pub fn check(r: &Report) -> Result<()> {
             .unwrap_or((0.0, 0.0))
     };
     let (ours, theirs) = (range(Target::DnsfastXdp), range(Target::KnotUdp));
-    let worst = if theirs.0 > 0.0 {
-        ours.1 / theirs.0
-    } else {
-        f64::NAN
-    };
+    ensure!(theirs.0 > 0.0, "no Knot CPU sample");
+    let best = ours.0 / theirs.0;
     println!(
         "bench check: at {} q/s dnsfast lost 0 of {}, answered {answered} in XDP; CPU/query \
-         {:.2} µs vs Knot UDP {:.2} (ratio of medians {ratio:.2}, limit {CPU_RATIO_MAX}; samples \
-         {:.2}–{:.2} vs {:.2}–{:.2}, worst pairing {worst:.2})",
-        r.rate, s.fixed_sent, s.cpu_us, knot.cpu_us, ours.0, ours.1, theirs.0, theirs.1
-    );
-    ensure!(
-        ratio < CPU_RATIO_MAX,
-        "dnsfast spent {:.2} µs of CPU per query, Knot (UDP) {:.2}: ratio {ratio:.2}, not below \
-         {CPU_RATIO_MAX}",
+         best {:.2} µs vs Knot UDP {:.2} (ratio {best:.2}, limit {CPU_RATIO_MAX}); samples \
+         {:.2}–{:.2} vs {:.2}–{:.2}, medians {:.2} vs {:.2}",
+        r.rate,
+        s.fixed_sent,
+        ours.0,
+        theirs.0,
+        ours.0,
+        ours.1,
+        theirs.0,
+        theirs.1,
         s.cpu_us,
         knot.cpu_us
+    );
+    ensure!(
+        best < CPU_RATIO_MAX,
+        "dnsfast spent at best {:.2} µs of CPU per query, Knot (UDP) {:.2}: ratio {best:.2}, not \
+         below {CPU_RATIO_MAX}",
+        ours.0,
+        theirs.0
     );
     Ok(())
 }
 
 /// Most dnsfast (XDP) may spend per hot query over Knot (kernel UDP) in the quick run, as the
-/// ratio of the two medians. Recorded spread: full runs 0.53–0.56; quick runs' single samples up
-/// to 0.72 (1 of 12 runs over 0.70, Nov 2026); on 2026-12-01, with this VM about twice as slow as
-/// usual, ratios of medians of 0.69, 0.51 and 0.67 in three runs, single-sample pairings up to
-/// 0.84 (dnsfast's samples spread 9–27 µs, Knot's 30–39). The medians stay 0.2 below the limit;
-/// XDP not answering is caught by the answered count, not by this ratio.
-const CPU_RATIO_MAX: f64 = 0.9;
+/// ratio of each side's best of `check_samples` samples (noise here only adds CPU, and the
+/// medians moved with it: on 2026-12-01, with this VM about twice as slow as usual, the ratio
+/// of medians went 0.51–0.73 over five runs and single pairings up to 0.87, while the ratio of
+/// the bests stayed 0.26–0.55: 0.49, 0.26, 0.47, 0.55, 0.46). Full runs put it at 0.53–0.56. The
+/// limit leaves 0.3 above the worst best-ratio seen; XDP not answering is caught by the
+/// answered count, not by this ratio.
+const CPU_RATIO_MAX: f64 = 0.85;

@@ -467,3 +467,29 @@ fn the_hot_decision() {
         Err(NotHot::ClientSubnet)
     );
 }
+
+#[test]
+fn query_keys_and_daemon_keys_lowercase_alike() {
+    // Every byte value, at every position of an 8-byte word, in a query's name: the XDP key
+    // (`build_key`, eight bytes at a time) equals the daemon's (`HotKeyN::new`, byte by byte).
+    for b in 0..=255u8 {
+        for at in 0..8 {
+            let mut label = *b"AbCdEfGhZ";
+            label[at] = b;
+            let mut name = vec![label.len() as u8];
+            name.extend_from_slice(&label);
+            name.extend_from_slice(b"\x07ExAmPlE\x00");
+            let mut m = header(1, 0, 1, 0, 0, 0);
+            m.extend_from_slice(&name);
+            m.extend_from_slice(&TYPE_A.to_be_bytes());
+            m.extend_from_slice(&CLASS_IN.to_be_bytes());
+            let mut key = HotKey256::zeroed();
+            let class = build_key(&mut SliceWire(&m), name.len(), TYPE_A, 5, &mut key);
+            assert_eq!(class, 0);
+            let want = crate::maps::HotKey32::new(TYPE_A, 5, &name).unwrap();
+            assert_eq!(&key.name[..32], &want.name[..], "byte {b:#04x} at {at}");
+            assert_eq!((key.qtype, key.region), (want.qtype, want.region));
+        }
+    }
+    assert!(crate::maps::HotKey32::new(TYPE_A, 0, &[1; 33]).is_none());
+}
