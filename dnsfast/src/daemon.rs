@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use dnsfast_common::{
-    maps::{CFG_ANSWER, CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
+    maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
@@ -53,13 +53,11 @@ pub struct Daemon {
     last_reload_error: Mutex<Option<String>>,
 }
 
-/// The program's configuration for `cfg`: port, our addresses, answering on or off.
-pub fn xdp_config(cfg: &Config, answering: bool) -> Result<XdpConfig> {
+/// The program's configuration for `cfg`: port and our addresses, answering off
+/// ([`Dataplane::set_answering`] switches it on once the sockets are up).
+pub fn xdp_config(cfg: &Config) -> Result<XdpConfig> {
     let mut x = XdpConfig::zeroed();
     x.port = cfg.dns_port();
-    if answering {
-        x.flags |= CFG_ANSWER;
-    }
     let iface_addrs = match &cfg.xdp.interface {
         Some(i) => instance::interface_addresses(i)?,
         None => Vec::new(),
@@ -98,15 +96,10 @@ pub fn xdp_config(cfg: &Config, answering: bool) -> Result<XdpConfig> {
 impl Daemon {
     fn set_answering(&self, on: bool) {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
-        if let Some(dp) = dp.as_mut() {
-            match xdp_config(&self.cfg, on) {
-                Ok(c) => {
-                    if let Err(e) = dp.set_config(&c) {
-                        tracing::error!("XDP config: {e:#}");
-                    }
-                }
-                Err(e) => tracing::error!("XDP config: {e:#}"),
-            }
+        if let Some(dp) = dp.as_mut()
+            && let Err(e) = dp.set_answering(on)
+        {
+            tracing::error!("XDP config: {e:#}");
         }
     }
 
@@ -333,7 +326,7 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     let cap = capacity(cfg);
     let t = Instant::now();
     let mut dp = Dataplane::load(cap, Some(&pin_dir))?;
-    dp.set_config(&xdp_config(cfg, false)?)?;
+    dp.set_config(&xdp_config(cfg)?)?;
     let load_time = t.elapsed();
     let t = Instant::now();
     let st = dp.apply(&snap.hot.as_changes())?;

@@ -23,17 +23,8 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// This process needs more descriptors than a shell's default soft limit for its client side.
 fn raise_own_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim), 0);
-    }
-    assert!(lim.rlim_cur >= 4096, "the test needs 4096 descriptors");
+    let limit = dnsfast::tcp::raise_nofile().unwrap();
+    assert!(limit >= 4096, "the test needs 4096 descriptors");
 }
 
 /// Extra client addresses `198.18.<n>.<first>..` on the host's veth end.
