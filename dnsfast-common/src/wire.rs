@@ -45,8 +45,10 @@ pub const EDNS_UDP_SIZE: u16 = 1232;
 pub const MIN_UDP_SIZE: usize = 512;
 /// DO bit in the OPT TTL flags.
 pub const EDNS_DO: u16 = 0x8000;
-/// Size of the OPT record we append: root, type, class, TTL, RDLENGTH 0.
+/// Size of an OPT record without options: root, type, class, TTL, RDLENGTH.
 pub const OPT_RR_LEN: usize = 11;
+/// Most options one response's OPT record carries ([`ResponseOpt`]).
+pub const MAX_RESPONSE_OPTIONS: usize = 4;
 
 /// EDNS option NSID (RFC 5001).
 pub const OPTION_NSID: u16 = 3;
@@ -54,6 +56,67 @@ pub const OPTION_NSID: u16 = 3;
 pub const OPTION_ECS: u16 = 8;
 /// EDNS option COOKIE (RFC 7873).
 pub const OPTION_COOKIE: u16 = 10;
+
+/// An EDNS option of a response: its code and data (at most 65,535 − 4 bytes; ours are short:
+/// an NSID of at most 128, a Client Subnet echo of at most 20, a cookie of at most 40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdnsOption<'a> {
+    /// Option code (`OPTION_*`).
+    pub code: u16,
+    /// Option data.
+    pub data: &'a [u8],
+}
+
+/// The OPT record of a response (RFC 6891 §6.1.2): root owner, our UDP payload size as CLASS,
+/// the upper eight bits of the extended RCODE, version 0, DO as the query had it, then the
+/// options in the order given (at most [`MAX_RESPONSE_OPTIONS`]; any beyond are not written and
+/// not counted). Both paths write every OPT they send with it: the hot builder (the XDP program
+/// and the daemon) and the daemon's general encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseOpt<'a> {
+    /// The response's RCODE, 12 bits (the low four go in the header).
+    pub rcode: u16,
+    /// Whether the query set DO.
+    pub dnssec_ok: bool,
+    /// Options to send.
+    pub options: &'a [EdnsOption<'a>],
+}
+
+impl ResponseOpt<'_> {
+    /// Bytes the record takes.
+    #[inline(always)]
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        let mut n = OPT_RR_LEN;
+        for o in self.options.iter().take(MAX_RESPONSE_OPTIONS) {
+            n += 4 + o.data.len();
+        }
+        n
+    }
+
+    /// Writes the record at `off`; returns the offset after it. `None` if `w` has no room.
+    #[inline(always)]
+    pub fn write<W: WireMut>(&self, w: &mut W, off: usize) -> Option<usize> {
+        w.put_u8(off, 0)?;
+        w.put_u16(off + 1, TYPE_OPT)?;
+        w.put_u16(off + 3, EDNS_UDP_SIZE)?;
+        w.put_u8(off + 5, (self.rcode >> 4) as u8)?;
+        w.put_u8(off + 6, 0)?;
+        w.put_u16(off + 7, u16::from(self.dnssec_ok) << 15)?;
+        w.put_u16(off + 9, (self.wire_len() - OPT_RR_LEN) as u16)?;
+        let mut at = off + OPT_RR_LEN;
+        for o in self.options.iter().take(MAX_RESPONSE_OPTIONS) {
+            w.put_u16(at, o.code)?;
+            w.put_u16(at + 2, o.data.len() as u16)?;
+            for (i, b) in o.data.iter().enumerate() {
+                w.put_u8(at + 4 + i, *b)?;
+            }
+            at += 4 + o.data.len();
+        }
+        Some(at)
+    }
+}
+const _: () = assert!(EDNS_DO == 1 << 15);
 
 /// Response codes we produce.
 pub mod rcode {
@@ -923,6 +986,7 @@ pub fn plan_hot_answer<A: AnswerData, W: Wire>(
     w: &mut W,
     q: &Query,
     answer: &A,
+    options: &[EdnsOption<'_>],
     limit: usize,
 ) -> Result<HotPlan, BuildError> {
     let rrtype = answer.rrtype();
@@ -938,7 +1002,10 @@ pub fn plan_hot_answer<A: AnswerData, W: Wire>(
     if count == 0 || count > MAX_HOT_RECORDS || count * rdlen > A::RDATA_CAPACITY {
         return Err(BuildError::BadSlot);
     }
-    let opt = if q.edns.is_some() { OPT_RR_LEN } else { 0 };
+    let opt = match q.edns {
+        Some(e) => hot_opt(&e, options).wire_len(),
+        None => 0,
+    };
     let total = q.question_end + count * record_len(rdlen) + opt;
     if total > limit || total > MSG_AREA {
         return Err(BuildError::TooBig);
@@ -981,14 +1048,16 @@ pub const fn answer_rotation(id: u16, client_port: u16) -> u32 {
 /// Writes the hot answer planned by [`plan_hot_answer`] over the query in `w`: header flags and
 /// counts rewritten (the ID and the question are left as they are: byte for byte, 0x20 case
 /// kept), `answer`'s records compressed to the question name starting at record
-/// `rotation % count`, and an OPT record (our UDP size, DO copied, no options) if the query had
-/// one. `None` only if `w` is too small (not with a [`MsgBuf`]).
+/// `rotation % count`, and, if the query had an OPT record, ours ([`ResponseOpt`]) with
+/// `options` (the same ones [`plan_hot_answer`] planned for). `None` only if `w` is too small
+/// (not with a [`MsgBuf`]).
 #[inline(always)]
 pub fn write_hot_answer<A: AnswerData, W: WireMut>(
     w: &mut W,
     q: &Query,
     answer: &A,
     plan: &HotPlan,
+    options: &[EdnsOption<'_>],
     rotation: u32,
 ) -> Option<()> {
     let rrtype = answer.rrtype();
@@ -1033,16 +1102,19 @@ pub fn write_hot_answer<A: AnswerData, W: WireMut>(
     }
 
     if let Some(e) = q.edns {
-        let off = plan.records_end;
-        w.put_u8(off, 0)?;
-        w.put_u16(off + 1, TYPE_OPT)?;
-        w.put_u16(off + 3, EDNS_UDP_SIZE)?;
-        w.put_u8(off + 5, 0)?;
-        w.put_u8(off + 6, 0)?;
-        w.put_u16(off + 7, e.flags & EDNS_DO)?;
-        w.put_u16(off + 9, 0)?;
+        hot_opt(&e, options).write(w, plan.records_end)?;
     }
     Some(())
+}
+
+/// The OPT record of a hot answer (NOERROR) to a query with EDNS `e`.
+#[inline(always)]
+fn hot_opt<'a>(e: &Edns, options: &'a [EdnsOption<'a>]) -> ResponseOpt<'a> {
+    ResponseOpt {
+        rcode: rcode::NOERROR,
+        dnssec_ok: e.flags & EDNS_DO != 0,
+        options,
+    }
 }
 
 /// Plans and writes the hot answer in `msg` (the daemon's path); returns its length.
@@ -1051,11 +1123,12 @@ pub fn build_hot_answer<A: AnswerData>(
     msg: &mut MsgBuf<'_>,
     q: &Query,
     answer: &A,
+    options: &[EdnsOption<'_>],
     rotation: u32,
     limit: usize,
 ) -> Result<usize, BuildError> {
-    let plan = plan_hot_answer(msg, q, answer, limit)?;
-    write_hot_answer(msg, q, answer, &plan, rotation).ok_or(BuildError::TooBig)?;
+    let plan = plan_hot_answer(msg, q, answer, options, limit)?;
+    write_hot_answer(msg, q, answer, &plan, options, rotation).ok_or(BuildError::TooBig)?;
     msg.set_len(plan.total);
     Ok(plan.total)
 }

@@ -144,13 +144,13 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }
         lookup::Answer::Large(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)

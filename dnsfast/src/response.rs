@@ -2,8 +2,8 @@
 //! question as asked, records compressed, our OPT, and truncation that never splits an RRset.
 
 use dnsfast_common::wire::{
-    EDNS_DO, EDNS_UDP_SIZE, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN,
-    OPTION_NSID, Query, QueryError, SliceWire, TYPE_OPT, Wire,
+    EDNS_DO, EdnsOption, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN,
+    OPTION_NSID, Query, QueryError, ResponseOpt, SliceWire, TYPE_OPT, Wire, WireMut,
 };
 use hickory_proto::{
     rr::{Name, Record},
@@ -12,26 +12,71 @@ use hickory_proto::{
 
 use crate::answer::Answer;
 
-/// Writes our OPT record: root owner, our UDP size, extended RCODE, version 0, DO copied, and
-/// the NSID option if given (without it, the same bytes `wire::write_hot_answer` appends).
-fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
-    out.push(0);
-    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-    out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
-    out.push((rcode >> 4) as u8);
-    out.push(0);
-    out.extend_from_slice(&(if dnssec_ok { EDNS_DO } else { 0 }).to_be_bytes());
-    match nsid {
-        None => out.extend_from_slice(&0u16.to_be_bytes()),
-        Some(id) => {
-            // The configuration keeps an NSID to 128 bytes.
-            let len = id.len() as u16;
-            out.extend_from_slice(&(4 + len).to_be_bytes());
-            out.extend_from_slice(&OPTION_NSID.to_be_bytes());
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(id);
+/// A message being built in a `Vec`, which grows to take every write.
+struct Grow<'a>(&'a mut Vec<u8>);
+
+impl Grow<'_> {
+    fn at(&mut self, i: usize, n: usize) -> &mut [u8] {
+        if self.0.len() < i + n {
+            self.0.resize(i + n, 0);
         }
+        &mut self.0[i..i + n]
     }
+}
+
+impl Wire for Grow<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn u8_at(&self, i: usize) -> Option<u8> {
+        self.0.get(i).copied()
+    }
+    fn u64_le_at(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        for (d, s) in b.iter_mut().zip(self.0.iter().skip(i)) {
+            *d = *s;
+        }
+        u64::from_le_bytes(b)
+    }
+}
+
+impl WireMut for Grow<'_> {
+    fn put_u8(&mut self, i: usize, v: u8) -> Option<()> {
+        self.at(i, 1)[0] = v;
+        Some(())
+    }
+    fn put_u16(&mut self, i: usize, v: u16) -> Option<()> {
+        self.at(i, 2).copy_from_slice(&v.to_be_bytes());
+        Some(())
+    }
+    fn put4(&mut self, i: usize, v: [u8; 4]) -> Option<()> {
+        self.at(i, 4).copy_from_slice(&v);
+        Some(())
+    }
+}
+
+/// Appends our OPT record (`wire::ResponseOpt`, the writer the hot builder uses too) with the
+/// NSID option if given.
+fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
+    let option;
+    let options: &[EdnsOption<'_>] = match nsid {
+        Some(data) => {
+            option = [EdnsOption {
+                code: OPTION_NSID,
+                data,
+            }];
+            &option
+        }
+        None => &[],
+    };
+    let at = out.len();
+    let opt = ResponseOpt {
+        rcode,
+        dnssec_ok,
+        options,
+    };
+    // A growing buffer always has room.
+    let _ = opt.write(&mut Grow(out), at);
 }
 
 /// Response flags for query flags `qflags`: QR, RD and CD copied, AA/TC as given, opcode 0.

@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{MSG_AREA, REGION_ANY},
     wire::{
-        CLASS_CH, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, SliceWire, answer_rotation,
-        build_hot_answer, parse_query, rcode,
+        CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, OPTION_NSID, SliceWire,
+        answer_rotation, build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -186,8 +186,9 @@ fn answer_message(
         .filter(|_| q.edns.is_some_and(|e| e.nsid));
 
     // The hot path: the same validator verdict, the same decision and the same builder as the
-    // XDP program (a configured NSID the query asks for needs the general encoder's OPT).
-    let hot_shape = q.hot().is_ok() && nsid.is_none() && msg.len() <= MSG_AREA;
+    // XDP program, which passes NSID requests up (it does not hold the identifier): here the
+    // builder carries it.
+    let hot_shape = q.hot().is_ok() && msg.len() <= MSG_AREA;
     if hot_shape {
         let mut key = [0u8; 4 + 255];
         let qname = &msg[HEADER_LEN..HEADER_LEN + q.name_len];
@@ -200,7 +201,12 @@ fn answer_message(
             let mut cell = 0;
             let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
             let rotation = answer_rotation(q.id, client_port);
-            if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), rotation, limit) {
+            let option = nsid.map(|data| EdnsOption {
+                code: OPTION_NSID,
+                data,
+            });
+            let options = option.as_slice();
+            if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), options, rotation, limit) {
                 shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
                 out.extend_from_slice(&m.as_bytes()[..n]);
                 return true;

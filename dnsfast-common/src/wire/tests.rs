@@ -349,12 +349,22 @@ fn build(
     rotation: u32,
     limit: usize,
 ) -> Result<Vec<u8>, BuildError> {
+    build_with(m, ans, &[], rotation, limit)
+}
+
+fn build_with(
+    m: &[u8],
+    ans: &impl AnswerData,
+    options: &[EdnsOption<'_>],
+    rotation: u32,
+    limit: usize,
+) -> Result<Vec<u8>, BuildError> {
     let mut buf = [0u8; MSG_BUF_LEN];
     buf[..m.len()].copy_from_slice(m);
     let mut cell = 0;
     let mut msg = MsgBuf::new(&mut buf, m.len(), &mut cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).unwrap();
-    let n = build_hot_answer(&mut msg, &q, ans, rotation, limit)?;
+    let n = build_hot_answer(&mut msg, &q, ans, options, rotation, limit)?;
     assert_eq!(msg.as_bytes().len(), n);
     Ok(msg.as_bytes().to_vec())
 }
@@ -403,6 +413,70 @@ fn hot_answer_with_opt() {
         &r[qend + 28..],
         &[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]
     );
+}
+
+#[test]
+fn hot_answer_carries_options_in_order_and_counts_them_against_the_limit() {
+    let m = query("a.test", TYPE_A, Some(opt(1232, 0, 0, &[])));
+    let ans = small(TYPE_A, 60, &[&[198, 18, 0, 1]]);
+    let nsid = EdnsOption {
+        code: OPTION_NSID,
+        data: b"ns1",
+    };
+    let other = EdnsOption {
+        code: 0xFDE9,
+        data: &[1, 2],
+    };
+    let qend = 12 + 8 + 4;
+    let total = qend + 16 + 11 + (4 + 3) + (4 + 2);
+    let r = build_with(&m, &ans, &[nsid, other], 0, total).unwrap();
+    assert_eq!(r.len(), total);
+    assert_eq!(
+        &r[qend + 16..],
+        &[
+            0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 13, // OPT, RDLENGTH 13
+            0, 3, 0, 3, b'n', b's', b'1', // NSID "ns1"
+            0xFD, 0xE9, 0, 2, 1, 2, // the second option
+        ]
+    );
+    // One byte short of the answer with its options: too big (the daemon's general path then
+    // answers), as the plan counted the options.
+    assert_eq!(
+        build_with(&m, &ans, &[nsid, other], 0, total - 1),
+        Err(BuildError::TooBig)
+    );
+    // Without EDNS in the query there is no OPT, so no options either.
+    let plain = query("a.test", TYPE_A, None);
+    let r = build_with(&plain, &ans, &[nsid], 0, 512).unwrap();
+    assert_eq!(r.len(), 12 + 12 + 16);
+}
+
+#[test]
+fn response_opt_bytes() {
+    let mut buf = [0u8; MSG_BUF_LEN];
+    let mut cell = 0;
+    let mut w = MsgBuf::new(&mut buf, 0, &mut cell);
+    // BADVERS (16): the upper eight bits of the extended RCODE are 1; DO set.
+    let opt = ResponseOpt {
+        rcode: 16,
+        dnssec_ok: true,
+        options: &[],
+    };
+    assert_eq!(opt.wire_len(), OPT_RR_LEN);
+    assert_eq!(opt.write(&mut w, 5), Some(5 + OPT_RR_LEN));
+    assert_eq!(&buf[5..16], &[0, 0, 41, 0x04, 0xD0, 1, 0, 0x80, 0, 0, 0]);
+    // Options past MAX_RESPONSE_OPTIONS are neither written nor counted.
+    let o = EdnsOption {
+        code: 1,
+        data: &[9],
+    };
+    let many = [o; MAX_RESPONSE_OPTIONS + 1];
+    let opt = ResponseOpt {
+        rcode: 0,
+        dnssec_ok: false,
+        options: &many,
+    };
+    assert_eq!(opt.wire_len(), OPT_RR_LEN + MAX_RESPONSE_OPTIONS * 5);
 }
 
 #[test]
