@@ -11,7 +11,18 @@
 //! ANSWER_INDEX[entry]                     ─► slot                   (array, mmapped)
 //! both:
 //! ANSWERS_SMALL[slot] / ANSWERS_LARGE[slot & !SLOT_LARGE] ─► answer (arrays, immutable while reachable)
+//! steered names (slot = SLOT_STEERED|block, in a bucket or an ANSWER_INDEX entry):
+//! REGION_SETS[block * MAX_REGIONS + region] ─► set                  (array, mmapped)
+//! ANSWER_SETS[set] = AnswerSet{state, records, weights}             (array, mmapped)
+//!   state = eligible records | answers_from << 32: the set answers from ANSWER_SETS[answers_from]
+//!   (its failover) when that is not itself; a redirect's target is final (its own redirect is
+//!   not followed)
 //! ```
+//!
+//! A name's key is looked up first (one cache line for an unsteered name with a small answer);
+//! only an entry that says it is steered then needs the client's region. Answer sets are shared:
+//! every name and region that answers from one pool points at the same set, so a health change
+//! is one 64-bit store into each affected set's `state`, whatever the number of names.
 //!
 //! Invariants the daemon keeps so that the XDP program never reads a half-written answer:
 //! - an answer slot is written only while nothing points at it and no program that could have
@@ -25,7 +36,13 @@
 //!   loads, and the daemon's stores, in order);
 //! - a bucket's inline answer is rewritten in place like a seqlock: slot to `SLOT_NONE`, the
 //!   answer, then `SLOT_INLINE` with a new sequence number, so a reader that copied a torn answer
-//!   sees the slot change and reads again.
+//!   sees the slot change and reads again;
+//! - an answer set's records, TTL and weights are written only while no region entry and no
+//!   other set's `state` refers to it (and a grace period after the last did); only `state`
+//!   changes while it is reachable, with one aligned 64-bit store, so a reader sees either the
+//!   old or the new eligibility and failover, never half of each;
+//! - a `REGION_SETS` entry changes with one aligned 32-bit store, between two whole sets; a
+//!   block is filled before the name that points at it is published.
 //!
 //! Every type here is `#[repr(C)]` without implicit padding and has its size asserted, because the
 //! kernel copies them byte for byte between the two sides.
@@ -34,7 +51,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -69,11 +86,16 @@ pub const MAP_ANSWERS_SMALL: &str = "ANSWERS_SMALL";
 /// Answer slots with up to [`LARGE_RDATA`] bytes of address data.
 pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
 
+/// Steered entries' blocks: `MAX_REGIONS` answer-set ids each, one per region.
+pub const MAP_REGION_SETS: &str = "REGION_SETS";
+/// Answer sets of steered names ([`AnswerSet`]).
+pub const MAP_ANSWER_SETS: &str = "ANSWER_SETS";
+
 /// Map-of-maps the daemon updates to wait for running programs to finish (RCU grace period).
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
@@ -86,6 +108,8 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_ANSWER_INDEX,
     MAP_ANSWERS_SMALL,
     MAP_ANSWERS_LARGE,
+    MAP_REGION_SETS,
+    MAP_ANSWER_SETS,
 ];
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
@@ -101,6 +125,10 @@ pub const DEFAULT_HOT_ENTRIES: usize = 65_536;
 pub const DEFAULT_SMALL_SLOTS: usize = 2 * DEFAULT_HOT_ENTRIES;
 /// Default number of large answer slots.
 pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
+/// Default number of answer sets (`ANSWER_SETS`).
+pub const DEFAULT_ANSWER_SETS: usize = 4096;
+/// Default number of steered entries (blocks of `REGION_SETS`).
+pub const DEFAULT_STEERED: usize = 1024;
 
 /// Name size classes: a name of `n` wire octets is keyed in the first class `>= n`, zero-padded.
 /// Wire-format names are prefix-free (each label carries its length), so zero padding can never
@@ -122,9 +150,17 @@ pub const fn name_class(name_len: usize) -> usize {
     }
 }
 
-/// Region of answers that apply to every client. Steering adds per-region entries next to it;
-/// the skeleton only writes this one.
+/// Region of answers that apply to every client: every key carries it (a steered name's
+/// regions are its block's entries in `REGION_SETS`, not keys of their own).
 pub const REGION_ANY: u16 = 0;
+
+/// Most regions a configuration defines: the entries of one steered block.
+pub const MAX_REGIONS: usize = 64;
+/// Most records (endpoints) an answer set holds: one eligibility bit each.
+pub const MAX_SET_RECORDS: usize = MAX_HOT_RECORDS;
+/// `REGION_SETS` value of a region without a set (the daemon answers it), and `ANSWER_SETS`'s
+/// out-of-range id.
+pub const SET_NONE: u32 = u32::MAX;
 
 macro_rules! hot_key {
     ($(#[$doc:meta])* $name:ident, $n:expr) => {
@@ -218,6 +254,17 @@ pub const SLOT_INLINE: u32 = 1 << 30;
 /// The sequence bits of an inline slot.
 pub const SLOT_SEQ: u32 = SLOT_INLINE - 1;
 
+/// Slot of a steered name: `SLOT_STEERED | block`, its block of `REGION_SETS`. Both table bits
+/// are set, which no answer slot has; [`SLOT_TOMB`] and [`SLOT_NONE`] lie above every block.
+pub const SLOT_STEERED: u32 = SLOT_LARGE | SLOT_INLINE;
+
+/// Whether `slot` is a steered name's ([`SLOT_STEERED`] with a block number).
+#[inline(always)]
+#[must_use]
+pub const fn slot_is_steered(slot: u32) -> bool {
+    slot >= SLOT_STEERED && slot < SLOT_TOMB
+}
+
 /// Whether `slot` (neither [`SLOT_NONE`] nor [`SLOT_TOMB`]) says the answer is in the bucket.
 #[inline(always)]
 #[must_use]
@@ -299,6 +346,59 @@ answer_slot!(
     AnswerLarge,
     LARGE_RDATA
 );
+
+/// An answer set (value of `ANSWER_SETS`): the records one region of a steered name answers
+/// from, with what steering decides among them. Everything but `state` is immutable while the
+/// set is reachable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct AnswerSet {
+    /// Bits 0..32: the records that may be answered (bit `i` = record `i`: healthy and not
+    /// drained); bits 32..64: the set this one answers from ([`set_state`]): its own id, or its
+    /// failover's while it is down. The daemon changes it with one aligned 64-bit store.
+    pub state: u64,
+    /// TTL of the records, seconds.
+    pub ttl: u32,
+    /// 1 (A) or 28 (AAAA).
+    pub rrtype: u16,
+    /// Records held, 1..=[`MAX_SET_RECORDS`].
+    pub count: u8,
+    /// Records an answer carries (drawn by weight among the eligible), 1..=8.
+    pub answer_count: u8,
+    /// Each record's weight, 0..=255.
+    pub weights: [u8; MAX_SET_RECORDS],
+    /// `count` addresses of 4 (A) or 16 (AAAA) bytes, network order, back to back.
+    pub rdata: [u8; LARGE_RDATA],
+}
+const _: () = assert!(size_of::<AnswerSet>() == 8 + 8 + MAX_SET_RECORDS + LARGE_RDATA);
+const _: () = assert!(MAX_SET_RECORDS <= 32);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields, no padding (asserted above).
+unsafe impl aya::Pod for AnswerSet {}
+
+impl AnswerSet {
+    /// An empty set.
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            state: 0,
+            ttl: 0,
+            rrtype: 0,
+            count: 0,
+            answer_count: 0,
+            weights: [0; MAX_SET_RECORDS],
+            rdata: [0; LARGE_RDATA],
+        }
+    }
+}
+
+/// The `AnswerSet::state` word: the `eligible` records, answered from set `answers_from`.
+#[inline(always)]
+#[must_use]
+pub const fn set_state(eligible: u32, answers_from: u32) -> u64 {
+    eligible as u64 | (answers_from as u64) << 32
+}
 
 /// `XdpConfig::flags`: answer hot queries. Clear (as in a fresh map) means pass everything.
 pub const CFG_ANSWER: u32 = 1;
@@ -472,8 +572,11 @@ pub struct Scratch {
     pub hint: u32,
     /// A copy of the inline answer of the bucket a lookup found (an `AnswerSmall`, as words).
     pub inline: [u64; ANSWER_WORDS],
+    /// A steered name's answer: the eligible records of the set its region answers from.
+    pub steered: AnswerLarge,
 }
-const _: () = assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4 + 24);
+const _: () =
+    assert!(size_of::<Scratch>() == 8 + MSG_AREA + MSG_SLACK + 260 + 4 + 24 + 8 + LARGE_RDATA);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integers and byte arrays, no padding (asserted above).
 unsafe impl aya::Pod for Scratch {}

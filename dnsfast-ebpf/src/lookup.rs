@@ -7,17 +7,25 @@
 //! names take three steps (see `dnsfast_common::maps`):
 //! the size class's hash map gives the entry, `ANSWER_INDEX[entry]` gives the slot (one atomic
 //! 32-bit load: the daemon flips it with one store). Either way the slot holds the answer, which
-//! the daemon never writes while it is reachable.
+//! the daemon never writes while it is reachable, or says the name is steered: then (and only
+//! then) the client's region picks an entry of the name's `REGION_SETS` block, which names the
+//! shared answer set, whose `state` word gives the eligible records and the set they are
+//! answered from ([`steer`]).
 
 use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
     macros::btf_map,
 };
-use dnsfast_common::maps::{
-    ANSWER_WORDS, AnswerLarge, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BUCKET_ANSWER_WORD,
-    BUCKET_NAME_WORD, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, HOT_PROBES,
-    HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, NAME_CLASSES, SLOT_LARGE,
-    SLOT_NONE, SLOT_TOMB, Scratch, XdpConfig, hot_hash, slot_is_inline,
+use dnsfast_common::{
+    maps::{
+        ANSWER_WORDS, AnswerLarge, AnswerSet, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
+        BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, DEFAULT_ANSWER_SETS, DEFAULT_HOT_ENTRIES,
+        DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32,
+        HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_REGIONS, MAX_SET_RECORDS,
+        NAME_CLASSES, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, hot_hash,
+        slot_is_inline, slot_is_steered,
+    },
+    wire::{TYPE_A, TYPE_AAAA},
 };
 
 #[btf_map]
@@ -40,6 +48,11 @@ static ANSWER_INDEX: Array<u32, DEFAULT_HOT_ENTRIES, BPF_F_MMAPABLE> = Array::ne
 static ANSWERS_SMALL: Array<AnswerSmall, DEFAULT_SMALL_SLOTS> = Array::new();
 #[btf_map]
 static ANSWERS_LARGE: Array<AnswerLarge, DEFAULT_LARGE_SLOTS> = Array::new();
+
+#[btf_map]
+static REGION_SETS: Array<u32, { DEFAULT_STEERED * MAX_REGIONS }, BPF_F_MMAPABLE> = Array::new();
+#[btf_map]
+static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Array::new();
 
 /// Never read by the program. The daemon updates it to wait for an RCU grace period: the
 /// kernel answers an update of a map-of-maps only after every BPF program that could still hold
@@ -75,7 +88,16 @@ pub enum Answer<'a> {
     Large(&'a AnswerLarge),
 }
 
+/// Where [`find`] copies what it found that is not a map value of its own.
+pub struct Found<'a> {
+    /// `Scratch::inline`.
+    pub inline: &'a mut [u64; ANSWER_WORDS],
+    /// `Scratch::steered`.
+    pub steered: &'a mut AnswerLarge,
+}
+
 /// The answer for `key` (built by `wire::build_key` for size class `class`), if it is hot.
+/// `region` is asked only for a steered name.
 #[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
@@ -85,8 +107,10 @@ pub fn find<'a>(
     cfg: &XdpConfig,
     class: usize,
     key: &mut HotKey256,
-    inline: &'a mut [u64; ANSWER_WORDS],
+    found: Found<'a>,
+    region: impl FnOnce() -> u32,
 ) -> Option<Answer<'a>> {
+    let Found { inline, steered } = found;
     let k: *mut HotKey256 = key;
     let mut map_class = class;
     let mut slot = SLOT_NONE;
@@ -132,6 +156,9 @@ pub fn find<'a>(
     }
     if slot == SLOT_NONE {
         return None;
+    }
+    if slot_is_steered(slot) {
+        return steer(slot & !SLOT_STEERED, region(), steered).map(Answer::Large);
     }
     if slot & SLOT_LARGE != 0 {
         ANSWERS_LARGE.get(slot & !SLOT_LARGE).map(Answer::Large)
@@ -224,4 +251,78 @@ fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> P
         i += 1;
     }
     Probe::Exhausted
+}
+
+/// A steered name's answer for `region`, from its block `block` of `REGION_SETS`: the eligible
+/// records of the set the region answers from, in the set's order, copied to `out`. `None`
+/// (the daemon answers) if the region has no set or no record is eligible: what then goes out
+/// (fail open, NODATA) is the daemon's policy, not the program's.
+///
+/// Each word read here is stored whole by the daemon: the region's entry (32 bits), the set's
+/// `state` (64 bits: eligibility and redirect together). A redirect's target is final, so one
+/// hop suffices; its `state` gives the eligibility, its own redirect is not followed. Records,
+/// TTL and count are immutable while a set is reachable.
+#[inline(always)]
+fn steer(block: u32, region: u32, out: &mut AnswerLarge) -> Option<&AnswerLarge> {
+    const REGIONS: u32 = MAX_REGIONS as u32;
+    let index = block
+        .wrapping_mul(REGIONS)
+        .wrapping_add(region & (REGIONS - 1));
+    let entry = REGION_SETS.get_ptr(index)?;
+    // SAFETY: element pointer from a successful array lookup, valid for this program run; the
+    // daemon stores it with aligned 32-bit atomic stores.
+    let id = unsafe { core::ptr::read_volatile(entry) };
+    let mut set = ANSWER_SETS.get_ptr(id)?;
+    // SAFETY: as above; `state` is 8-aligned and stored with 64-bit atomic stores.
+    let mut state = unsafe { core::ptr::read_volatile(&raw const (*set).state) };
+    let from = (state >> 32) as u32;
+    if from != id {
+        set = ANSWER_SETS.get_ptr(from)?;
+        // SAFETY: as above.
+        state = unsafe { core::ptr::read_volatile(&raw const (*set).state) };
+    }
+    // SAFETY: as above; the fields read through it do not change while the set is reachable.
+    let set = unsafe { &*set };
+    let rdlen = match set.rrtype {
+        TYPE_A => 4,
+        TYPE_AAAA => 16,
+        _ => return None,
+    };
+    let count = usize::from(set.count);
+    if count == 0 || count > MAX_SET_RECORDS {
+        return None;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "the low word is the mask")]
+    let eligible = state as u32;
+    // Every record is copied to the next free place, which advances only past an eligible one:
+    // no branch per record for the verifier to follow both ways.
+    let mut taken = 0usize;
+    let mut rec = 0;
+    while rec < MAX_SET_RECORDS {
+        if rec >= count {
+            break;
+        }
+        let mut word = 0;
+        while word < 16 {
+            if word >= rdlen {
+                break;
+            }
+            let from = (rec * rdlen + word) & (LARGE_RDATA - 4);
+            let to = (taken * rdlen + word) & (LARGE_RDATA - 4);
+            out.rdata[to] = set.rdata[from];
+            out.rdata[to + 1] = set.rdata[from + 1];
+            out.rdata[to + 2] = set.rdata[from + 2];
+            out.rdata[to + 3] = set.rdata[from + 3];
+            word += 4;
+        }
+        taken += ((eligible >> rec) & 1) as usize;
+        rec += 1;
+    }
+    if taken == 0 {
+        return None;
+    }
+    out.ttl = set.ttl;
+    out.rrtype = set.rrtype;
+    out.count = taken as u16;
+    Some(out)
 }

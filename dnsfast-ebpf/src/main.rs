@@ -106,6 +106,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         key,
         hint,
         inline,
+        steered,
     } = lookup::scratch().ok_or(Verdict::Pass(Counter::PassRewrite))?;
 
     packet::copy_in(ctx, frame.dns, frame.dns_len, area)
@@ -140,7 +141,11 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     };
     // Nothing between the lookup and the match: code shared by both arms would let the compiler
     // test the slot's table bit a second time, which the verifier cannot tie to the first test.
-    let answer = lookup::find(cfg, class, key, inline).ok_or(Verdict::Pass(Counter::PassMiss))?;
+    let found = lookup::Found { inline, steered };
+    // A steered name's region; the client's, once steering decides it here.
+    let region = || u32::from(REGION_ANY);
+    let answer =
+        lookup::find(cfg, class, key, found, region).ok_or(Verdict::Pass(Counter::PassMiss))?;
     stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {

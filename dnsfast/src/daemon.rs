@@ -12,7 +12,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use dnsfast_common::{
-    maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
+    maps::{
+        CFG_ANY_V4, CFG_ANY_V6, DEFAULT_ANSWER_SETS, DEFAULT_STEERED, MAX_LISTEN_ADDRS, XdpConfig,
+    },
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
@@ -285,6 +287,9 @@ pub fn capacity(cfg: &Config) -> Capacity {
         entries: cfg.xdp.max_hot_names,
         small: cfg.xdp.max_answers,
         large: cfg.xdp.max_large_answers,
+        // Steering sets these from its configuration.
+        sets: DEFAULT_ANSWER_SETS as u32,
+        steered: DEFAULT_STEERED as u32,
     }
 }
 

@@ -288,6 +288,11 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
         let ttl = e.answer.as_ref().map_or(0, |a| a.ttl);
         let slot = if dnsfast_common::maps::slot_is_inline(e.slot) {
             format!("inline, seq {}", e.slot & dnsfast_common::maps::SLOT_SEQ)
+        } else if dnsfast_common::maps::slot_is_steered(e.slot) {
+            format!(
+                "steered, REGION_SETS block {}",
+                e.slot & !dnsfast_common::maps::SLOT_STEERED
+            )
         } else {
             format!("slot {:#x}", e.slot)
         };

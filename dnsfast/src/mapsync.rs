@@ -21,6 +21,16 @@
 //! - deleting a hash element and inserting another are separated by a grace period, because the
 //!   kernel may hand the deleted element's memory to the insert while a reader still holds it.
 //!
+//! - a steered name's key points at its block of `REGION_SETS` (`SLOT_STEERED | block`), filled
+//!   before the key is published; its entries are re-pointed one store each, always at a whole
+//!   answer set;
+//! - an answer set ([`SetChange`]) is written whole while unreachable; afterwards only its
+//!   `state` word changes ([`Op::SetState`], one 64-bit store). Replacing its records writes a
+//!   fresh set and re-points every region entry and every redirect that named the old one,
+//!   which is released like a slot. A set's new state is stored before any redirect that newly
+//!   names it, and after every redirect that leaves it, so a region that fails over (or back)
+//!   finds its target's current eligibility.
+//!
 //! Grace periods are lazy: released ids wait in a pending list, across batches, until a batch
 //! runs out of free ones (or inserts into a hash map after a delete). A grace period costs
 //! milliseconds; most batches (a health flip, a zone edit) then need none.
@@ -28,11 +38,102 @@
 use std::{collections::HashMap, sync::Arc};
 
 use dnsfast_common::maps::{
-    HOT_PROBES, HotKey32, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_TOMB, hot_hash, name_class,
-    slot_is_inline,
+    AnswerSet, HOT_PROBES, HotKey32, MAX_REGIONS, MAX_SET_RECORDS, SET_NONE, SLOT_INLINE,
+    SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, hot_hash, name_class, set_state,
+    slot_is_inline, slot_is_steered,
 };
 
 use crate::hot::{Change, HotAnswer, HotKey};
+
+/// The caller's name for an answer set, stable across batches (the steering compiler numbers
+/// its pools); the maps' own set ids are the planner's business.
+pub type SetName = u32;
+
+/// What an answer set holds: immutable while anything can reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetContents {
+    /// TTL, type and records (1..=[`MAX_SET_RECORDS`]).
+    pub answer: HotAnswer,
+    /// Each record's weight.
+    pub weights: Vec<u8>,
+    /// Records an answer carries.
+    pub answer_count: u8,
+}
+
+impl SetContents {
+    /// The map value, with `state` as its state word.
+    #[must_use]
+    pub fn to_map(&self, state: u64) -> AnswerSet {
+        let mut v = AnswerSet::zeroed();
+        v.state = state;
+        v.ttl = self.answer.ttl;
+        v.rrtype = self.answer.rrtype;
+        v.count = self.answer.count.min(MAX_SET_RECORDS as u16) as u8;
+        v.answer_count = self.answer_count;
+        for (d, w) in v.weights.iter_mut().zip(&self.weights) {
+            *d = *w;
+        }
+        let n = self.answer.rdata.len().min(v.rdata.len());
+        v.rdata[..n].copy_from_slice(&self.answer.rdata[..n]);
+        v
+    }
+}
+
+/// What changes with health: the records that may be answered (bit `i` = record `i`), and the
+/// set answered from instead while this one is down (`None`: itself). A redirect names a set
+/// that answers from itself: the XDP program follows one hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetState {
+    /// Eligible records.
+    pub eligible: u32,
+    /// The failover target, if the set is down.
+    pub answers_from: Option<SetName>,
+}
+
+/// A change to the answer sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetChange {
+    /// Adds set `name`, or replaces its records.
+    Put {
+        /// The set.
+        name: SetName,
+        /// Records and weights.
+        contents: Arc<SetContents>,
+        /// Its state.
+        state: SetState,
+    },
+    /// Changes only a set's state (a health change): one store.
+    State {
+        /// The set.
+        name: SetName,
+        /// Its new state.
+        state: SetState,
+    },
+    /// Removes set `name`; region entries still naming it send their clients to the daemon.
+    Remove {
+        /// The set.
+        name: SetName,
+    },
+}
+
+/// A steered name's regions (index = region; `None` or past the end: no set, the daemon
+/// answers), or `None` to remove the name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SteerChange {
+    /// The name's key (region [`dnsfast_common::maps::REGION_ANY`]).
+    pub key: HotKey,
+    /// The set of each region.
+    pub regions: Option<Arc<[Option<SetName>]>>,
+}
+
+/// The steered part of a batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Steering<'a> {
+    /// Answer set changes.
+    pub sets: &'a [SetChange],
+    /// Steered names added, changed or removed.
+    pub keys: &'a [SteerChange],
+}
 
 /// One step for the executor, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +176,29 @@ pub enum Op {
         /// Slot now serving it.
         slot: u32,
     },
+    /// Write the whole answer set `set` (unreachable), `state` included.
+    WriteSet {
+        /// Set id in `ANSWER_SETS`.
+        set: u32,
+        /// Records and weights.
+        contents: Arc<SetContents>,
+        /// Its state word (`maps::set_state`).
+        state: u64,
+    },
+    /// `ANSWER_SETS[set].state = state`, one atomic 64-bit store.
+    SetState {
+        /// Set id.
+        set: u32,
+        /// State word.
+        state: u64,
+    },
+    /// `REGION_SETS[index] = set`, one atomic store (`SET_NONE`: the daemon answers).
+    RegionSet {
+        /// Entry (`block * MAX_REGIONS + region`).
+        index: u32,
+        /// Set id.
+        set: u32,
+    },
     /// Add `key → entry` to the hash map of its size class (names over 32 octets).
     InsertKey {
         /// Key.
@@ -100,6 +224,10 @@ pub struct Capacity {
     pub small: u32,
     /// Large answer slots.
     pub large: u32,
+    /// Answer sets (`ANSWER_SETS`).
+    pub sets: u32,
+    /// Steered names (blocks of `REGION_SETS`).
+    pub steered: u32,
 }
 
 impl Capacity {
@@ -173,6 +301,19 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// Keys that did not fit the maps; the daemon still answers them.
     pub skipped: Vec<HotKey>,
+    /// Answer sets that did not fit; the regions that answer from them go to the daemon.
+    pub skipped_sets: Vec<SetName>,
+}
+
+/// An answer set in the maps.
+#[derive(Clone, Debug)]
+struct SetLive {
+    /// Its id in `ANSWER_SETS`.
+    id: u32,
+    contents: Arc<SetContents>,
+    state: SetState,
+    /// The state word last written.
+    word: u64,
 }
 
 /// What is in the maps, and which ids are free.
@@ -189,6 +330,17 @@ pub struct MapSync {
     /// Most keys held (`Capacity::entries`): the table has room for more short names, but the
     /// capacity a user sets and `status` reports is one number of keys.
     max_keys: usize,
+    sets: HashMap<SetName, SetLive>,
+    set_ids: Pool,
+    blocks: Pool,
+    steered: HashMap<HotKey, SteeredLive>,
+}
+
+/// A steered key's regions as asked, and its block's entries as written.
+#[derive(Debug)]
+struct SteeredLive {
+    regions: Arc<[Option<SetName>]>,
+    written: Box<[u32; MAX_REGIONS]>,
 }
 
 impl MapSync {
@@ -204,6 +356,10 @@ impl MapSync {
             large: Pool::new(cap.large, SLOT_LARGE),
             deleted: false,
             max_keys: cap.entries as usize,
+            sets: HashMap::new(),
+            set_ids: Pool::new(cap.sets, 0),
+            blocks: Pool::new(cap.steered.min(SLOT_TOMB - SLOT_STEERED), 0),
+            steered: HashMap::new(),
         }
     }
 
@@ -222,7 +378,13 @@ impl MapSync {
     /// Ends a grace period in the plan: everything pending becomes free.
     fn grace(&mut self, ops: &mut Vec<Op>) {
         ops.push(Op::Grace);
-        for pool in [&mut self.entries, &mut self.small, &mut self.large] {
+        for pool in [
+            &mut self.entries,
+            &mut self.small,
+            &mut self.large,
+            &mut self.set_ids,
+            &mut self.blocks,
+        ] {
             pool.free.append(&mut pool.pending);
         }
         self.deleted = false;
@@ -246,7 +408,11 @@ impl MapSync {
     }
 
     fn release_slot(&mut self, slot: u32) {
-        if slot_is_inline(slot) {
+        if slot_is_inline(slot) || slot == SLOT_NONE || slot == SLOT_TOMB {
+            return;
+        }
+        if slot_is_steered(slot) {
+            self.blocks.pending.push(slot & !SLOT_STEERED);
             return;
         }
         if slot & SLOT_LARGE != 0 {
@@ -260,6 +426,7 @@ impl MapSync {
 
     /// Withdraws `key` (live at `live`) from the maps.
     fn remove(&mut self, key: &HotKey, live: Live, ops: &mut Vec<Op>) {
+        self.steered.remove(key);
         match live.place {
             Place::Bucket(b) => {
                 ops.push(Op::BucketSlot {
@@ -286,11 +453,35 @@ impl MapSync {
             .find(|&b| self.buckets[b as usize] != Bucket::Live)
     }
 
-    /// Plans `changes`. Afterwards the maps hold the new answers; ids they no longer use are
-    /// pending until a later grace period.
+    /// Plans `changes` (unsteered names). Afterwards the maps hold the new answers; ids they
+    /// no longer use are pending until a later grace period.
     pub fn plan(&mut self, changes: &[Change]) -> Plan {
+        self.plan_with(changes, Steering::default())
+    }
+
+    /// Plans `changes` and the steered names and answer sets of `steering`. A key is either in
+    /// `changes` or in `steering.keys`: one that turns from one kind to the other is removed
+    /// from the first and added to the second.
+    pub fn plan_with(&mut self, changes: &[Change], steering: Steering<'_>) -> Plan {
         let mut ops = Vec::new();
         let mut skipped = Vec::new();
+        for c in steering.keys {
+            let turns = c.regions.is_none()
+                || self
+                    .live
+                    .get(&c.key)
+                    .is_some_and(|l| !slot_is_steered(l.slot));
+            if turns && let Some(live) = self.live.remove(&c.key) {
+                self.remove(&c.key, live, &mut ops);
+            }
+        }
+        for c in changes {
+            if self.steered.contains_key(&c.key)
+                && let Some(live) = self.live.remove(&c.key)
+            {
+                self.remove(&c.key, live, &mut ops);
+            }
+        }
 
         for c in changes.iter().filter(|c| c.answer.is_none()) {
             if let Some(live) = self.live.remove(&c.key) {
@@ -441,7 +632,245 @@ impl MapSync {
             }
             self.live.insert(key, Live { place, slot });
         }
-        Plan { ops, skipped }
+        let mut plan = Plan {
+            ops,
+            skipped,
+            skipped_sets: Vec::new(),
+        };
+        if !steering.sets.is_empty() || !steering.keys.is_empty() {
+            self.plan_steering(steering, &mut plan);
+        }
+        plan
+    }
+
+    /// The state word of set `name` as the sets stand in the model.
+    fn word(&self, name: SetName) -> Option<u64> {
+        let s = self.sets.get(&name)?;
+        let from = s
+            .state
+            .answers_from
+            .and_then(|t| self.sets.get(&t))
+            .map_or(s.id, |t| t.id);
+        Some(set_state(s.state.eligible, from))
+    }
+
+    /// The block entries of `regions` as the sets stand in the model.
+    fn block_values(&self, regions: &[Option<SetName>]) -> Box<[u32; MAX_REGIONS]> {
+        let mut v = Box::new([SET_NONE; MAX_REGIONS]);
+        for (d, r) in v.iter_mut().zip(regions) {
+            *d = r.and_then(|n| self.sets.get(&n)).map_or(SET_NONE, |s| s.id);
+        }
+        v
+    }
+
+    /// The steered half of [`Self::plan_with`] (steered keys to remove are already withdrawn).
+    fn plan_steering(&mut self, steering: Steering<'_>, plan: &mut Plan) {
+        let ops = &mut plan.ops;
+        // Sets: fresh ids for new records, written whole (their state resolved once every id
+        // is known); the ids they replace are released at the end, when nothing names them.
+        let mut released = Vec::new();
+        let mut written = Vec::new();
+        for c in steering.sets {
+            match c {
+                SetChange::Put {
+                    name,
+                    contents,
+                    state,
+                } => {
+                    if let Some(old) = self.sets.get(name)
+                        && old.contents == *contents
+                    {
+                        // Same records: only the state can differ.
+                        let (id, word) = (old.id, old.word);
+                        self.sets.insert(
+                            *name,
+                            SetLive {
+                                id,
+                                contents: Arc::clone(contents),
+                                state: *state,
+                                word,
+                            },
+                        );
+                        continue;
+                    }
+                    let Some(id) = self.take(|s| &mut s.set_ids, ops) else {
+                        if let Some(old) = self.sets.remove(name) {
+                            released.push(old.id);
+                        }
+                        plan.skipped_sets.push(*name);
+                        continue;
+                    };
+                    let old = self.sets.insert(
+                        *name,
+                        SetLive {
+                            id,
+                            contents: Arc::clone(contents),
+                            state: *state,
+                            word: u64::MAX,
+                        },
+                    );
+                    released.extend(old.map(|o| o.id));
+                    written.push(*name);
+                }
+                SetChange::State { name, state } => {
+                    if let Some(s) = self.sets.get_mut(name) {
+                        s.state = *state;
+                    }
+                }
+                SetChange::Remove { name } => {
+                    if let Some(old) = self.sets.remove(name) {
+                        released.push(old.id);
+                    }
+                }
+            }
+        }
+        for name in written {
+            let word = self.word(name).expect("just put");
+            let s = self.sets.get_mut(&name).expect("just put");
+            s.word = word;
+            ops.push(Op::WriteSet {
+                set: s.id,
+                contents: Arc::clone(&s.contents),
+                state: word,
+            });
+        }
+        // States. Where a set's redirect moves from set A to set B, B's new state is stored
+        // first (the redirect never reaches a state about to change), then the redirect, then
+        // A's (a region that leaves A never sees A's new state, such as its last record
+        // going down): so a batch of health changes never makes a lookup miss where the old
+        // and the new states both answer.
+        let mut names: Vec<SetName> = self.sets.keys().copied().collect();
+        names.sort_unstable();
+        let mut changed = Vec::new();
+        let (mut new_targets, mut old_targets) = (Vec::new(), Vec::new());
+        for &name in &names {
+            let word = self.word(name).expect("listed");
+            let s = &self.sets[&name];
+            if s.word == word {
+                continue;
+            }
+            let (old_from, new_from) = ((s.word >> 32) as u32, (word >> 32) as u32);
+            if old_from != new_from {
+                if new_from != s.id {
+                    new_targets.push(new_from);
+                }
+                if old_from != s.id {
+                    old_targets.push(old_from);
+                }
+            }
+            changed.push((name, s.id, word));
+        }
+        let class = |id: u32| {
+            if new_targets.contains(&id) {
+                0
+            } else if old_targets.contains(&id) {
+                2
+            } else {
+                1
+            }
+        };
+        changed.sort_by_key(|&(name, id, _)| (class(id), name));
+        for (name, id, word) in changed {
+            self.sets.get_mut(&name).expect("listed").word = word;
+            ops.push(Op::SetState {
+                set: id,
+                state: word,
+            });
+        }
+        // Steered names already in the maps: re-point the entries that changed.
+        let asked: HashMap<&HotKey, &Arc<[Option<SetName>]>> = steering
+            .keys
+            .iter()
+            .filter_map(|c| c.regions.as_ref().map(|r| (&c.key, r)))
+            .collect();
+        let mut keys: Vec<HotKey> = self.steered.keys().cloned().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let block = self.live[&key].slot & !SLOT_STEERED;
+            let regions = asked.get(&key).map_or_else(
+                || Arc::clone(&self.steered[&key].regions),
+                |r| Arc::clone(r),
+            );
+            let values = self.block_values(&regions);
+            let old = &self.steered[&key].written;
+            for (r, (new, old)) in values.iter().zip(old.iter()).enumerate() {
+                if new != old {
+                    ops.push(Op::RegionSet {
+                        index: block * MAX_REGIONS as u32 + r as u32,
+                        set: *new,
+                    });
+                }
+            }
+            self.steered.insert(
+                key,
+                SteeredLive {
+                    regions,
+                    written: values,
+                },
+            );
+        }
+        // New steered names: a block filled while unreachable, then the key published.
+        for c in steering.keys {
+            let Some(regions) = &c.regions else { continue };
+            if self.live.contains_key(&c.key) {
+                continue;
+            }
+            if self.live.len() >= self.max_keys {
+                plan.skipped.push(c.key.clone());
+                continue;
+            }
+            let Some(block) = self.take(|s| &mut s.blocks, ops) else {
+                plan.skipped.push(c.key.clone());
+                continue;
+            };
+            let slot = SLOT_STEERED | block;
+            let values = self.block_values(regions);
+            for (r, set) in values.iter().enumerate() {
+                ops.push(Op::RegionSet {
+                    index: block * MAX_REGIONS as u32 + r as u32,
+                    set: *set,
+                });
+            }
+            let bucket = if in_table(&c.key) {
+                self.free_bucket(&c.key)
+            } else {
+                None
+            };
+            let place = if let Some(bucket) = bucket {
+                ops.push(Op::BucketKey {
+                    bucket,
+                    key: c.key.clone(),
+                });
+                ops.push(Op::BucketSlot { bucket, slot });
+                self.buckets[bucket as usize] = Bucket::Live;
+                Place::Bucket(bucket)
+            } else {
+                if self.deleted {
+                    self.grace(ops);
+                }
+                let Some(entry) = self.take(|s| &mut s.entries, ops) else {
+                    self.blocks.free.push(block);
+                    plan.skipped.push(c.key.clone());
+                    continue;
+                };
+                ops.push(Op::Flip { entry, slot });
+                ops.push(Op::InsertKey {
+                    key: c.key.clone(),
+                    entry,
+                });
+                Place::Entry(entry)
+            };
+            self.live.insert(c.key.clone(), Live { place, slot });
+            self.steered.insert(
+                c.key.clone(),
+                SteeredLive {
+                    regions: Arc::clone(regions),
+                    written: values,
+                },
+            );
+        }
+        // Nothing names the released sets now: they wait out the readers that still might.
+        self.set_ids.pending.extend(released);
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering, fence},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
@@ -17,11 +17,13 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, HotBucket, HotKey32, HotKey64,
-        HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL,
-        MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_SCRATCH, MAP_STATS,
-        PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SLOT_INLINE,
+        AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, HotBucket, HotKey32,
+        HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWER_SETS,
+        MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT,
+        MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STATS, MAX_REGIONS, PROG_DNSFAST,
+        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE,
         SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
+        slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -29,7 +31,7 @@ use dnsfast_common::{
 use crate::{
     config::XdpMode,
     hot::{Change, HotAnswer, HotKey},
-    mapsync::{Capacity, MapSync, Op, key32},
+    mapsync::{Capacity, MapSync, Op, SetContents, Steering, key32},
 };
 
 /// The XDP program, built by `build.rs`.
@@ -107,6 +109,24 @@ impl MmapArray {
         }
     }
 
+    /// The aligned 64-bit word at 32-bit word `word` (even) of element `i`.
+    fn cell64(&self, i: u32, word: usize) -> &AtomicU64 {
+        assert!(
+            i < self.elements && word.is_multiple_of(2) && (word + 2) * 4 <= self.stride,
+            "element {i} word {word} out of range"
+        );
+        // SAFETY: in range and 8-byte aligned (asserted; page-aligned base, 8-byte stride);
+        // only ever accessed atomically by us.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.base
+                    .as_ptr()
+                    .add(i as usize * self.stride + word * 4)
+                    .cast(),
+            )
+        }
+    }
+
     fn store(&self, i: u32, word: usize, v: u32, order: Ordering) {
         self.cell(i, word).store(v, order);
     }
@@ -175,6 +195,9 @@ pub struct Dataplane {
     inline_seq: u32,
     small: Array<MapData, AnswerSmall>,
     large: Array<MapData, AnswerLarge>,
+    /// `REGION_SETS` and `ANSWER_SETS`, mapped.
+    region_sets: MmapArray,
+    sets: MmapArray,
     config: Array<MapData, XdpConfig>,
     config_active: MmapArray,
     /// The entry of `CONFIG` the program reads now, and what it holds.
@@ -256,6 +279,11 @@ fn raw_map(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> Result<MapDat
     }
 }
 
+/// Entries of `REGION_SETS` for `capacity`: a block of `MAX_REGIONS` per steered name.
+fn region_entries(capacity: Capacity) -> u32 {
+    capacity.steered.max(1).saturating_mul(MAX_REGIONS as u32)
+}
+
 /// Removes every key of a hot-name hash map.
 fn clear<K: aya::Pod>(map: &mut HashMap<MapData, K, HotRef>) -> Result<()> {
     let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
@@ -313,7 +341,9 @@ impl Dataplane {
             .map_max_entries(MAP_HOT_TABLE, buckets)
             .map_max_entries(MAP_ANSWER_INDEX, entries)
             .map_max_entries(MAP_ANSWERS_SMALL, capacity.small.max(1))
-            .map_max_entries(MAP_ANSWERS_LARGE, capacity.large.max(1));
+            .map_max_entries(MAP_ANSWERS_LARGE, capacity.large.max(1))
+            .map_max_entries(MAP_REGION_SETS, region_entries(capacity))
+            .map_max_entries(MAP_ANSWER_SETS, capacity.sets.max(1));
         let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
         for name in [PROG_DNSFAST, PROG_PASS] {
             let prog: &mut Xdp = ebpf
@@ -363,6 +393,18 @@ impl Dataplane {
             inline_seq: 0,
             small: take(&mut ebpf, MAP_ANSWERS_SMALL, pin_dir)?,
             large: take(&mut ebpf, MAP_ANSWERS_LARGE, pin_dir)?,
+            region_sets: MmapArray::new(
+                raw_map(&mut ebpf, MAP_REGION_SETS, pin_dir)?,
+                region_entries(capacity),
+                4,
+                true,
+            )?,
+            sets: MmapArray::new(
+                raw_map(&mut ebpf, MAP_ANSWER_SETS, pin_dir)?,
+                capacity.sets.max(1),
+                size_of::<AnswerSet>(),
+                true,
+            )?,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
             config_active: MmapArray::new(
                 raw_map(&mut ebpf, MAP_CONFIG_ACTIVE, pin_dir)?,
@@ -391,6 +433,9 @@ impl Dataplane {
         dp.grace.set(0, &dp.grace_inner, 0).context("prime GRACE")?;
         for e in 0..entries {
             dp.index.store(e, 0, SLOT_NONE, Ordering::Relaxed);
+        }
+        for e in 0..region_entries(capacity) {
+            dp.region_sets.store(e, 0, SET_NONE, Ordering::Relaxed);
         }
         for b in 0..buckets {
             dp.table
@@ -521,7 +566,12 @@ impl Dataplane {
 
     /// Brings the maps in line with `changes`, never exposing a half-written answer.
     pub fn apply(&mut self, changes: &[Change]) -> Result<ApplyStats> {
-        let plan = self.sync.plan(changes);
+        self.apply_with(changes, Steering::default())
+    }
+
+    /// [`Self::apply`] with steered names and answer sets.
+    pub fn apply_with(&mut self, changes: &[Change], steering: Steering<'_>) -> Result<ApplyStats> {
+        let plan = self.sync.plan_with(changes, steering);
         let mut stats = ApplyStats {
             ops: plan.ops.len(),
             skipped: plan.skipped.len(),
@@ -556,6 +606,17 @@ impl Dataplane {
                     self.table
                         .store(*bucket, BUCKET_SLOT_WORD, *slot, Ordering::Release);
                 }
+                Op::WriteSet {
+                    set,
+                    contents,
+                    state,
+                } => self.write_set(*set, contents, *state),
+                Op::SetState { set, state } => {
+                    self.sets.cell64(*set, 0).store(*state, Ordering::Release);
+                }
+                Op::RegionSet { index, set } => {
+                    self.region_sets.store(*index, 0, *set, Ordering::Release);
+                }
                 Op::InsertKey { key, entry } => self.insert_key(key, *entry)?,
                 Op::DeleteKey { key } => self.delete_key(key)?,
                 Op::Grace => {
@@ -587,6 +648,9 @@ impl Dataplane {
             .context("grace period")?;
         for e in 0..self.capacity.entries.max(1) {
             self.index.store(e, 0, SLOT_NONE, Ordering::Relaxed);
+        }
+        for e in 0..region_entries(self.capacity) {
+            self.region_sets.store(e, 0, SET_NONE, Ordering::Relaxed);
         }
         for b in 0..=self.table_mask {
             self.table
@@ -623,6 +687,18 @@ impl Dataplane {
             SLOT_INLINE | self.inline_seq,
             Ordering::Release,
         );
+    }
+
+    /// Writes answer set `id` whole (nothing can reach it), through the mapping: the records,
+    /// then the state word.
+    fn write_set(&self, id: u32, contents: &SetContents, state: u64) {
+        let words: [u32; size_of::<AnswerSet>() / 4] = bytemuck::cast(contents.to_map(state));
+        for (i, w) in words.into_iter().enumerate().skip(2) {
+            self.sets.store(id, i, w, Ordering::Relaxed);
+        }
+        self.sets.cell64(id, 0).store(state, Ordering::Relaxed);
+        // The stores that publish the set (a region entry, a redirect) come after these.
+        fence(Ordering::Release);
     }
 
     fn write_slot(&mut self, slot: u32, answer: &HotAnswer) -> Result<()> {
@@ -754,7 +830,9 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
     loader
         .map_max_entries(MAP_ANSWER_INDEX, 1)
         .map_max_entries(MAP_ANSWERS_SMALL, 1)
-        .map_max_entries(MAP_ANSWERS_LARGE, 1);
+        .map_max_entries(MAP_ANSWERS_LARGE, 1)
+        .map_max_entries(MAP_REGION_SETS, 1)
+        .map_max_entries(MAP_ANSWER_SETS, 1);
     if let Helper::ReflectMiss(buckets) = helper {
         ensure!(
             buckets.is_power_of_two(),
@@ -870,7 +948,8 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedEntry>> {
                     slot: u32,
                     inline: Option<AnswerSmall>|
      -> Result<()> {
-        let answer = if slot == SLOT_NONE || slot == SLOT_TOMB {
+        // A steered name's answers are its regions' sets, not one slot.
+        let answer = if slot == SLOT_NONE || slot == SLOT_TOMB || slot_is_steered(slot) {
             None
         } else if slot_is_inline(slot) {
             inline.map(|a| (a.ttl, a.rrtype, a.count, a.rdata.to_vec()))

@@ -284,6 +284,8 @@ fn answers_rewritten_under_load_are_never_torn() {
                         entries: 128,
                         small: 256,
                         large: 256,
+                        sets: 16,
+                        steered: 4,
                     },
                     None,
                 )

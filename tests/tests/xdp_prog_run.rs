@@ -14,18 +14,24 @@ use dnsfast::{
     compile::Snapshot,
     config::Identity,
     hot::{Change, HotAnswer, HotKey, HotTable},
-    mapsync::{Capacity, bucket_hash},
+    mapsync::{
+        Capacity, SetChange, SetContents, SetName, SetState, SteerChange, Steering, bucket_hash,
+    },
     server::{Shared, handle},
     xdp::{Dataplane, Helper, helper_test_run},
     zone::Zone,
 };
 use dnsfast_common::{
-    maps::{CFG_ANSWER, XdpConfig},
+    maps::{AnswerLarge, CFG_ANSWER, XdpConfig},
     stats::{COUNTER_NAMES, Counter},
+    wire::{FullLimits, MSG_BUF_LEN, MsgBuf, answer_rotation, build_hot_answer, parse_query},
 };
 use dnsfast_tests::{dns, workspace_root};
 use etherparse::PacketBuilder;
-use hickory_proto::rr::{Name, RData, RecordType, rdata::A};
+use hickory_proto::rr::{
+    Name, RData, RecordType,
+    rdata::{A, AAAA},
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -66,6 +72,8 @@ fn fixture() -> &'static Mutex<Fixture> {
                 entries: 64,
                 small: 128,
                 large: 16,
+                sets: 16,
+                steered: 4,
             },
             None,
         )
@@ -581,6 +589,8 @@ fn names_whose_probe_run_is_full_are_still_answered_in_xdp() {
         entries: 32,
         small: 32,
         large: 4,
+        sets: 16,
+        steered: 4,
     };
     let mut dp = Dataplane::load(cap, None).unwrap();
     let mut cfg = XdpConfig::zeroed();
@@ -640,6 +650,8 @@ fn answering_off_passes_everything() {
             entries: 16,
             small: 16,
             large: 2,
+            sets: 16,
+            steered: 4,
         },
         None,
     )
@@ -787,4 +799,224 @@ fn stage_costs() {
         let d = f.dp.time_run(&frame, 200_000).unwrap();
         eprintln!("{what:<32} {:>6} ns", d.as_nanos());
     }
+}
+
+/// The hot builder's answer to `query` with `records` (what the daemon sends for a hot name).
+fn built_answer(query: &[u8], ttl: u32, rrtype: u16, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut a = AnswerLarge::zeroed();
+    a.ttl = ttl;
+    a.rrtype = rrtype;
+    a.count = records.len() as u16;
+    for (i, r) in records.iter().enumerate() {
+        a.rdata[i * r.len()..(i + 1) * r.len()].copy_from_slice(r);
+    }
+    let mut buf = [0u8; MSG_BUF_LEN];
+    buf[..query.len()].copy_from_slice(query);
+    let mut cell = 0;
+    let mut m = MsgBuf::new(&mut buf, query.len(), &mut cell);
+    let q = parse_query::<FullLimits, _>(&mut m).unwrap();
+    let rotation = answer_rotation(q.id, CLIENT_PORT);
+    let n = build_hot_answer(&mut m, &q, &a, &[], rotation, q.udp_limit()).unwrap();
+    m.as_bytes()[..n].to_vec()
+}
+
+#[test]
+fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
+    let cap = Capacity {
+        entries: 16,
+        small: 16,
+        large: 4,
+        sets: 8,
+        steered: 4,
+    };
+    let mut dp = Dataplane::load(cap, None).unwrap();
+    let mut cfg = XdpConfig::zeroed();
+    cfg.flags = CFG_ANSWER;
+    cfg.port = 53;
+    cfg.v4_count = 1;
+    cfg.v4[0] = SERVER4;
+    cfg.v6_count = 1;
+    cfg.v6[0] = SERVER6;
+    dp.set_config(&cfg).unwrap();
+
+    let v4 = |g: u8, n: u8| vec![198, 18, g, n];
+    let v6 = |n: u8| {
+        let mut a = [0u8; 16];
+        a[..6].copy_from_slice(&[0x20, 0x01, 0, 2, 0, 0x50]);
+        a[15] = n;
+        a.to_vec()
+    };
+    let set = |records: &[Vec<u8>]| {
+        let rd: Vec<RData> = records
+            .iter()
+            .map(|r| match r.len() {
+                4 => RData::A(A(Ipv4Addr::new(r[0], r[1], r[2], r[3]))),
+                _ => RData::AAAA(AAAA(<[u8; 16]>::try_from(&r[..]).unwrap().into())),
+            })
+            .collect();
+        Arc::new(SetContents {
+            answer: HotAnswer::from_rrset(60, &rd).unwrap(),
+            weights: vec![20; records.len()],
+            answer_count: 1,
+        })
+    };
+    let pool0: Vec<Vec<u8>> = (1..=4).map(|n| v4(50, n)).collect();
+    let pool1: Vec<Vec<u8>> = (1..=2).map(|n| v4(51, n)).collect();
+    let pool6: Vec<Vec<u8>> = (1..=2).map(v6).collect();
+    let up = |eligible| SetState {
+        eligible,
+        answers_from: None,
+    };
+    let sets = [
+        SetChange::Put {
+            name: 0,
+            contents: set(&pool0),
+            state: up(0b1111),
+        },
+        SetChange::Put {
+            name: 1,
+            contents: set(&pool1),
+            state: up(0b11),
+        },
+        SetChange::Put {
+            name: 2,
+            contents: set(&pool6),
+            state: up(0b11),
+        },
+    ];
+    // Two names share set 0 for A: a short one (a HOT_TABLE bucket) and one over 32 octets
+    // (HOT_64 and ANSWER_INDEX); the short one answers AAAA from set 2.
+    let short = "steer.example.com.";
+    let long = "a-steered-name-longer-than-32-octets.example.com.";
+    let key = |name: &str, qtype: u16| {
+        let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(
+            &Name::from_ascii(name).unwrap(),
+        )
+        .unwrap();
+        HotKey::new(&wire, qtype, 0)
+    };
+    let regions = |set: Option<SetName>| -> Arc<[Option<SetName>]> { Arc::new([set]) };
+    let keys = [
+        SteerChange {
+            key: key(short, 1),
+            regions: Some(regions(Some(0))),
+        },
+        SteerChange {
+            key: key(long, 1),
+            regions: Some(regions(Some(0))),
+        },
+        SteerChange {
+            key: key(short, 28),
+            regions: Some(regions(Some(2))),
+        },
+    ];
+    let steering = Steering {
+        sets: &sets,
+        keys: &keys,
+    };
+    assert_eq!(dp.apply_with(&[], steering).unwrap().skipped, 0);
+
+    let answered = |dp: &Dataplane, name: &str, qtype: RecordType, id: u16| {
+        let q = dns::query(id, name, qtype, Some((1232, false)));
+        let frame = if qtype == RecordType::A {
+            v4_frame(&q)
+        } else {
+            v6_frame(&q)
+        };
+        let (action, out) = dp.test_run(&frame).unwrap();
+        assert_eq!(action, XDP_TX, "{name} {qtype}");
+        let payload = if qtype == RecordType::A {
+            check_v4_reply(&frame, &out)
+        } else {
+            check_v6_reply(&frame, &out)
+        };
+        (q, payload)
+    };
+    let expect = |dp: &Dataplane, rrtype: u16, records: &[Vec<u8>], what: &str| {
+        let names: &[&str] = if rrtype == 1 {
+            &[short, long]
+        } else {
+            &[short]
+        };
+        let qtype = RecordType::from(rrtype);
+        for name in names {
+            for id in [1u16, 2, 3, 4, 77] {
+                let (q, payload) = answered(dp, name, qtype, id);
+                assert_eq!(
+                    payload,
+                    built_answer(&q, 60, rrtype, records),
+                    "{what}: {name} {qtype} id {id}"
+                );
+            }
+        }
+    };
+    expect(&dp, 1, &pool0, "all of set 0");
+    expect(&dp, 28, &pool6, "all of set 2");
+
+    // Records 2 and 4 go down: one store, and both names answer with records 1 and 3.
+    let down = [SetChange::State {
+        name: 0,
+        state: up(0b0101),
+    }];
+    let plan_ops = dp
+        .apply_with(
+            &[],
+            Steering {
+                sets: &down,
+                keys: &[],
+            },
+        )
+        .unwrap()
+        .ops;
+    assert_eq!(plan_ops, 1, "a health change is one store");
+    expect(
+        &dp,
+        1,
+        &[pool0[0].clone(), pool0[2].clone()],
+        "set 0 half down",
+    );
+
+    // Set 0 fails over to set 1.
+    let over = [SetChange::State {
+        name: 0,
+        state: SetState {
+            eligible: 0,
+            answers_from: Some(1),
+        },
+    }];
+    let st = Steering {
+        sets: &over,
+        keys: &[],
+    };
+    assert_eq!(dp.apply_with(&[], st).unwrap().ops, 1);
+    expect(&dp, 1, &pool1, "set 0 answering from set 1");
+
+    // Nothing eligible where it fails over to: the daemon decides (fail open or NODATA).
+    let none = [SetChange::State {
+        name: 1,
+        state: up(0),
+    }];
+    let st = Steering {
+        sets: &none,
+        keys: &[],
+    };
+    dp.apply_with(&[], st).unwrap();
+    let q = dns::query(5, short, RecordType::A, None);
+    let (action, _) = dp.test_run(&v4_frame(&q)).unwrap();
+    assert_eq!(action, XDP_PASS, "no eligible record: passed up");
+    // A region without a set: passed up too; the AAAA side is untouched.
+    let gone = [SteerChange {
+        key: key(short, 28),
+        regions: Some(regions(None)),
+    }];
+    let st = Steering {
+        sets: &[],
+        keys: &gone,
+    };
+    dp.apply_with(&[], st).unwrap();
+    let q = dns::query(6, short, RecordType::AAAA, None);
+    let (action, _) = dp.test_run(&v6_frame(&q)).unwrap();
+    assert_eq!(action, XDP_PASS, "region without a set: passed up");
+    let c = dp.counters().unwrap();
+    assert_eq!(c[Counter::PassMiss as usize], 2);
 }

@@ -49,6 +49,13 @@ struct Model {
     /// Slots unlinked since the last grace period (a reader may still use them).
     maybe_read: HashSet<u32>,
     deleted_since_grace: bool,
+    /// `REGION_SETS` (absent: `SET_NONE`).
+    region_sets: HashMap<u32, u32>,
+    /// `ANSWER_SETS`: records and state word.
+    sets: HashMap<u32, (Arc<SetContents>, u64)>,
+    /// Sets and blocks unlinked since the last grace period.
+    maybe_read_sets: HashSet<u32>,
+    maybe_read_blocks: HashSet<u32>,
 }
 
 impl Model {
@@ -62,7 +69,52 @@ impl Model {
             slots: HashMap::new(),
             maybe_read: HashSet::new(),
             deleted_since_grace: false,
+            region_sets: HashMap::new(),
+            sets: HashMap::new(),
+            maybe_read_sets: HashSet::new(),
+            maybe_read_blocks: HashSet::new(),
         }
+    }
+
+    fn block_reachable(&self, block: u32) -> bool {
+        let slot = SLOT_STEERED | block;
+        self.buckets.iter().any(|(k, s)| k.is_some() && *s == slot)
+            || self.keys.values().any(|e| self.index.get(e) == Some(&slot))
+    }
+
+    fn set_reachable(&self, set: u32) -> bool {
+        self.region_sets
+            .iter()
+            .any(|(i, s)| *s == set && self.block_reachable(*i / MAX_REGIONS as u32))
+            || self.sets.iter().any(|(id, (_, w))| {
+                *id != set && (w >> 32) as u32 == set && self.set_reachable(*id)
+            })
+    }
+
+    /// The records and eligible mask a lookup of steered `k` in `region` gets.
+    fn steered(&self, k: &HotKey, region: u32) -> Option<(Arc<SetContents>, u32)> {
+        let hashed = |k| self.keys.get(k).and_then(|e| self.index.get(e)).copied();
+        let slot = if in_table(k) {
+            match probe(&self.buckets, SEED, k) {
+                Probe::Found(s) => s,
+                Probe::Absent => return None,
+                Probe::Exhausted => hashed(k)?,
+            }
+        } else {
+            hashed(k)?
+        };
+        if !slot_is_steered(slot) {
+            return None;
+        }
+        let block = slot & !SLOT_STEERED;
+        let id = *self
+            .region_sets
+            .get(&(block * MAX_REGIONS as u32 + region))?;
+        let (_, word) = self.sets.get(&id)?;
+        let from = (word >> 32) as u32;
+        let (contents, word) = self.sets.get(&from)?;
+        let mask = (*word as u32) & ((1u32 << contents.answer.count) - 1);
+        (mask != 0).then(|| (Arc::clone(contents), mask))
     }
 
     fn reachable(&self, slot: u32) -> bool {
@@ -71,7 +123,9 @@ impl Model {
     }
 
     fn unlink(&mut self, old: u32) {
-        if old != SLOT_NONE && old != SLOT_TOMB && !slot_is_inline(old) {
+        if slot_is_steered(old) {
+            self.maybe_read_blocks.insert(old & !SLOT_STEERED);
+        } else if old != SLOT_NONE && old != SLOT_TOMB && !slot_is_inline(old) {
             self.maybe_read.insert(old);
         }
     }
@@ -110,6 +164,14 @@ impl Model {
                     self.unlink(old);
                     self.inline[b] = Some(Arc::clone(answer));
                 }
+                Op::BucketSlot { bucket, slot } if slot_is_steered(*slot) => {
+                    assert!(
+                        self.buckets[*bucket as usize].0.is_some(),
+                        "published a keyless bucket"
+                    );
+                    let old = std::mem::replace(&mut self.buckets[*bucket as usize].1, *slot);
+                    self.unlink(old);
+                }
                 Op::BucketSlot { bucket, slot } => {
                     if *slot != SLOT_NONE && *slot != SLOT_TOMB {
                         assert!(self.slots.contains_key(slot), "published an unwritten slot");
@@ -122,7 +184,7 @@ impl Model {
                     self.unlink(old);
                 }
                 Op::Flip { entry, slot } => {
-                    assert!(self.slots.contains_key(slot));
+                    assert!(slot_is_steered(*slot) || self.slots.contains_key(slot));
                     if let Some(old) = self.index.insert(*entry, *slot) {
                         self.unlink(old);
                     }
@@ -147,8 +209,54 @@ impl Model {
                     }
                     self.deleted_since_grace = true;
                 }
+                Op::WriteSet {
+                    set,
+                    contents,
+                    state,
+                } => {
+                    assert!(
+                        !self.set_reachable(*set) && !self.maybe_read_sets.contains(set),
+                        "set {set} written while a reader may see it (reachable {}, unlinked {})",
+                        self.set_reachable(*set),
+                        self.maybe_read_sets.contains(set)
+                    );
+                    self.sets.insert(*set, (Arc::clone(contents), *state));
+                }
+                Op::SetState { set, state } => {
+                    assert!(
+                        self.sets.contains_key(&((state >> 32) as u32)),
+                        "redirect to an unwritten set"
+                    );
+                    let entry = self.sets.get_mut(set).expect("state of an unwritten set");
+                    let old = std::mem::replace(&mut entry.1, *state);
+                    if old >> 32 != state >> 32 {
+                        self.maybe_read_sets.insert((old >> 32) as u32);
+                    }
+                }
+                Op::RegionSet { index, set } => {
+                    let block = index / MAX_REGIONS as u32;
+                    assert!(
+                        self.block_reachable(block) || !self.maybe_read_blocks.contains(&block),
+                        "block {block} refilled while a reader may still use it"
+                    );
+                    if *set != SET_NONE {
+                        assert!(
+                            self.sets.contains_key(set),
+                            "region entry names an unwritten set"
+                        );
+                    }
+                    // An entry of a block nobody can read (being filled) unlinks nothing.
+                    let live = self.block_reachable(block);
+                    if let Some(old) = self.region_sets.insert(*index, *set)
+                        && live
+                    {
+                        self.maybe_read_sets.insert(old);
+                    }
+                }
                 Op::Grace => {
                     self.maybe_read.clear();
+                    self.maybe_read_sets.clear();
+                    self.maybe_read_blocks.clear();
                     self.deleted_since_grace = false;
                 }
             }
@@ -185,6 +293,8 @@ fn batches_keep_readers_safe_and_end_consistent() {
         entries: 16,
         small: 24,
         large: 6,
+        sets: 16,
+        steered: 4,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -237,6 +347,8 @@ fn full_maps_skip_instead_of_failing() {
             entries: 2,
             small: 4,
             large: 2,
+            sets: 16,
+            steered: 4,
         },
         SEED,
     );
@@ -257,6 +369,8 @@ fn replacing_reuses_slots_only_after_grace() {
         entries: 1,
         small: 2,
         large: 1,
+        sets: 16,
+        steered: 4,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -284,6 +398,8 @@ fn keys_land_in_the_table_or_the_hash_maps_by_length() {
         entries: 8,
         small: 16,
         large: 4,
+        sets: 16,
+        steered: 4,
     };
     let mut sync = MapSync::new(cap, SEED);
     let plan = sync.plan(&[set(1, answer(1, 1)), set(5, answer(5, 1))]);
@@ -305,6 +421,8 @@ fn small_answers_of_short_names_live_in_the_bucket() {
         entries: 8,
         small: 2,
         large: 2,
+        sets: 16,
+        steered: 4,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -336,6 +454,8 @@ fn inline_rewrites_without_a_free_slot_withdraw_for_a_moment() {
         entries: 4,
         small: 0,
         large: 1,
+        sets: 16,
+        steered: 4,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -363,6 +483,8 @@ fn short_names_whose_run_is_full_overflow_to_the_hash_map() {
         entries: 16,
         small: 16,
         large: 2,
+        sets: 16,
+        steered: 4,
     };
     let mask = u64::from(cap.buckets() - 1);
     // Twelve names with the same home bucket: eight fill its run, four overflow.
@@ -417,4 +539,373 @@ fn short_names_whose_run_is_full_overflow_to_the_hash_map() {
             assert_eq!(model.answer(k), want[i].as_ref(), "round {round} name {i}");
         }
     }
+}
+
+/// What the caller asked for: sets and steered keys.
+#[derive(Clone, Default)]
+struct Wanted {
+    sets: HashMap<SetName, (Arc<SetContents>, SetState)>,
+    keys: HashMap<u32, Arc<[Option<SetName>]>>,
+}
+
+impl Wanted {
+    /// The set a key's region answers from, with the region named as in `self` and the sets'
+    /// redirects as in `states`.
+    fn target_under(&self, states: &Self, k: u32, region: usize) -> Option<SetName> {
+        let name = (*self.keys.get(&k)?.get(region)?)?;
+        let (_, state) = states.sets.get(&name)?;
+        Some(
+            state
+                .answers_from
+                .filter(|t| states.sets.contains_key(t))
+                .unwrap_or(name),
+        )
+    }
+
+    /// The set a key's region answers from, and what a lookup there gets.
+    fn resolve(&self, k: u32, region: usize) -> Option<(SetName, Arc<SetContents>, u32)> {
+        self.resolve_under(self, k, region)
+    }
+
+    /// [`Self::resolve`] with the region named as in `self` and the sets as in `states`.
+    fn resolve_under(
+        &self,
+        states: &Self,
+        k: u32,
+        region: usize,
+    ) -> Option<(SetName, Arc<SetContents>, u32)> {
+        let from = self.target_under(states, k, region)?;
+        let (contents, state) = &states.sets[&from];
+        let mask = state.eligible & ((1u32 << contents.answer.count) - 1);
+        (mask != 0).then(|| (from, Arc::clone(contents), mask))
+    }
+}
+
+fn contents(n: u8, count: u8) -> Arc<SetContents> {
+    Arc::new(SetContents {
+        answer: (*answer(n, count)).clone(),
+        weights: vec![20; usize::from(count)],
+        answer_count: 1,
+    })
+}
+
+#[test]
+fn steered_batches_keep_readers_safe_and_lose_no_answer() {
+    const REGIONS: usize = 3;
+    const SETS: u32 = 8;
+    const KEYS: u32 = 6;
+    let cap = Capacity {
+        entries: 16,
+        small: 8,
+        large: 4,
+        sets: 24,
+        steered: 8,
+    };
+    let mut sync = MapSync::new(cap, SEED);
+    let mut model = Model::new(cap);
+    let mut want = Wanted::default();
+    let mut x = 0x5EED_u32;
+    let mut rnd = |m: u32| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (x >> 8) % m
+    };
+    let (mut state_only, mut redirects_seen, mut must_answer) = (0, 0, 0);
+    for round in 0u32..400 {
+        let before = want.clone();
+        let mut sets = Vec::new();
+        let mut keys = Vec::new();
+        let mut touched = HashSet::new();
+        for _ in 0..4 {
+            let name = rnd(SETS);
+            if !touched.insert(name) {
+                continue;
+            }
+            let state = SetState {
+                eligible: rnd(16),
+                answers_from: (rnd(3) == 0).then(|| rnd(SETS)).filter(|t| *t != name),
+            };
+            match rnd(6) {
+                0 => {
+                    sets.push(SetChange::Remove { name });
+                    want.sets.remove(&name);
+                }
+                1 | 2 if want.sets.contains_key(&name) => {
+                    sets.push(SetChange::State { name, state });
+                    want.sets.get_mut(&name).unwrap().1 = state;
+                    state_only += 1;
+                }
+                _ => {
+                    let c = contents((round % 250) as u8, 1 + rnd(4) as u8);
+                    sets.push(SetChange::Put {
+                        name,
+                        contents: Arc::clone(&c),
+                        state,
+                    });
+                    want.sets.insert(name, (c, state));
+                }
+            }
+        }
+        // Redirect targets are final: a set answers from one that answers from itself.
+        let finals: Vec<(SetName, SetState)> = want
+            .sets
+            .iter()
+            .filter_map(|(n, (_, st))| {
+                let t = st.answers_from?;
+                let chained = want
+                    .sets
+                    .get(&t)
+                    .is_some_and(|(_, ts)| ts.answers_from.is_some());
+                chained.then_some((
+                    *n,
+                    SetState {
+                        answers_from: None,
+                        ..*st
+                    },
+                ))
+            })
+            .collect();
+        for (name, state) in finals {
+            sets.push(SetChange::State { name, state });
+            want.sets.get_mut(&name).unwrap().1 = state;
+        }
+        redirects_seen += want
+            .sets
+            .values()
+            .filter(|(_, s)| s.answers_from.is_some())
+            .count();
+        let mut ktouched = HashSet::new();
+        for _ in 0..2 {
+            let k = rnd(KEYS);
+            if !ktouched.insert(k) {
+                continue;
+            }
+            if rnd(5) == 0 {
+                keys.push(SteerChange {
+                    key: key(k),
+                    regions: None,
+                });
+                want.keys.remove(&k);
+            } else {
+                let regions: Arc<[Option<SetName>]> = (0..REGIONS)
+                    .map(|_| (rnd(4) != 0).then(|| rnd(SETS)))
+                    .collect();
+                keys.push(SteerChange {
+                    key: key(k),
+                    regions: Some(Arc::clone(&regions)),
+                });
+                want.keys.insert(k, regions);
+            }
+        }
+        let plan = sync.plan_with(
+            &[],
+            Steering {
+                sets: &sets,
+                keys: &keys,
+            },
+        );
+        assert!(
+            plan.skipped.is_empty() && plan.skipped_sets.is_empty(),
+            "round {round}: {plan:?}"
+        );
+        // After every step, each lookup gets a whole set under its old or its new state, and
+        // it never misses where every pairing of old and new answers.
+        for (i, op) in plan.ops.iter().enumerate() {
+            model.apply(std::slice::from_ref(op));
+            for k in 0..KEYS {
+                for r in 0..REGIONS {
+                    let got = model.steered(&key(k), r as u32);
+                    // While a batch runs, region entries and set states change one store at a
+                    // time: a lookup may pair the old naming with the new states, or the
+                    // reverse.
+                    let mut targets = Vec::new();
+                    for naming in [&before, &want] {
+                        for states in [&before, &want] {
+                            targets.extend(naming.target_under(states, k, r));
+                        }
+                    }
+                    // A miss sends the query to the daemon, which answers from the new
+                    // configuration: allowed only where one of those pairings has no answer
+                    // either (never in a batch of health changes whose old and new states both
+                    // answer).
+                    let may_miss = [&before, &want].iter().any(|naming| {
+                        [&before, &want]
+                            .iter()
+                            .any(|states| naming.resolve_under(states, k, r).is_none())
+                    });
+                    must_answer += usize::from(!may_miss);
+                    let ok = match &got {
+                        None => may_miss,
+                        Some((c, m)) => targets.iter().any(|t| {
+                            [&before, &want]
+                                .iter()
+                                .any(|w| w.sets.get(t).is_some_and(|(wc, _)| wc == c))
+                                && [&before, &want].iter().any(|w| {
+                                    w.sets.get(t).is_some_and(|(wc, ws)| {
+                                        ws.eligible & ((1u32 << wc.answer.count) - 1) == *m
+                                    })
+                                })
+                        }),
+                    };
+                    if !ok {
+                        let show = |w: &Wanted| {
+                            format!(
+                                "keys {:?} sets {:?}",
+                                w.keys.get(&k),
+                                w.sets
+                                    .iter()
+                                    .map(|(n, (c, st))| (*n, c.answer.count, *st))
+                                    .collect::<Vec<_>>()
+                            )
+                        };
+                        panic!(
+                            "round {round} op {i} ({op:?}): key {k} region {r} got {got:?}\nbefore {}\nwant {}\nmaps {:?}",
+                            show(&before),
+                            show(&want),
+                            model
+                                .sets
+                                .iter()
+                                .map(|(id, (c, w))| (
+                                    *id,
+                                    c.answer.count,
+                                    *w as u32,
+                                    (*w >> 32) as u32
+                                ))
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                }
+            }
+        }
+        for k in 0..KEYS {
+            for r in 0..REGIONS {
+                let got = model.steered(&key(k), r as u32);
+                let exp = want.resolve(k, r).map(|(_, c, m)| (c, m));
+                assert_eq!(got, exp, "round {round}: key {k} region {r}");
+            }
+        }
+    }
+    assert!(
+        state_only > 100 && redirects_seen > 100 && must_answer > 10_000,
+        "{state_only} state changes, {redirects_seen} redirects, {must_answer} lookups that \
+         had to answer"
+    );
+}
+
+#[test]
+fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
+    let cap = Capacity {
+        entries: 64,
+        small: 8,
+        large: 4,
+        sets: 8,
+        steered: 64,
+    };
+    let mut sync = MapSync::new(cap, SEED);
+    let put = |name, eligible, answers_from| SetChange::Put {
+        name,
+        contents: contents(name as u8, 4),
+        state: SetState {
+            eligible,
+            answers_from,
+        },
+    };
+    let sets = [put(0, 0b1111, None), put(1, 0b1111, None)];
+    // Forty names, each answering from set 0 in region 0 and set 1 in region 1.
+    let regions: Arc<[Option<SetName>]> = Arc::new([Some(0), Some(1)]);
+    let keys: Vec<SteerChange> = (1..=40)
+        .map(|k| SteerChange {
+            key: key(k),
+            regions: Some(Arc::clone(&regions)),
+        })
+        .collect();
+    let plan = sync.plan_with(
+        &[],
+        Steering {
+            sets: &sets,
+            keys: &keys,
+        },
+    );
+    assert!(plan.skipped.is_empty());
+    // An endpoint of set 0 goes down: one store.
+    let down = [SetChange::State {
+        name: 0,
+        state: SetState {
+            eligible: 0b1101,
+            answers_from: None,
+        },
+    }];
+    let plan = sync.plan_with(
+        &[],
+        Steering {
+            sets: &down,
+            keys: &[],
+        },
+    );
+    assert!(
+        matches!(plan.ops[..], [Op::SetState { state, .. }] if state as u32 == 0b1101),
+        "{:?}",
+        plan.ops
+    );
+    // Region 0 fails over to set 1: still one store.
+    let over = [SetChange::State {
+        name: 0,
+        state: SetState {
+            eligible: 0,
+            answers_from: Some(1),
+        },
+    }];
+    let plan = sync.plan_with(
+        &[],
+        Steering {
+            sets: &over,
+            keys: &[],
+        },
+    );
+    assert_eq!(plan.ops.len(), 1, "{:?}", plan.ops);
+    // Same records again: nothing to do.
+    let same = [put(1, 0b1111, None)];
+    assert!(
+        sync.plan_with(
+            &[],
+            Steering {
+                sets: &same,
+                keys: &[]
+            }
+        )
+        .ops
+        .is_empty()
+    );
+    // New records for set 1: one fresh set, then each name's region-1 entry and the redirect
+    // of set 0 re-pointed (a reload, not a health change).
+    let new = [SetChange::Put {
+        name: 1,
+        contents: contents(9, 2),
+        state: SetState {
+            eligible: 0b11,
+            answers_from: None,
+        },
+    }];
+    let plan = sync.plan_with(
+        &[],
+        Steering {
+            sets: &new,
+            keys: &[],
+        },
+    );
+    let writes = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::WriteSet { .. }))
+        .count();
+    let entries = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::RegionSet { .. }))
+        .count();
+    let states = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::SetState { .. }))
+        .count();
+    assert_eq!((writes, entries, states), (1, 40, 1), "{:?}", plan.ops);
 }
