@@ -10,7 +10,7 @@ use std::{
 };
 
 use dnsfast_tests::{
-    battery::{NO_ROOM_ON_VETH, ask_all, cases},
+    battery::{self, NO_ROOM_ON_VETH, ask_all, cases},
     daemon::{TestDaemon, pass_program},
     dns,
     host::TestHost,
@@ -73,11 +73,17 @@ fn xdp_on_and_off_answer_alike() {
         2 * (cases.len() as u64 - hot_cases) + no_room
     );
     // Over TCP the daemon answers the hot names with the same builder (the 16 AAAA without EDNS
-    // too: no 512-byte limit there), and over UDP those without room.
+    // too: no 512-byte limit there), over UDP those without room, and on both the NSID
+    // requests for hot names.
     let hot_over_tcp = hot_cases + 1;
+    let daemon_hot = cases
+        .iter()
+        .filter(|c| battery::DAEMON_HOT.contains(&c.what.as_str()))
+        .count() as u64;
+    assert_eq!(daemon_hot, battery::DAEMON_HOT.len() as u64);
     assert_eq!(
         on.server_counter("hot_answers").unwrap(),
-        2 * hot_over_tcp + no_room
+        2 * hot_over_tcp + no_room + 2 * 2 * daemon_hot
     );
     let (on_bytes, in_xdp) = ordered(&on);
     assert_eq!(in_xdp, 48, "all answered in XDP");
