@@ -9,6 +9,7 @@
 //!   per-CPU copy of the packet; the daemon runs them on every UDP/TCP query before anything
 //!   else, so a query gets the same verdict and a hot answer the same bytes on both paths.
 //! - [`stats`]: the per-CPU counter slots and their names.
+//! - [`steer`]: the weighted draw of a steered answer's records, the same on both paths.
 #![no_std]
 
 #[cfg(test)]
@@ -16,4 +17,5 @@ extern crate std;
 
 pub mod maps;
 pub mod stats;
+pub mod steer;
 pub mod wire;

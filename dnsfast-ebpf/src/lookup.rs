@@ -25,6 +25,7 @@ use dnsfast_common::{
         NAME_CLASSES, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, hot_hash,
         slot_is_inline, slot_is_steered,
     },
+    steer::{MAX_ANSWER_COUNT, draw_with},
     wire::{TYPE_A, TYPE_AAAA},
 };
 
@@ -89,11 +90,14 @@ pub enum Answer<'a> {
 }
 
 /// Where [`find`] copies what it found that is not a map value of its own.
-pub struct Found<'a> {
+pub struct Found<'a, 'r> {
     /// `Scratch::inline`.
     pub inline: &'a mut [u64; ANSWER_WORDS],
     /// `Scratch::steered`.
     pub steered: &'a mut AnswerLarge,
+    /// The answer's rotation (`wire::answer_rotation`): a steered answer's draw is seeded with
+    /// it and sets it to 0.
+    pub rotation: &'r mut u32,
 }
 
 /// The answer for `key` (built by `wire::build_key` for size class `class`), if it is hot.
@@ -107,10 +111,15 @@ pub fn find<'a>(
     cfg: &XdpConfig,
     class: usize,
     key: &mut HotKey256,
-    found: Found<'a>,
+    found: Found<'a, '_>,
     region: impl FnOnce() -> u32,
+    launder: impl FnMut(usize) -> usize,
 ) -> Option<Answer<'a>> {
-    let Found { inline, steered } = found;
+    let Found {
+        inline,
+        steered,
+        rotation,
+    } = found;
     let k: *mut HotKey256 = key;
     let mut map_class = class;
     let mut slot = SLOT_NONE;
@@ -158,7 +167,8 @@ pub fn find<'a>(
         return None;
     }
     if slot_is_steered(slot) {
-        return steer(slot & !SLOT_STEERED, region(), steered).map(Answer::Large);
+        return steer(slot & !SLOT_STEERED, region(), steered, rotation, launder)
+            .map(Answer::Large);
     }
     if slot & SLOT_LARGE != 0 {
         ANSWERS_LARGE.get(slot & !SLOT_LARGE).map(Answer::Large)
@@ -253,17 +263,25 @@ fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> P
     Probe::Exhausted
 }
 
-/// A steered name's answer for `region`, from its block `block` of `REGION_SETS`: the eligible
-/// records of the set the region answers from, in the set's order, copied to `out`. `None`
-/// (the daemon answers) if the region has no set or no record is eligible: what then goes out
-/// (fail open, NODATA) is the daemon's policy, not the program's.
+/// A steered name's answer for `region`, from its block `block` of `REGION_SETS`: the records
+/// `steer::draw` picks (by weight, among the eligible ones of the set the region answers from,
+/// for the query whose hash is `seed`), in draw order, copied to `out`; `seed` becomes 0, the
+/// rotation that keeps that order. `None` (the daemon answers) if the region has no set or no
+/// record is eligible: what then goes out (fail open, NODATA) is the daemon's policy, not the
+/// program's.
 ///
 /// Each word read here is stored whole by the daemon: the region's entry (32 bits), the set's
 /// `state` (64 bits: eligibility and redirect together). A redirect's target is final, so one
 /// hop suffices; its `state` gives the eligibility, its own redirect is not followed. Records,
 /// TTL and count are immutable while a set is reachable.
 #[inline(always)]
-fn steer(block: u32, region: u32, out: &mut AnswerLarge) -> Option<&AnswerLarge> {
+fn steer<'a>(
+    block: u32,
+    region: u32,
+    out: &'a mut AnswerLarge,
+    seed: &mut u32,
+    mut launder: impl FnMut(usize) -> usize,
+) -> Option<&'a AnswerLarge> {
     const REGIONS: u32 = MAX_REGIONS as u32;
     let index = block
         .wrapping_mul(REGIONS)
@@ -294,19 +312,30 @@ fn steer(block: u32, region: u32, out: &mut AnswerLarge) -> Option<&AnswerLarge>
     }
     #[expect(clippy::cast_possible_truncation, reason = "the low word is the mask")]
     let eligible = state as u32;
-    // Every record is copied to the next free place, which advances only past an eligible one:
-    // no branch per record for the verifier to follow both ways.
-    let mut taken = 0usize;
-    let mut rec = 0;
-    while rec < MAX_SET_RECORDS {
-        if rec >= count {
-            break;
-        }
+    let drawn = draw_with(
+        &set.weights,
+        count,
+        eligible,
+        usize::from(set.answer_count),
+        *seed,
+        |v| launder(v as usize) as u32,
+    );
+    // One verifier state whichever number of records the draw stopped at.
+    let n = launder(drawn.len);
+    if n == 0 || n > MAX_ANSWER_COUNT {
+        return None;
+    }
+    let rdlen = launder(rdlen) & 0x1C;
+    // The drawn order is the answer's: the writer must not rotate it.
+    *seed = 0;
+    // Every place is filled (16 bytes, whatever the type: an A record's next places are
+    // overwritten by the records after it, and the count keeps what is past the last), so the
+    // loop has no exit that depends on the data.
+    let mut taken = 0;
+    while taken < MAX_ANSWER_COUNT {
+        let rec = usize::from(drawn.order[taken]) & (MAX_SET_RECORDS - 1);
         let mut word = 0;
         while word < 16 {
-            if word >= rdlen {
-                break;
-            }
             let from = (rec * rdlen + word) & (LARGE_RDATA - 4);
             let to = (taken * rdlen + word) & (LARGE_RDATA - 4);
             out.rdata[to] = set.rdata[from];
@@ -315,14 +344,10 @@ fn steer(block: u32, region: u32, out: &mut AnswerLarge) -> Option<&AnswerLarge>
             out.rdata[to + 3] = set.rdata[from + 3];
             word += 4;
         }
-        taken += ((eligible >> rec) & 1) as usize;
-        rec += 1;
-    }
-    if taken == 0 {
-        return None;
+        taken += 1;
     }
     out.ttl = set.ttl;
     out.rrtype = set.rrtype;
-    out.count = taken as u16;
+    out.count = n as u16;
     Some(out)
 }

@@ -124,8 +124,8 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         NotHot::ClientSubnet => Verdict::Pass(Counter::PassEdns),
     })?;
 
-    // The order the daemon would give this query too.
-    let rotation = answer_rotation(q.id, frame.client_port);
+    // The order the daemon would give this query too (and a steered answer's draw).
+    let mut rotation = answer_rotation(q.id, frame.client_port);
     // From here on only what the answer depends on, laundered: one verifier state per type and
     // EDNS presence, however the validator's loops went.
     let q = q.hot_form(|v| msg.launder(v));
@@ -141,11 +141,15 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     };
     // Nothing between the lookup and the match: code shared by both arms would let the compiler
     // test the slot's table bit a second time, which the verifier cannot tie to the first test.
-    let found = lookup::Found { inline, steered };
+    let found = lookup::Found {
+        inline,
+        steered,
+        rotation: &mut rotation,
+    };
     // A steered name's region; the client's, once steering decides it here.
     let region = || u32::from(REGION_ANY);
-    let answer =
-        lookup::find(cfg, class, key, found, region).ok_or(Verdict::Pass(Counter::PassMiss))?;
+    let answer = lookup::find(cfg, class, key, found, region, |v| msg.launder(v))
+        .ok_or(Verdict::Pass(Counter::PassMiss))?;
     stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {

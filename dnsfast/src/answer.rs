@@ -137,10 +137,14 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
             referral(zone, &cut, &mut out);
             return out;
         }
-        let node = zone
-            .node(&lname)
-            .map(|n| (n, name.clone()))
-            .or_else(|| wildcard(zone, &lname, &name));
+        // An empty non-terminal exists: a wildcard does not apply to it (RFC 4592 §2.2.2).
+        let node = zone.node(&lname).map(|n| (n, name.clone())).or_else(|| {
+            if zone.is_empty_non_terminal(&lname) {
+                None
+            } else {
+                wildcard(zone, &lname, &name)
+            }
+        });
         let Some((node, owner)) = node else {
             if zone.is_empty_non_terminal(&lname) {
                 negative(zone, &mut out);

@@ -1,15 +1,16 @@
 //! Compiles the configuration into what both executors answer from: the zones (for the general
-//! path) and the hot table (for XDP and the userspace hot path).
-//!
-//! Steering will add its stage here: policies and health state turn into per-region hot
-//! answers; the output shape (`Snapshot`) and its consumers stay as they are.
+//! path), the hot table (for XDP and the userspace hot path) and the steering tables (regions
+//! and the answer sets of steered names).
 
 use std::{fmt, time::SystemTime};
+
+use hickory_proto::rr::LowerName;
 
 use crate::{
     answer::Zones,
     config::{Config, Identity},
     hot::HotTable,
+    steering,
     zone::{NamedAt, Zone, ZoneError},
 };
 
@@ -20,6 +21,8 @@ pub struct Snapshot {
     pub zones: Zones,
     /// Hot answers for XDP and the userspace hot path.
     pub hot: HotTable,
+    /// Regions and steered names.
+    pub steering: steering::Compiled,
     /// CH TXT identity answers and NSID.
     pub identity: Identity,
     /// When it was compiled.
@@ -64,11 +67,46 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
     if !errors.is_empty() {
         return Err(CompileError(errors));
     }
+    // Each steered name becomes a node of the zone that holds it (the one with the longest
+    // apex at or above it, as a lookup decides).
+    let steering = match &cfg.steering {
+        None => steering::Compiled::default(),
+        Some(s) => {
+            for svc in &s.services {
+                let name = LowerName::new(&svc.name);
+                let zone = zones
+                    .iter_mut()
+                    .filter(|z| z.apex.zone_of(&name))
+                    .max_by_key(|z| z.apex.num_labels());
+                let result = match zone {
+                    Some(z) => z.add_steered(&name),
+                    None => Err(format!(
+                        "{} is in no configured zone: a steered name is answered with the \
+                         authority of its zone",
+                        svc.name
+                    )),
+                };
+                if let Err(message) = result {
+                    errors.push(ZoneError {
+                        file: cfg.path.clone(),
+                        line: svc.line,
+                        field: "service.name".into(),
+                        message,
+                    });
+                }
+            }
+            if !errors.is_empty() {
+                return Err(CompileError(errors));
+            }
+            steering::Compiled::new(s)
+        }
+    };
     let zones = Zones::new(zones);
     let hot = HotTable::from_zones(&zones);
     Ok(Snapshot {
         zones,
         hot,
+        steering,
         identity: cfg.identity.clone(),
         compiled_at: SystemTime::now(),
     })

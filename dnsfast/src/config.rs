@@ -16,6 +16,8 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod steering;
+
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +64,14 @@ struct RawConfig {
     xdp: RawXdp,
     #[serde(default, rename = "zone")]
     zones: Vec<Spanned<RawZone>>,
+    #[serde(default)]
+    steering: steering::RawSteering,
+    #[serde(default, rename = "region")]
+    regions: Vec<Spanned<steering::RawRegion>>,
+    #[serde(default, rename = "endpoint")]
+    endpoints: Vec<Spanned<steering::RawEndpoint>>,
+    #[serde(default, rename = "service")]
+    services: Vec<Spanned<steering::RawService>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -158,6 +168,8 @@ pub struct Config {
     pub xdp: XdpSettings,
     /// The zones.
     pub zones: Vec<ZoneSource>,
+    /// Regions, endpoints and steered names, if any region is configured.
+    pub steering: Option<steering::Steering>,
     /// Lines of keys that later checks (of the host, at start) refer to: `(key, line)`, one per
     /// value for a list.
     pub lines: Vec<(&'static str, usize)>,
@@ -394,6 +406,14 @@ impl Config {
                 "no [[zone]] configured: nothing to serve".into(),
             ));
         }
+        let steering = steering::parse(
+            text,
+            &raw.steering,
+            &raw.regions,
+            &raw.endpoints,
+            &raw.services,
+            &err,
+        )?;
 
         Ok(Self {
             path: path.to_path_buf(),
@@ -413,6 +433,7 @@ impl Config {
                 max_large_answers: max_large,
             },
             zones,
+            steering,
             lines,
         })
     }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - [`config`]: the TOML configuration; [`zone`]: master files and the zone model;
-//! - [`compile`]: zones → [`compile::Snapshot`] (the zones plus the [`hot`] table);
+//! - [`compile`]: zones → [`compile::Snapshot`] (the zones, the [`hot`] table and the
+//!   [`steering`] tables: regions, steered names and their answer sets);
 //! - [`answer`]: the general lookup (referrals, CNAME, wildcards, negative answers),
 //!   [`response`]: its encoding;
 //! - [`mapsync`]: plans map writes that never expose a half-written answer;
@@ -29,6 +30,7 @@ pub mod preflight;
 pub mod response;
 pub mod server;
 pub mod signals;
+pub mod steering;
 pub mod tcp;
 pub mod udp;
 pub mod xdp;

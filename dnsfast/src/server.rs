@@ -10,20 +10,20 @@ use std::{
 
 use arc_swap::ArcSwap;
 use dnsfast_common::{
-    maps::{MSG_AREA, REGION_ANY},
+    maps::{AnswerLarge, MSG_AREA, REGION_ANY},
     wire::{
-        CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, OPTION_NSID, SliceWire,
-        answer_rotation, build_hot_answer, parse_query, rcode,
+        CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, NotHot, OPTION_NSID,
+        SliceWire, TYPE_A, TYPE_AAAA, answer_rotation, build_hot_answer, parse_query, rcode,
     },
 };
 use hickory_proto::{
-    rr::{DNSClass, Name, RecordType},
+    rr::{DNSClass, Name, RData, Record, RecordType, rdata},
     serialize::binary::{BinDecodable as _, BinDecoder},
 };
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{answer, compile::Snapshot, hot::lookup_key, response};
+use crate::{answer, compile::Snapshot, hot::lookup_key, response, steering::Compiled};
 
 /// Largest DNS message over TCP.
 const TCP_MAX: usize = 65_535;
@@ -37,6 +37,8 @@ pub struct Stats {
     pub tcp_queries: AtomicU64,
     /// Answered by the hot builder.
     pub hot_answers: AtomicU64,
+    /// Steered answers.
+    pub steered_answers: AtomicU64,
     /// Answers by RCODE (0..=15; BADVERS counted at 16).
     pub rcodes: [AtomicU64; 17],
     /// Answers that did not fit and went out with TC=1.
@@ -54,6 +56,9 @@ pub struct StatsView {
     pub tcp_queries: u64,
     /// Answered by the hot builder.
     pub hot_answers: u64,
+    /// Steered answers.
+    #[serde(default)]
+    pub steered_answers: u64,
     /// NOERROR answers.
     pub noerror: u64,
     /// NXDOMAIN answers.
@@ -83,6 +88,7 @@ impl Stats {
             udp_queries: g(&self.udp_queries),
             tcp_queries: g(&self.tcp_queries),
             hot_answers: g(&self.hot_answers),
+            steered_answers: g(&self.steered_answers),
             noerror: g(&self.rcodes[0]),
             nxdomain: g(&self.rcodes[3]),
             refused: g(&self.rcodes[5]),
@@ -141,11 +147,12 @@ impl Shared {
     }
 }
 
-/// Answers one message received over UDP (`tcp == false`) or TCP from a client's source port
-/// `client_port` (the hot answer's record order depends on it, as in XDP). `None`: send nothing.
-pub fn handle(shared: &Shared, msg: &[u8], tcp: bool, client_port: u16) -> Option<Vec<u8>> {
+/// Answers one message received over UDP (`tcp == false`) or TCP from `client` (its address
+/// places it in a steering region; its port, as in XDP, orders a hot answer's records).
+/// `None`: send nothing.
+pub fn handle(shared: &Shared, msg: &[u8], tcp: bool, client: SocketAddr) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    handle_into(shared, msg, tcp, client_port, &mut out).then_some(out)
+    handle_into(shared, msg, tcp, client, &mut out).then_some(out)
 }
 
 /// Like [`handle`], writing the answer into `out` (cleared by the caller); `false`: send nothing.
@@ -153,10 +160,10 @@ pub fn handle_into(
     shared: &Shared,
     msg: &[u8],
     tcp: bool,
-    client_port: u16,
+    client: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
-    let answered = answer_message(shared, msg, tcp, client_port, out);
+    let answered = answer_message(shared, msg, tcp, client, out);
     if answered {
         shared.stats.count_answer(out);
     } else {
@@ -169,9 +176,10 @@ fn answer_message(
     shared: &Shared,
     msg: &[u8],
     tcp: bool,
-    client_port: u16,
+    client: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
+    let client_port = client.port();
     let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
         Ok(q) => q,
         Err(e) => return emit(response::reject(msg, e), out),
@@ -184,6 +192,52 @@ fn answer_message(
         .nsid
         .as_deref()
         .filter(|_| q.edns.is_some_and(|e| e.nsid));
+
+    let option = nsid.map(|data| EdnsOption {
+        code: OPTION_NSID,
+        data,
+    });
+    let options = option.as_slice();
+
+    // A steered name: the client's region's set, drawn for this query, with the hot builder.
+    // Client Subnet is not honoured yet: answered by the resolver's address, not echoed.
+    let steered_shape = matches!(q.hot(), Ok(()) | Err(NotHot::ClientSubnet))
+        && msg.len() <= MSG_AREA
+        && !snap.steering.is_empty();
+    if steered_shape
+        && let Some(svc) = snap.steering.service(
+            &lookup_key(
+                &mut [0u8; 4 + 255],
+                &msg[HEADER_LEN..HEADER_LEN + q.name_len],
+                0,
+                0,
+            )[4..],
+        )
+    {
+        let region = snap.steering.place(client.ip()).region;
+        if let Some(set) = snap.steering.set(svc, q.qtype, region) {
+            let (answer, _) = Compiled::answer(set, answer_rotation(q.id, client_port));
+            let mut buf = [0u8; MSG_BUF_LEN];
+            buf[..msg.len()].copy_from_slice(msg);
+            let mut cell = 0;
+            let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
+            // The draw's order is the answer's: no rotation.
+            if let Ok(n) = build_hot_answer(&mut m, &q, &answer, options, 0, limit) {
+                shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
+                out.extend_from_slice(&m.as_bytes()[..n]);
+                return true;
+            }
+            // Too big for the client's UDP size (a long name, NSID): the general encoder
+            // truncates.
+            let Some(qname) = decode_qname(msg) else {
+                return false;
+            };
+            let ans = steered_records(&qname, &answer);
+            return emit(response::encode(&q, &qname, &ans, limit, nsid), out);
+        }
+        // No address of this family in the region's pool or the default one: the zone's node
+        // answers NODATA below.
+    }
 
     // The hot path: the same validator verdict, the same decision and the same builder as the
     // XDP program, which passes NSID requests up (it does not hold the identifier): here the
@@ -201,11 +255,6 @@ fn answer_message(
             let mut cell = 0;
             let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
             let rotation = answer_rotation(q.id, client_port);
-            let option = nsid.map(|data| EdnsOption {
-                code: OPTION_NSID,
-                data,
-            });
-            let options = option.as_slice();
             if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), options, rotation, limit) {
                 shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
                 out.extend_from_slice(&m.as_bytes()[..n]);
@@ -225,14 +274,76 @@ fn answer_message(
     } else if q.qclass == CLASS_CH {
         answer::chaos(&snap.identity, &qname, RecordType::from(q.qtype))
     } else {
-        answer::resolve(
+        let mut ans = answer::resolve(
             &snap.zones,
             &qname,
             RecordType::from(q.qtype),
             DNSClass::from(q.qclass),
-        )
+        );
+        steered_cname_target(&snap.steering, &mut ans, q.qtype, client, q.id);
+        ans
     };
     emit(response::encode(&q, &qname, &ans, limit, nsid), out)
+}
+
+/// A steered answer as records of `owner`, for the general encoder.
+fn steered_records(owner: &Name, a: &AnswerLarge) -> answer::Answer {
+    let rdlen = if a.rrtype == TYPE_A { 4 } else { 16 };
+    let answer = (0..usize::from(a.count))
+        .map(|i| {
+            let b = &a.rdata[i * rdlen..(i + 1) * rdlen];
+            let rd = if rdlen == 4 {
+                RData::A(rdata::A::from(std::net::Ipv4Addr::from(
+                    <[u8; 4]>::try_from(b).expect("4 bytes"),
+                )))
+            } else {
+                RData::AAAA(rdata::AAAA::from(std::net::Ipv6Addr::from(
+                    <[u8; 16]>::try_from(b).expect("16 bytes"),
+                )))
+            };
+            Record::from_rdata(owner.clone(), a.ttl, rd)
+        })
+        .collect();
+    answer::Answer {
+        rcode: rcode::NOERROR,
+        aa: true,
+        answer,
+        ..answer::Answer::default()
+    }
+}
+
+/// A CNAME chain in a zone that ends at a steered name: the target's records for the client's
+/// region replace the NODATA the zone alone gives (the zone holds no addresses there).
+fn steered_cname_target(
+    steering: &Compiled,
+    ans: &mut answer::Answer,
+    qtype: u16,
+    client: SocketAddr,
+    id: u16,
+) {
+    if steering.is_empty() || (qtype != TYPE_A && qtype != TYPE_AAAA) || ans.rcode != rcode::NOERROR
+    {
+        return;
+    }
+    let Some(last) = ans.answer.last() else {
+        return;
+    };
+    let RData::CNAME(target) = &last.data else {
+        return;
+    };
+    let target = target.0.clone();
+    let Some(svc) = steering.service(&crate::steering::wire_lower(&target)) else {
+        return;
+    };
+    let region = steering.place(client.ip()).region;
+    let Some(set) = steering.set(svc, qtype, region) else {
+        return;
+    };
+    let (a, _) = Compiled::answer(set, answer_rotation(id, client.port()));
+    let records = steered_records(&target, &a);
+    ans.answer.extend(records.answer);
+    // The negative answer's SOA goes: the chain now ends in data.
+    ans.authority.clear();
 }
 
 fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {

@@ -16,7 +16,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -315,7 +315,7 @@ pub async fn acceptor(listener: TcpListener, shared: Arc<Shared>, table: Arc<Tab
         let shared = Arc::clone(&shared);
         let idle = table.limits.idle;
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, &shared, &ticket, idle, peer.port()).await {
+            if let Err(e) = connection(stream, &shared, &ticket, idle, peer).await {
                 tracing::debug!("tcp {peer}: {e}");
             }
         });
@@ -329,7 +329,7 @@ async fn connection(
     shared: &Shared,
     ticket: &Ticket,
     idle: Duration,
-    client_port: u16,
+    client: SocketAddr,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -354,7 +354,7 @@ async fn connection(
             }
         }
         shared.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
-        if let Some(resp) = handle(shared, &msg, true, client_port) {
+        if let Some(resp) = handle(shared, &msg, true, client) {
             let mut out = Vec::with_capacity(2 + resp.len());
             out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
             out.extend_from_slice(&resp);

@@ -4,6 +4,7 @@
 
 use std::{
     mem::MaybeUninit,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd as _,
     sync::{
         Arc,
@@ -50,14 +51,26 @@ impl Batch {
 
 /// The UDP source port (host order) of the sender `recvmmsg` stored in `a` (`sockaddr_storage`
 /// is aligned for every sockaddr type).
-fn client_port(a: &libc::sockaddr_storage) -> u16 {
+fn client_addr(a: &libc::sockaddr_storage) -> SocketAddr {
     let p: *const libc::sockaddr_storage = a;
     match i32::from(a.ss_family) {
-        // SAFETY: the family says which sockaddr the kernel wrote.
-        libc::AF_INET => u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in>()).sin_port }),
-        // SAFETY: as above.
-        libc::AF_INET6 => u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in6>()).sin6_port }),
-        _ => 0,
+        libc::AF_INET => {
+            // SAFETY: the family says which sockaddr the kernel wrote.
+            let s = unsafe { &*p.cast::<libc::sockaddr_in>() };
+            SocketAddr::new(
+                Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)).into(),
+                u16::from_be(s.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above.
+            let s = unsafe { &*p.cast::<libc::sockaddr_in6>() };
+            SocketAddr::new(
+                Ipv6Addr::from(s.sin6_addr.s6_addr).into(),
+                u16::from_be(s.sin6_port),
+            )
+        }
+        _ => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
     }
 }
 
@@ -112,12 +125,12 @@ pub fn worker(socket: &std::net::UdpSocket, shared: &Arc<Shared>, stop: &AtomicB
             let name = b.hdrs[i].msg_hdr.msg_name;
             let namelen = b.hdrs[i].msg_hdr.msg_namelen;
             b.tx[out].clear();
-            let port = client_port(&b.addrs[i]);
+            let client = client_addr(&b.addrs[i]);
             if !handle_into(
                 shared,
                 &b.rx[i][..len.min(RX_SIZE)],
                 false,
-                port,
+                client,
                 &mut b.tx[out],
             ) {
                 continue;

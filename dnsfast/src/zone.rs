@@ -1040,6 +1040,44 @@ impl Zone {
         Self::build(origin, file, records)
     }
 
+    /// Makes `name` the node of a steered name: it exists whatever else the zone holds there
+    /// (other types get the zone's data or NODATA, wildcards do not apply to it) and its
+    /// parents are empty non-terminals if nothing else is there. `name` must lie in the zone,
+    /// not at or below a delegation, and hold no A, AAAA or CNAME records of the zone's own.
+    pub fn add_steered(&mut self, name: &LowerName) -> Result<(), String> {
+        if !self.apex.zone_of(name) {
+            return Err(format!("{name} is not in zone {}", self.origin));
+        }
+        if let Some(cut) = self.cut_above(name) {
+            return Err(format!(
+                "{name} is at or below the delegation at {cut}: zone {} is not authoritative there",
+                self.origin
+            ));
+        }
+        if let Some(node) = self.nodes.get(name) {
+            for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+                if node.get(t).is_some() {
+                    return Err(format!(
+                        "zone {} ({}) has {t} records at {name}: a steered name's addresses come \
+                         from its pools (remove them from the zone)",
+                        self.origin,
+                        self.file.display()
+                    ));
+                }
+            }
+        }
+        self.ents.remove(name);
+        self.nodes.entry(name.clone()).or_default();
+        let mut n = name.base_name();
+        while self.apex.zone_of(&n) && n != self.apex {
+            if self.nodes.contains_key(&n) || !self.ents.insert(n.clone()) {
+                break;
+            }
+            n = n.base_name();
+        }
+        Ok(())
+    }
+
     /// The data at `name`.
     #[must_use]
     pub fn node(&self, name: &LowerName) -> Option<&Node> {

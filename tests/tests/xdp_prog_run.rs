@@ -22,8 +22,9 @@ use dnsfast::{
     zone::Zone,
 };
 use dnsfast_common::{
-    maps::{AnswerLarge, CFG_ANSWER, XdpConfig},
+    maps::{AnswerLarge, CFG_ANSWER, MAX_SET_RECORDS, XdpConfig},
     stats::{COUNTER_NAMES, Counter},
+    steer::draw,
     wire::{FullLimits, MSG_BUF_LEN, MsgBuf, answer_rotation, build_hot_answer, parse_query},
 };
 use dnsfast_tests::{dns, workspace_root};
@@ -45,6 +46,11 @@ const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const CLIENT_PORT: u16 = 40_000;
 
+/// The test client's address with source port `port`, as the daemon sees it.
+fn client(port: u16) -> std::net::SocketAddr {
+    (Ipv4Addr::from(CLIENT4), port).into()
+}
+
 struct Fixture {
     dp: Dataplane,
     shared: Shared,
@@ -58,6 +64,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         zones,
         hot,
+        steering: dnsfast::steering::Compiled::default(),
         identity: Identity::default(),
         compiled_at: SystemTime::now(),
     }
@@ -216,7 +223,7 @@ fn check_v6_reply(query: &[u8], reply: &[u8]) -> Vec<u8> {
 /// The daemon's answer to the same DNS query from the same client port, for comparison.
 fn userspace(dns: &[u8]) -> Vec<u8> {
     let f = fixture().lock().unwrap();
-    handle(&f.shared, dns, false, CLIENT_PORT).expect("the daemon answers")
+    handle(&f.shared, dns, false, client(CLIENT_PORT)).expect("the daemon answers")
 }
 
 fn same_answer(xdp: &[u8], query: &[u8]) {
@@ -321,7 +328,7 @@ fn every_record_leads_equally_often_and_the_same_query_gets_the_same_order() {
         let first = q.len() + 12;
         *lead.entry(payload[first..first + 4].to_vec()).or_default() += 1;
         if i % 1000 == 0 {
-            let user = handle(&f.shared, &q, false, port).unwrap();
+            let user = handle(&f.shared, &q, false, client(port)).unwrap();
             assert_eq!(
                 payload,
                 user.as_slice(),
@@ -340,7 +347,7 @@ fn every_record_leads_equally_often_and_the_same_query_gets_the_same_order() {
         for &id in &ids {
             for &port in &ports {
                 let q = dns::query(id, "www.example.com.", RecordType::A, None);
-                let user = handle(&f.shared, &q, false, port).unwrap();
+                let user = handle(&f.shared, &q, false, client(port)).unwrap();
                 firsts.insert(user[q.len() + 12..q.len() + 16].to_vec());
             }
         }
@@ -801,23 +808,43 @@ fn stage_costs() {
     }
 }
 
-/// The hot builder's answer to `query` with `records` (what the daemon sends for a hot name).
-fn built_answer(query: &[u8], ttl: u32, rrtype: u16, records: &[Vec<u8>]) -> Vec<u8> {
-    let mut a = AnswerLarge::zeroed();
-    a.ttl = ttl;
-    a.rrtype = rrtype;
-    a.count = records.len() as u16;
-    for (i, r) in records.iter().enumerate() {
-        a.rdata[i * r.len()..(i + 1) * r.len()].copy_from_slice(r);
+/// The hot builder's answer to `query` with a steered set's `records`: the ones `steer::draw`
+/// picks for the query, in draw order (what the daemon sends for a steered name).
+fn built_answer(
+    query: &[u8],
+    ttl: u32,
+    rrtype: u16,
+    set: &[Vec<u8>],
+    weights: &[u8],
+    eligible: u32,
+    answer_count: usize,
+) -> Vec<u8> {
+    let id = u16::from_be_bytes([query[0], query[1]]);
+    let mut padded = [0u8; MAX_SET_RECORDS];
+    padded[..weights.len()].copy_from_slice(weights);
+    let drawn = draw(
+        &padded,
+        set.len(),
+        eligible,
+        answer_count,
+        answer_rotation(id, CLIENT_PORT),
+    );
+    let mut answer = AnswerLarge::zeroed();
+    answer.ttl = ttl;
+    answer.rrtype = rrtype;
+    answer.count = drawn.len as u16;
+    for (at, &rec) in drawn.order[..drawn.len].iter().enumerate() {
+        let r = &set[usize::from(rec)];
+        answer.rdata[at * r.len()..(at + 1) * r.len()].copy_from_slice(r);
     }
     let mut buf = [0u8; MSG_BUF_LEN];
     buf[..query.len()].copy_from_slice(query);
     let mut cell = 0;
-    let mut m = MsgBuf::new(&mut buf, query.len(), &mut cell);
-    let q = parse_query::<FullLimits, _>(&mut m).unwrap();
-    let rotation = answer_rotation(q.id, CLIENT_PORT);
-    let n = build_hot_answer(&mut m, &q, &a, &[], rotation, q.udp_limit()).unwrap();
-    m.as_bytes()[..n].to_vec()
+    let mut msg = MsgBuf::new(&mut buf, query.len(), &mut cell);
+    let q = parse_query::<FullLimits, _>(&mut msg).unwrap();
+    // The draw's order is the answer's: no rotation.
+    let n = build_hot_answer(&mut msg, &q, &answer, &[], 0, q.udp_limit()).unwrap();
+    msg.as_bytes()[..n].to_vec()
 }
 
 #[test]
@@ -846,6 +873,8 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         a[15] = n;
         a.to_vec()
     };
+    // Draw every eligible record (8 at most), in the weights' order of chance.
+    let weights = [40, 30, 20, 10];
     let set = |records: &[Vec<u8>]| {
         let rd: Vec<RData> = records
             .iter()
@@ -856,8 +885,8 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
             .collect();
         Arc::new(SetContents {
             answer: HotAnswer::from_rrset(60, &rd).unwrap(),
-            weights: vec![20; records.len()],
-            answer_count: 1,
+            weights: weights[..records.len()].to_vec(),
+            answer_count: 8,
         })
     };
     let pool0: Vec<Vec<u8>> = (1..=4).map(|n| v4(50, n)).collect();
@@ -932,7 +961,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         };
         (q, payload)
     };
-    let expect = |dp: &Dataplane, rrtype: u16, records: &[Vec<u8>], what: &str| {
+    let expect = |dp: &Dataplane, rrtype: u16, records: &[Vec<u8>], eligible: u32, what: &str| {
         let names: &[&str] = if rrtype == 1 {
             &[short, long]
         } else {
@@ -942,16 +971,17 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         for name in names {
             for id in [1u16, 2, 3, 4, 77] {
                 let (q, payload) = answered(dp, name, qtype, id);
+                let w = &weights[..records.len()];
                 assert_eq!(
                     payload,
-                    built_answer(&q, 60, rrtype, records),
+                    built_answer(&q, 60, rrtype, records, w, eligible, 8),
                     "{what}: {name} {qtype} id {id}"
                 );
             }
         }
     };
-    expect(&dp, 1, &pool0, "all of set 0");
-    expect(&dp, 28, &pool6, "all of set 2");
+    expect(&dp, 1, &pool0, 0b1111, "all of set 0");
+    expect(&dp, 28, &pool6, 0b11, "all of set 2");
 
     // Records 2 and 4 go down: one store, and both names answer with records 1 and 3.
     let down = [SetChange::State {
@@ -969,12 +999,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         .unwrap()
         .ops;
     assert_eq!(plan_ops, 1, "a health change is one store");
-    expect(
-        &dp,
-        1,
-        &[pool0[0].clone(), pool0[2].clone()],
-        "set 0 half down",
-    );
+    expect(&dp, 1, &pool0, 0b0101, "set 0 half down");
 
     // Set 0 fails over to set 1.
     let over = [SetChange::State {
@@ -989,7 +1014,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         keys: &[],
     };
     assert_eq!(dp.apply_with(&[], st).unwrap().ops, 1);
-    expect(&dp, 1, &pool1, "set 0 answering from set 1");
+    expect(&dp, 1, &pool1, 0b11, "set 0 answering from set 1");
 
     // Nothing eligible where it fails over to: the daemon decides (fail open or NODATA).
     let none = [SetChange::State {
@@ -1019,4 +1044,123 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
     assert_eq!(action, XDP_PASS, "region without a set: passed up");
     let c = dp.counters().unwrap();
     assert_eq!(c[Counter::PassMiss as usize], 2);
+}
+
+/// Share of answers whose first record is each of `weights.len()` records of one steered set,
+/// over `queries` pseudo-random IDs (fixed seed) through the program.
+fn first_record_shares(weights: &[u8], answer_count: u8, queries: u32) -> Vec<f64> {
+    let cap = Capacity {
+        entries: 4,
+        small: 4,
+        large: 2,
+        sets: 2,
+        steered: 2,
+    };
+    let mut dp = Dataplane::load(cap, None).unwrap();
+    let mut cfg = XdpConfig::zeroed();
+    cfg.flags = CFG_ANSWER;
+    cfg.port = 53;
+    cfg.v4_count = 1;
+    cfg.v4[0] = SERVER4;
+    dp.set_config(&cfg).unwrap();
+    let n = weights.len();
+    let addrs: Vec<Vec<u8>> = (0..n).map(|i| vec![198, 18, 60, i as u8]).collect();
+    let rd: Vec<RData> = addrs
+        .iter()
+        .map(|a| RData::A(A(Ipv4Addr::new(a[0], a[1], a[2], a[3]))))
+        .collect();
+    let all = (1u32 << n) - 1;
+    let sets = [SetChange::Put {
+        name: 0,
+        contents: Arc::new(SetContents {
+            answer: HotAnswer::from_rrset(60, &rd).unwrap(),
+            weights: weights.to_vec(),
+            answer_count,
+        }),
+        state: SetState {
+            eligible: all,
+            answers_from: None,
+        },
+    }];
+    let wire = hickory_proto::serialize::binary::BinEncodable::to_bytes(
+        &Name::from_ascii("w.example.com.").unwrap(),
+    )
+    .unwrap();
+    let keys = [SteerChange {
+        key: HotKey::new(&wire, 1, 0),
+        regions: Some(Arc::from([Some(0)])),
+    }];
+    let st = Steering {
+        sets: &sets,
+        keys: &keys,
+    };
+    assert_eq!(dp.apply_with(&[], st).unwrap().skipped, 0);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut hits = vec![0u32; n];
+    for i in 0..queries {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let q = dns::query(x as u16, "w.example.com.", RecordType::A, None);
+        let frame = v4_frame(&q);
+        let (action, reply) = dp.test_run(&frame).unwrap();
+        assert_eq!(action, XDP_TX, "query {i}");
+        let payload = check_v4_reply(&frame, &reply);
+        let ancount = usize::from(u16::from_be_bytes([payload[6], payload[7]]));
+        let weighted = weights.iter().filter(|w| **w > 0).count();
+        let drawable = if weighted == 0 { n } else { weighted };
+        assert_eq!(
+            ancount,
+            usize::from(answer_count).min(drawable),
+            "records per answer"
+        );
+        let first = &payload[q.len() + 12..q.len() + 16];
+        hits[usize::from(first[3])] += 1;
+        if i % 5000 == 0 {
+            let want = built_answer(&q, 60, 1, &addrs, weights, all, usize::from(answer_count));
+            assert_eq!(
+                payload, want,
+                "query {i}: the shared draw's records and order"
+            );
+        }
+    }
+    hits.iter()
+        .map(|h| f64::from(*h) / f64::from(queries))
+        .collect()
+}
+
+#[test]
+fn weighted_answers_lead_by_weight_share_within_two_points() {
+    const QUERIES: u32 = 100_000;
+    for (weights, answer_count) in [
+        (&[50u8, 30, 20, 0][..], 1u8),
+        (&[50, 30, 20, 0][..], 3),
+        (&[20, 20, 20, 20, 20][..], 1),
+        (&[0, 0, 0, 0][..], 1),
+    ] {
+        let shares = first_record_shares(weights, answer_count, QUERIES);
+        let total: u32 = weights.iter().map(|w| u32::from(*w)).sum();
+        let want: Vec<f64> = weights
+            .iter()
+            .map(|w| {
+                if total == 0 {
+                    1.0 / f64::from(weights.len() as u32)
+                } else {
+                    f64::from(*w) / f64::from(total)
+                }
+            })
+            .collect();
+        eprintln!(
+            "weights {weights:?}, answer_count {answer_count}: first-record shares {:?} over \
+             {QUERIES} queries",
+            shares.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>()
+        );
+        for (i, (g, w)) in shares.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 0.02,
+                "weights {weights:?}, answer_count {answer_count}: record {i} leads {g:.4}, \
+                 its weight share is {w:.4}"
+            );
+        }
+    }
 }

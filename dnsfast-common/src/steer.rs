@@ -1,0 +1,219 @@
+//! The weighted draw both executors use for a steered answer: which of a set's eligible records
+//! an answer carries, and in which order.
+//!
+//! Route 53's weighted routing: each record is chosen with probability weight / total, without
+//! replacement, up to `answer_count` records. The draw is a pure function of the set and of the
+//! query's hash (`wire::answer_rotation`: ID and client port), so the XDP program and the daemon
+//! give one query the same records in the same order, and resolvers' random IDs and ports spread
+//! the choices by weight. Records of weight 0 are answered only when no record of positive weight
+//! is eligible; then (as when every weight is 0) the eligible records share equally.
+//!
+//! Written for the verifier: fixed loop bounds, no branch per record (the choice is accumulated
+//! with masks), one division per draw.
+
+use crate::maps::MAX_SET_RECORDS;
+
+/// Most records one steered answer carries.
+pub const MAX_ANSWER_COUNT: usize = 8;
+
+/// The records a steered answer carries: indices into the set, in answer order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draw {
+    /// Record indices; the first `len` are valid.
+    pub order: [u8; MAX_ANSWER_COUNT],
+    /// How many were drawn (0 if no record is eligible).
+    pub len: usize,
+}
+
+/// The `k`-th 32-bit draw value of a query whose hash is `seed` (splitmix64's finaliser).
+#[inline(always)]
+#[must_use]
+pub const fn draw_value(seed: u32, k: usize) -> u32 {
+    let mut x = ((seed as u64) << 8 | k as u64) ^ 0x5354_4545_5244_5257;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)) as u32
+}
+
+/// Draws up to `answer_count` (clamped to 1..=[`MAX_ANSWER_COUNT`]) of the first `count`
+/// records whose bit is set in `eligible`, by `weights`, without replacement, for the query
+/// whose hash is `seed`.
+#[inline(always)]
+#[must_use]
+pub fn draw(
+    weights: &[u8; MAX_SET_RECORDS],
+    count: usize,
+    eligible: u32,
+    answer_count: usize,
+    seed: u32,
+) -> Draw {
+    draw_with(weights, count, eligible, answer_count, seed, |v| v)
+}
+
+/// [`draw`], passing its running values through `launder` (which must return its argument).
+/// The XDP program launders them through memory the verifier cannot see into: every compare
+/// of the draw is a branch for the verifier, and without that the precise values it tracks
+/// down each branch (which records are left, which was chosen) would multiply its states by
+/// up to 16 per record drawn.
+#[inline(always)]
+#[must_use]
+pub fn draw_with(
+    weights: &[u8; MAX_SET_RECORDS],
+    count: usize,
+    eligible: u32,
+    answer_count: usize,
+    seed: u32,
+    mut launder: impl FnMut(u32) -> u32,
+) -> Draw {
+    let present = if count >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << count) - 1
+    };
+    let eligible = launder(eligible & present);
+    // The weighted records among the eligible; if there are none, every eligible one weighs 1.
+    let mut weighted = 0u32;
+    let mut i = 0;
+    while i < MAX_SET_RECORDS {
+        weighted = launder(weighted | (u32::from(weights[i] != 0) << i));
+        i += 1;
+    }
+    let equal = launder(u32::from(eligible & weighted == 0));
+    // All ones when every eligible record weighs the same (1).
+    let equal_mask = 0u32.wrapping_sub(equal);
+    let mut left = launder(eligible & (weighted | equal_mask));
+    let mut eff = [0u8; MAX_SET_RECORDS];
+    let mut i = 0;
+    while i < MAX_SET_RECORDS {
+        eff[i] = ((u32::from(weights[i]) & !equal_mask) | (equal_mask & 1)) as u8;
+        i += 1;
+    }
+    let want = answer_count.clamp(1, MAX_ANSWER_COUNT);
+    let mut out = Draw {
+        order: [0; MAX_ANSWER_COUNT],
+        len: 0,
+    };
+    let mut k = 0;
+    while k < MAX_ANSWER_COUNT {
+        if k >= want || left == 0 {
+            break;
+        }
+        let weight = |i: usize| u32::from(eff[i]) * ((left >> i) & 1);
+        let mut total = 0u32;
+        let mut i = 0;
+        while i < MAX_SET_RECORDS {
+            total += weight(i);
+            i += 1;
+        }
+        // total > 0: `left` holds at least one record of positive weight.
+        // (A checked remainder: the laundered total is not known to be nonzero, and a division
+        // by zero must not become a panic path in the XDP program.)
+        let total = launder(total);
+        let r = launder(draw_value(seed, k).checked_rem(total).unwrap_or(0));
+        // The first record whose running sum passes r.
+        let (mut acc, mut chosen, mut found) = (0u32, 0u32, 0u32);
+        let mut i = 0;
+        while i < MAX_SET_RECORDS {
+            acc += weight(i);
+            let hit = u32::from(acc > r) & (found ^ 1);
+            chosen = launder(chosen | (hit * i as u32));
+            found = launder(found | hit);
+            i += 1;
+        }
+        let chosen = launder(chosen) & (MAX_SET_RECORDS as u32 - 1);
+        out.order[k] = chosen as u8;
+        left = launder(left & !(1u32 << chosen));
+        out.len = k + 1;
+        k += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{vec, vec::Vec};
+
+    use super::*;
+
+    fn weights(w: &[u8]) -> [u8; MAX_SET_RECORDS] {
+        let mut a = [0; MAX_SET_RECORDS];
+        a[..w.len()].copy_from_slice(w);
+        a
+    }
+
+    /// How often each record is drawn first over `n` seeds.
+    fn first_shares(w: &[u8], eligible: u32, answer_count: usize, n: u32) -> Vec<f64> {
+        let ws = weights(w);
+        let mut hits = vec![0u32; w.len()];
+        for seed in 0..n {
+            let d = draw(
+                &ws,
+                w.len(),
+                eligible,
+                answer_count,
+                seed.wrapping_mul(0x9E37_79B9),
+            );
+            hits[usize::from(d.order[0])] += 1;
+        }
+        hits.iter().map(|h| f64::from(*h) / f64::from(n)).collect()
+    }
+
+    fn assert_shares(got: &[f64], want: &[f64]) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() < 0.01,
+                "record {i}: share {g:.4}, weight share {w:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_records_follow_the_weights() {
+        let n = 200_000;
+        assert_shares(
+            &first_shares(&[50, 30, 20, 0], 0b1111, 1, n),
+            &[0.5, 0.3, 0.2, 0.0],
+        );
+        // Drawing three changes nothing about the first.
+        assert_shares(
+            &first_shares(&[50, 30, 20, 0], 0b1111, 3, n),
+            &[0.5, 0.3, 0.2, 0.0],
+        );
+        assert_shares(&first_shares(&[20; 5], 0b11111, 1, n), &[0.2; 5]);
+        // All weights 0: equal shares.
+        assert_shares(&first_shares(&[0; 4], 0b1111, 1, n), &[0.25; 4]);
+        // Weight-0 records only when no weighted one is eligible.
+        assert_shares(
+            &first_shares(&[0, 10, 0, 30], 0b0101, 1, n),
+            &[0.5, 0.0, 0.5, 0.0],
+        );
+        assert_shares(
+            &first_shares(&[0, 10, 0, 30], 0b1111, 1, n),
+            &[0.0, 0.25, 0.0, 0.75],
+        );
+    }
+
+    #[test]
+    fn draws_are_without_replacement_and_only_of_eligible_records() {
+        let ws = weights(&[1, 200, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        for seed in 0..20_000u32 {
+            let eligible = seed.wrapping_mul(0x0101_0101) & 0xFFFF;
+            let d = draw(&ws, 16, eligible, 8, seed);
+            assert_eq!(d.len, eligible.count_ones().min(8) as usize, "seed {seed}");
+            let mut seen = 0u32;
+            for &i in &d.order[..d.len] {
+                assert!(eligible & (1 << i) != 0, "record {i} not eligible");
+                assert!(seen & (1 << i) == 0, "record {i} twice");
+                seen |= 1 << i;
+            }
+        }
+        // Fewer weighted records than asked for: weight-0 ones do not fill up.
+        let d = draw(&weights(&[0, 5, 0, 5]), 4, 0b1111, 4, 7);
+        assert_eq!(d.len, 2);
+        // Nothing eligible, or eligible bits past the set's records: nothing drawn.
+        assert_eq!(draw(&ws, 16, 0, 3, 1).len, 0);
+        assert_eq!(draw(&ws, 2, 0b1100, 3, 1).len, 0);
+        // A pure function of the seed.
+        assert_eq!(draw(&ws, 16, 0xFFFF, 8, 99), draw(&ws, 16, 0xFFFF, 8, 99));
+    }
+}

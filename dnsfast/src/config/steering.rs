@@ -1,0 +1,802 @@
+//! The steering part of the configuration: regions, endpoints and services (steered names).
+//!
+//! ```toml
+//! [steering]
+//! default_region = "us"
+//!
+//! [[region]]
+//! name = "us"
+//! subnets = ["198.18.1.0/24", "2001:2:0:1::/64"]
+//!
+//! [[endpoint]]
+//! name = "us-1"
+//! ipv4 = "198.18.10.1"
+//! ipv6 = "2001:2:0:10::1"
+//!
+//! [[service]]
+//! name = "www.example.com."
+//! ttl = 60
+//! answer_count = 1
+//! [[service.pool]]
+//! region = "us"
+//! endpoints = [{ endpoint = "us-1", weight = 20 }]
+//! [[service.pool]]
+//! region = "eu"
+//! borrow = "us"
+//! ```
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Range,
+};
+
+use dnsfast_common::{
+    maps::{MAX_REGIONS, MAX_SET_RECORDS},
+    steer::MAX_ANSWER_COUNT,
+};
+use hickory_proto::rr::Name;
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, line_of};
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSteering {
+    default_region: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegion {
+    name: Spanned<String>,
+    #[serde(default)]
+    subnets: Vec<Spanned<String>>,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    continents: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    name: Spanned<String>,
+    ipv4: Option<Spanned<String>>,
+    ipv6: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    name: Spanned<String>,
+    ttl: Option<Spanned<i64>>,
+    answer_count: Option<Spanned<i64>>,
+    #[serde(default)]
+    pool: Vec<Spanned<RawPool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    region: Spanned<String>,
+    endpoints: Option<Vec<Spanned<RawMember>>>,
+    borrow: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    endpoint: Spanned<String>,
+    weight: Option<Spanned<i64>>,
+}
+
+/// A client region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Its name.
+    pub name: String,
+    /// Client subnets that belong to it (IPv4 and IPv6); a longer subnet beats a shorter one.
+    pub subnets: Vec<IpNet>,
+}
+
+/// A server that answers for a service: an IPv4 and/or an IPv6 address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its name.
+    pub name: String,
+    /// Its IPv4 address (A answers).
+    pub v4: Option<Ipv4Addr>,
+    /// Its IPv6 address (AAAA answers).
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// An endpoint in a pool, with its weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Index into `Steering::endpoints`.
+    pub endpoint: usize,
+    /// Weight, 0..=255 (Route 53's range).
+    pub weight: u8,
+}
+
+/// What a region of a service answers from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// Its own endpoints.
+    Own(Vec<Member>),
+    /// Another region's pool (the same answer sets): index into `Steering::regions`.
+    Borrow(usize),
+}
+
+/// A steered name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// The owner name (absolute).
+    pub name: Name,
+    /// TTL of its A/AAAA answers.
+    pub ttl: u32,
+    /// Addresses an answer carries, 1..=8.
+    pub answer_count: u8,
+    /// Per region (index into `Steering::regions`): what it answers from. A region the
+    /// configuration gives no pool borrows the default region's.
+    pub pools: Vec<Pool>,
+    /// Line of its `name`, for errors found later (against the zones).
+    pub line: usize,
+}
+
+/// Regions, endpoints and services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// Regions, in configuration order (a region's index is its number in the maps).
+    pub regions: Vec<Region>,
+    /// Index of the region of clients that match no other.
+    pub default_region: usize,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Services.
+    pub services: Vec<Service>,
+}
+
+impl Steering {
+    /// The region that answers for `region` of `service` with its own pool (following
+    /// borrows), and that pool.
+    #[must_use]
+    pub fn own_pool<'s>(&self, service: &'s Service, region: usize) -> (usize, &'s [Member]) {
+        let mut r = region;
+        // Borrow chains were checked acyclic; the bound only guards the loop.
+        for _ in 0..=self.regions.len() {
+            match &service.pools[r] {
+                Pool::Own(m) => return (r, m),
+                Pool::Borrow(to) => r = *to,
+            }
+        }
+        unreachable!("borrow chains are checked acyclic")
+    }
+}
+
+type ErrFn<'a> = &'a dyn Fn(Range<usize>, &str, String) -> ConfigError;
+
+/// A name of a region or an endpoint: 1-63 characters of a-z, A-Z, 0-9, '-' or '_'.
+fn check_ident(s: &Spanned<String>, key: &str, err: ErrFn<'_>) -> Result<String, ConfigError> {
+    let v = s.get_ref();
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(v.clone())
+    } else {
+        Err(err(
+            s.span(),
+            key,
+            format!("{v:?} must be 1-63 characters of a-z, A-Z, 0-9, '-' or '_'"),
+        ))
+    }
+}
+
+/// A subnet in CIDR form without host bits; IPv4-mapped IPv6 subnets are written as IPv4.
+fn subnet(s: &Spanned<String>, err: ErrFn<'_>) -> Result<IpNet, ConfigError> {
+    let v = s.get_ref();
+    let net: IpNet = v.parse().map_err(|_| {
+        err(
+            s.span(),
+            "region.subnets",
+            format!("{v:?} is not a subnet (\"198.18.1.0/24\", \"2001:2:0:1::/64\")"),
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(err(
+            s.span(),
+            "region.subnets",
+            format!("{v:?} has host bits set: the subnet is {}", net.trunc()),
+        ));
+    }
+    if let IpNet::V6(n) = net
+        && n.addr().to_ipv4_mapped().is_some()
+        && n.prefix_len() >= 96
+    {
+        return Err(err(
+            s.span(),
+            "region.subnets",
+            format!(
+                "{v:?} is IPv4-mapped: write it as IPv4 (clients at ::ffff:a.b.c.d are looked \
+                 up as a.b.c.d)"
+            ),
+        ));
+    }
+    Ok(net)
+}
+
+/// Validates the steering tables of a configuration.
+pub(super) fn parse(
+    text: &str,
+    raw: &RawSteering,
+    regions: &[Spanned<RawRegion>],
+    endpoints: &[Spanned<RawEndpoint>],
+    services: &[Spanned<RawService>],
+    err: ErrFn<'_>,
+) -> Result<Option<Steering>, ConfigError> {
+    if regions.is_empty() {
+        if let Some(d) = &raw.default_region {
+            return Err(err(
+                d.span(),
+                "steering.default_region",
+                "no [[region]] is configured".into(),
+            ));
+        }
+        if let Some(s) = services.first() {
+            return Err(err(
+                s.get_ref().name.span(),
+                "service",
+                "a [[service]] needs at least one [[region]] and steering.default_region".into(),
+            ));
+        }
+        if let Some(e) = endpoints.first() {
+            return Err(err(
+                e.get_ref().name.span(),
+                "endpoint",
+                "endpoints are only used by [[service]] pools, and none is configured".into(),
+            ));
+        }
+        return Ok(None);
+    }
+
+    // Regions.
+    if regions.len() > MAX_REGIONS {
+        return Err(err(
+            regions[MAX_REGIONS].span(),
+            "region",
+            format!("at most {MAX_REGIONS} regions"),
+        ));
+    }
+    let mut out_regions: Vec<Region> = Vec::new();
+    let mut seen_subnets: Vec<(IpNet, String)> = Vec::new();
+    for r in regions {
+        let r = r.get_ref();
+        let name = check_ident(&r.name, "region.name", err)?;
+        if out_regions.iter().any(|o| o.name == name) {
+            return Err(err(
+                r.name.span(),
+                "region.name",
+                format!("region {name:?} defined twice"),
+            ));
+        }
+        if let Some(c) = r.countries.first().or(r.continents.first()) {
+            let key = if r.countries.is_empty() {
+                "region.continents"
+            } else {
+                "region.countries"
+            };
+            return Err(err(
+                c.span(),
+                key,
+                "countries and continents need a GeoIP database, which this version does not \
+                 read yet: use subnets"
+                    .into(),
+            ));
+        }
+        let mut subnets = Vec::new();
+        for s in &r.subnets {
+            let net = subnet(s, err)?;
+            if let Some((_, other)) = seen_subnets.iter().find(|(n, _)| *n == net) {
+                let msg = if *other == name {
+                    format!("{net} listed twice in region {name:?}")
+                } else {
+                    format!("{net} is in region {other:?} and in region {name:?}")
+                };
+                return Err(err(s.span(), "region.subnets", msg));
+            }
+            seen_subnets.push((net, name.clone()));
+            subnets.push(net);
+        }
+        out_regions.push(Region { name, subnets });
+    }
+    let region_index = |s: &Spanned<String>, key: &str| {
+        out_regions
+            .iter()
+            .position(|r| r.name == *s.get_ref())
+            .ok_or_else(|| {
+                err(
+                    s.span(),
+                    key,
+                    format!(
+                        "no region {:?} (regions: {})",
+                        s.get_ref(),
+                        out_regions
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+    };
+    let default_region = match &raw.default_region {
+        Some(d) => region_index(d, "steering.default_region")?,
+        None => {
+            return Err(err(
+                regions[0].span(),
+                "steering.default_region",
+                "required with [[region]]: the region of clients that match no other".into(),
+            ));
+        }
+    };
+
+    // Endpoints.
+    let mut out_endpoints: Vec<Endpoint> = Vec::new();
+    for e in endpoints {
+        let e = e.get_ref();
+        let name = check_ident(&e.name, "endpoint.name", err)?;
+        if out_endpoints.iter().any(|o| o.name == name) {
+            return Err(err(
+                e.name.span(),
+                "endpoint.name",
+                format!("endpoint {name:?} defined twice"),
+            ));
+        }
+        let v4 = match &e.ipv4 {
+            None => None,
+            Some(s) => Some(s.get_ref().parse::<Ipv4Addr>().map_err(|_| {
+                err(
+                    s.span(),
+                    "endpoint.ipv4",
+                    format!("{:?} is not an IPv4 address", s.get_ref()),
+                )
+            })?),
+        };
+        let v6 = match &e.ipv6 {
+            None => None,
+            Some(s) => {
+                let a = s.get_ref().parse::<Ipv6Addr>().map_err(|_| {
+                    err(
+                        s.span(),
+                        "endpoint.ipv6",
+                        format!("{:?} is not an IPv6 address", s.get_ref()),
+                    )
+                })?;
+                if a.to_ipv4_mapped().is_some() {
+                    return Err(err(
+                        s.span(),
+                        "endpoint.ipv6",
+                        format!("{a} is IPv4-mapped: give it as ipv4"),
+                    ));
+                }
+                Some(a)
+            }
+        };
+        if v4.is_none() && v6.is_none() {
+            return Err(err(
+                e.name.span(),
+                "endpoint",
+                format!("endpoint {name:?} has neither ipv4 nor ipv6"),
+            ));
+        }
+        for (a, key) in [
+            (v4.map(IpAddr::V4), "endpoint.ipv4"),
+            (v6.map(IpAddr::V6), "endpoint.ipv6"),
+        ] {
+            if let Some(a) = a
+                && (a.is_unspecified() || a.is_multicast())
+            {
+                return Err(err(
+                    e.name.span(),
+                    key,
+                    format!("{a} cannot answer queries"),
+                ));
+            }
+        }
+        out_endpoints.push(Endpoint { name, v4, v6 });
+    }
+
+    // Services.
+    let mut out_services: Vec<Service> = Vec::new();
+    for raw_svc in services {
+        let svc = raw_svc.get_ref();
+        let name = Name::from_ascii(svc.name.get_ref())
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            })
+            .map_err(|e| {
+                err(
+                    svc.name.span(),
+                    "service.name",
+                    format!("{:?}: {e}", svc.name.get_ref()),
+                )
+            })?;
+        if name.is_wildcard() {
+            return Err(err(
+                svc.name.span(),
+                "service.name",
+                format!("{name}: a service is one name, not a wildcard"),
+            ));
+        }
+        if out_services
+            .iter()
+            .any(|o| o.name.eq_case(&name) || o.name == name)
+        {
+            return Err(err(
+                svc.name.span(),
+                "service.name",
+                format!("service {name} defined twice"),
+            ));
+        }
+        let ttl = match &svc.ttl {
+            None => 60,
+            Some(t) => u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|t| i32::try_from(*t).is_ok())
+                .ok_or_else(|| {
+                    err(
+                        t.span(),
+                        "service.ttl",
+                        format!("{} is out of range 0..=2147483647", t.get_ref()),
+                    )
+                })?,
+        };
+        let answer_count = match &svc.answer_count {
+            None => 1,
+            Some(c) => u8::try_from(*c.get_ref())
+                .ok()
+                .filter(|c| (1..=MAX_ANSWER_COUNT as u8).contains(c))
+                .ok_or_else(|| {
+                    err(
+                        c.span(),
+                        "service.answer_count",
+                        format!("{} is out of range 1..={MAX_ANSWER_COUNT}", c.get_ref()),
+                    )
+                })?,
+        };
+        let mut pools: Vec<Option<Pool>> = vec![None; out_regions.len()];
+        let mut borrow_spans = vec![0..0; out_regions.len()];
+        for raw_pool in &svc.pool {
+            let pool = raw_pool.get_ref();
+            let ix = region_index(&pool.region, "service.pool.region")?;
+            if pools[ix].is_some() {
+                return Err(err(
+                    pool.region.span(),
+                    "service.pool.region",
+                    format!("{name}: two pools for region {:?}", pool.region.get_ref()),
+                ));
+            }
+            pools[ix] = Some(match (&pool.endpoints, &pool.borrow) {
+                (Some(members), None) => {
+                    let mut out = Vec::new();
+                    for m in members {
+                        let m = m.get_ref();
+                        let endpoint = out_endpoints
+                            .iter()
+                            .position(|e| e.name == *m.endpoint.get_ref())
+                            .ok_or_else(|| {
+                                err(
+                                    m.endpoint.span(),
+                                    "service.pool.endpoints.endpoint",
+                                    format!("no endpoint {:?}", m.endpoint.get_ref()),
+                                )
+                            })?;
+                        if out.iter().any(|o: &Member| o.endpoint == endpoint) {
+                            return Err(err(
+                                m.endpoint.span(),
+                                "service.pool.endpoints.endpoint",
+                                format!("endpoint {:?} twice in one pool", m.endpoint.get_ref()),
+                            ));
+                        }
+                        let weight = match &m.weight {
+                            None => 1,
+                            Some(w) => u8::try_from(*w.get_ref()).map_err(|_| {
+                                err(
+                                    w.span(),
+                                    "service.pool.endpoints.weight",
+                                    format!("{} is out of range 0..=255", w.get_ref()),
+                                )
+                            })?,
+                        };
+                        out.push(Member { endpoint, weight });
+                    }
+                    if out.is_empty() {
+                        return Err(err(
+                            pool.region.span(),
+                            "service.pool.endpoints",
+                            format!(
+                                "{name}: the pool of region {:?} is empty",
+                                pool.region.get_ref()
+                            ),
+                        ));
+                    }
+                    for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+                        let n = out
+                            .iter()
+                            .filter(|m| {
+                                let e = &out_endpoints[m.endpoint];
+                                if v6 { e.v6.is_some() } else { e.v4.is_some() }
+                            })
+                            .count();
+                        if n > MAX_SET_RECORDS {
+                            return Err(err(
+                                pool.region.span(),
+                                "service.pool.endpoints",
+                                format!(
+                                    "{name}: {n} {family} endpoints in the pool of region {:?}; \
+                                     at most {MAX_SET_RECORDS}",
+                                    pool.region.get_ref()
+                                ),
+                            ));
+                        }
+                    }
+                    Pool::Own(out)
+                }
+                (None, Some(b)) => {
+                    borrow_spans[ix] = b.span();
+                    Pool::Borrow(region_index(b, "service.pool.borrow")?)
+                }
+                _ => {
+                    return Err(err(
+                        pool.region.span(),
+                        "service.pool",
+                        format!(
+                            "{name}: the pool of region {:?} needs either endpoints or borrow",
+                            pool.region.get_ref()
+                        ),
+                    ));
+                }
+            });
+        }
+        if !matches!(pools[default_region], Some(Pool::Own(_))) {
+            return Err(err(
+                svc.name.span(),
+                "service.pool",
+                format!(
+                    "{name}: the default region {:?} needs a pool of its own endpoints (regions \
+                     without a pool borrow it)",
+                    out_regions[default_region].name
+                ),
+            ));
+        }
+        let pools: Vec<Pool> = pools
+            .into_iter()
+            .map(|p| p.unwrap_or(Pool::Borrow(default_region)))
+            .collect();
+        // Borrowing ends at a region with its own pool.
+        for start in 0..pools.len() {
+            let mut at = start;
+            let mut hops = 0;
+            while let Pool::Borrow(to) = pools[at] {
+                at = to;
+                hops += 1;
+                if hops > pools.len() {
+                    return Err(err(
+                        borrow_spans[start].clone(),
+                        "service.pool.borrow",
+                        format!(
+                            "{name}: region {:?} borrows in a circle",
+                            out_regions[start].name
+                        ),
+                    ));
+                }
+            }
+        }
+        out_services.push(Service {
+            name,
+            ttl,
+            answer_count,
+            pools,
+            line: line_of(text, svc.name.span().start),
+        });
+    }
+    Ok(Some(Steering {
+        regions: out_regions,
+        default_region,
+        endpoints: out_endpoints,
+        services: out_services,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigError};
+
+    const BASE: &str = "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n";
+
+    fn parse(steering: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/dnsfast.toml"), &format!("{BASE}{steering}"))
+    }
+
+    /// The line (counted from the steering text's first line as 1) and key of the error.
+    fn error(steering: &str) -> (usize, String, String) {
+        let e = parse(steering).expect_err(steering);
+        (e.line - 5, e.key, e.message)
+    }
+
+    const REGIONS: &str = "[steering]\ndefault_region = \"us\"\n\
+        [[region]]\nname = \"us\"\nsubnets = [\"198.18.1.0/24\"]\n\
+        [[region]]\nname = \"eu\"\nsubnets = [\"198.18.2.0/24\"]\n\
+        [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.10.1\"\n";
+
+    #[test]
+    fn a_full_steering_section() {
+        let c = parse(&format!(
+            "{REGIONS}[[endpoint]]\nname = \"eu-1\"\nipv6 = \"2001:2:0:20::1\"\n\
+             [[service]]\nname = \"www.example.com\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\", weight = 0 }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n"
+        ))
+        .unwrap();
+        let s = c.steering.unwrap();
+        assert_eq!(s.regions.len(), 2);
+        assert_eq!(s.default_region, 0);
+        let svc = &s.services[0];
+        assert_eq!(svc.name.to_string(), "www.example.com.");
+        assert_eq!((svc.ttl, svc.answer_count), (60, 1), "defaults");
+        assert_eq!(
+            svc.pools,
+            [
+                super::Pool::Own(vec![super::Member {
+                    endpoint: 0,
+                    weight: 0
+                }]),
+                super::Pool::Own(vec![super::Member {
+                    endpoint: 1,
+                    weight: 1
+                }]),
+            ]
+        );
+        assert!(parse("").unwrap().steering.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let svc = "[[service]]\nname = \"www.example.com\"\n[[service.pool]]\nregion = \"us\"\n";
+        let mut wrong = Vec::new();
+        for (text, line, key, says) in [
+            (
+                "[steering]\ndefault_region = \"us\"\n".to_string(),
+                2,
+                "steering.default_region",
+                "no [[region]]",
+            ),
+            (
+                REGIONS.replace("default_region = \"us\"", "default_region = \"mars\""),
+                2,
+                "steering.default_region",
+                "no region \"mars\" (regions: us, eu)",
+            ),
+            (
+                REGIONS.replace("198.18.2.0/24", "198.18.1.0/24"),
+                8,
+                "region.subnets",
+                "198.18.1.0/24 is in region \"us\" and in region \"eu\"",
+            ),
+            (
+                REGIONS.replace("198.18.2.0/24", "198.18.2.1/24"),
+                8,
+                "region.subnets",
+                "host bits set: the subnet is 198.18.2.0/24",
+            ),
+            (
+                REGIONS.replace("198.18.2.0/24", "::ffff:198.18.2.0/120"),
+                8,
+                "region.subnets",
+                "IPv4-mapped",
+            ),
+            (
+                REGIONS.replace("name = \"eu\"", "name = \"us\""),
+                7,
+                "region.name",
+                "defined twice",
+            ),
+            (
+                REGIONS.replace("subnets = [\"198.18.2.0/24\"]", "countries = [\"DE\"]"),
+                8,
+                "region.countries",
+                "GeoIP database",
+            ),
+            (
+                REGIONS.replace("ipv4 = \"198.18.10.1\"", "ipv4 = \"2001:2::1\""),
+                11,
+                "endpoint.ipv4",
+                "not an IPv4 address",
+            ),
+            (
+                REGIONS.replace("ipv4 = \"198.18.10.1\"\n", ""),
+                10,
+                "endpoint",
+                "neither ipv4 nor ipv6",
+            ),
+            (
+                format!("{REGIONS}{svc}endpoints = [{{ endpoint = \"us-9\" }}]\n"),
+                16,
+                "service.pool.endpoints.endpoint",
+                "no endpoint \"us-9\"",
+            ),
+            (
+                format!("{REGIONS}{svc}endpoints = [{{ endpoint = \"us-1\", weight = 256 }}]\n"),
+                16,
+                "service.pool.endpoints.weight",
+                "0..=255",
+            ),
+            (
+                format!("{REGIONS}{svc}borrow = \"eu\"\n"),
+                13,
+                "service.pool",
+                "default region \"us\" needs a pool of its own",
+            ),
+            (
+                format!("{REGIONS}{svc}endpoints = []\n"),
+                15,
+                "service.pool.endpoints",
+                "is empty",
+            ),
+            (
+                format!(
+                    "{REGIONS}{svc}endpoints = [{{ endpoint = \"us-1\" }}]\n\
+                     [[service.pool]]\nregion = \"us\"\nborrow = \"eu\"\n"
+                ),
+                18,
+                "service.pool.region",
+                "two pools for region \"us\"",
+            ),
+            (
+                format!("{REGIONS}[[service]]\nname = \"www.example.com\"\nanswer_count = 9\n"),
+                14,
+                "service.answer_count",
+                "1..=8",
+            ),
+            (
+                format!("{REGIONS}[[service]]\nname = \"*.example.com\"\n"),
+                13,
+                "service.name",
+                "not a wildcard",
+            ),
+            (
+                "[[service]]\nname = \"www.example.com\"\n".to_string(),
+                2,
+                "service",
+                "at least one [[region]]",
+            ),
+        ] {
+            let (l, k, m) = error(&text);
+            if (l, k.as_str()) != (line, key) || !m.contains(says) {
+                wrong.push(format!("want {line} {key} {says:?}, got {l} {k} {m:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn borrowing_in_a_circle_is_an_error() {
+        let text = format!(
+            "{REGIONS}[[region]]\nname = \"apac\"\n\
+             [[service]]\nname = \"www.example.com\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nborrow = \"apac\"\n\
+             [[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n"
+        );
+        let (_, key, m) = error(&text);
+        assert_eq!(key, "service.pool.borrow");
+        assert!(m.contains("borrows in a circle"), "{m}");
+    }
+}

@@ -1,0 +1,532 @@
+//! Steering compiled: which region a client is in, and what each steered name answers there.
+//!
+//! Every service (steered name) answers A and AAAA from answer sets: one per family of each
+//! region's own pool, shared by every region that borrows it (the layout `mapsync` writes to the
+//! maps, `mapsync::SetContents`). An answer is [`steer::draw`] over the set's eligible records
+//! (every record, until health checks land), seeded with the query's hash, so both paths give one
+//! query the same records in the same order.
+//!
+//! A region whose pool (own or borrowed) has no endpoint of a family answers that family from
+//! the default region's pool; if that has none either, the name has no such records (NODATA).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use dnsfast_common::{
+    maps::{AnswerLarge, REGION_ANY},
+    steer::{Draw, draw},
+    wire::{TYPE_A, TYPE_AAAA},
+};
+use hickory_proto::rr::{LowerName, Name, RData, rdata};
+use ipnet::IpNet;
+
+use crate::{
+    config::steering::{Endpoint, Steering},
+    hot::{HotAnswer, HotKey},
+    mapsync::{SetChange, SetContents, SetName, SetState, SteerChange},
+};
+
+/// A steered name's sets: per family (0: A, 1: AAAA), per region, the set it answers from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// The name as configured.
+    pub name: Name,
+    /// Per family, per region.
+    pub sets: [Vec<Option<SetName>>; 2],
+}
+
+/// The steering part of a snapshot.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// Region names, by index.
+    pub regions: Vec<String>,
+    /// The region of clients that match nothing else.
+    pub default_region: u16,
+    /// Explicit client subnets, longest first.
+    subnets: Vec<(IpNet, u16)>,
+    /// Steered names by lowercased wire name.
+    services: HashMap<Box<[u8]>, Service>,
+    /// Answer sets; a [`SetName`] is an index.
+    pub sets: Vec<Arc<SetContents>>,
+}
+
+/// Where a client was placed, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Region index.
+    pub region: u16,
+    /// The subnet that decided it, if any (else the default region).
+    pub subnet: Option<IpNet>,
+}
+
+fn family(qtype: u16) -> Option<usize> {
+    match qtype {
+        TYPE_A => Some(0),
+        TYPE_AAAA => Some(1),
+        _ => None,
+    }
+}
+
+/// The lowercased wire form of `name`.
+#[must_use]
+pub fn wire_lower(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len());
+    for label in name {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+impl Compiled {
+    /// Compiles the steering tables of a configuration.
+    #[must_use]
+    pub fn new(s: &Steering) -> Self {
+        let mut subnets: Vec<(IpNet, u16)> = s
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.subnets.iter().map(move |n| (*n, i as u16)))
+            .collect();
+        subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let mut sets: Vec<Arc<SetContents>> = Vec::new();
+        let mut services = HashMap::new();
+        for svc in &s.services {
+            // The sets of each region that has a pool of its own, per family.
+            let mut own: Vec<[Option<SetName>; 2]> = vec![[None, None]; s.regions.len()];
+            for (r, slot) in own.iter_mut().enumerate() {
+                let crate::config::steering::Pool::Own(members) = &svc.pools[r] else {
+                    continue;
+                };
+                for (f, slot) in slot.iter_mut().enumerate() {
+                    let chosen: Vec<(&Endpoint, u8)> = members
+                        .iter()
+                        .map(|m| (&s.endpoints[m.endpoint], m.weight))
+                        .filter(|(e, _)| {
+                            if f == 0 {
+                                e.v4.is_some()
+                            } else {
+                                e.v6.is_some()
+                            }
+                        })
+                        .collect();
+                    if chosen.is_empty() {
+                        continue;
+                    }
+                    let rd: Vec<RData> = chosen
+                        .iter()
+                        .map(|(e, _)| match f {
+                            0 => RData::A(rdata::A(e.v4.expect("filtered"))),
+                            _ => RData::AAAA(rdata::AAAA(e.v6.expect("filtered"))),
+                        })
+                        .collect();
+                    let answer = HotAnswer::from_rrset(svc.ttl, &rd)
+                        .expect("at most 16 endpoints per family (checked)");
+                    *slot = Some(sets.len() as SetName);
+                    sets.push(Arc::new(SetContents {
+                        answer,
+                        weights: chosen.iter().map(|(_, w)| *w).collect(),
+                        answer_count: svc.answer_count,
+                    }));
+                }
+            }
+            let per_family = |f: usize| -> Vec<Option<SetName>> {
+                (0..s.regions.len())
+                    .map(|r| {
+                        let (owner, _) = s.own_pool(svc, r);
+                        own[owner][f].or(own[s.default_region][f])
+                    })
+                    .collect()
+            };
+            services.insert(
+                wire_lower(&svc.name),
+                Service {
+                    name: svc.name.clone(),
+                    sets: [per_family(0), per_family(1)],
+                },
+            );
+        }
+        Self {
+            regions: s.regions.iter().map(|r| r.name.clone()).collect(),
+            default_region: s.default_region as u16,
+            subnets,
+            services,
+            sets,
+        }
+    }
+
+    /// Whether any name is steered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// The region of a client at `addr` (an IPv4-mapped IPv6 address counts as IPv4): the
+    /// longest explicit subnet that covers it, else the default region.
+    #[must_use]
+    pub fn place(&self, addr: IpAddr) -> Placement {
+        let addr = addr.to_canonical();
+        for (net, region) in &self.subnets {
+            if net.contains(&addr) {
+                return Placement {
+                    region: *region,
+                    subnet: Some(*net),
+                };
+            }
+        }
+        Placement {
+            region: self.default_region,
+            subnet: None,
+        }
+    }
+
+    /// The steered name `wire` (lowercased wire form), if it is one.
+    #[must_use]
+    pub fn service(&self, wire: &[u8]) -> Option<&Service> {
+        self.services.get(wire)
+    }
+
+    /// Whether `name` is steered.
+    #[must_use]
+    pub fn is_steered(&self, name: &LowerName) -> bool {
+        self.services
+            .contains_key(&wire_lower(&Name::from(name.clone())))
+    }
+
+    /// The set `service` answers `qtype` from in `region` (`None`: NODATA).
+    #[must_use]
+    pub fn set(&self, service: &Service, qtype: u16, region: u16) -> Option<&Arc<SetContents>> {
+        let f = family(qtype)?;
+        let name = (*service.sets[f].get(usize::from(region))?)?;
+        self.sets.get(name as usize)
+    }
+
+    /// The records of `set` an answer to the query with hash `seed` carries (every record
+    /// eligible), in answer order, as the hot builder takes them.
+    #[must_use]
+    pub fn answer(set: &SetContents, seed: u32) -> (AnswerLarge, Draw) {
+        let mut weights = [0u8; dnsfast_common::maps::MAX_SET_RECORDS];
+        for (d, w) in weights.iter_mut().zip(&set.weights) {
+            *d = *w;
+        }
+        let count = usize::from(set.answer.count);
+        let all = if count >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << count) - 1
+        };
+        let d = draw(&weights, count, all, usize::from(set.answer_count), seed);
+        let rdlen = set.answer.rdata.len() / count.max(1);
+        let mut a = AnswerLarge::zeroed();
+        a.ttl = set.answer.ttl;
+        a.rrtype = set.answer.rrtype;
+        a.count = d.len as u16;
+        for (j, &i) in d.order[..d.len].iter().enumerate() {
+            let i = usize::from(i);
+            a.rdata[j * rdlen..(j + 1) * rdlen]
+                .copy_from_slice(&set.answer.rdata[i * rdlen..(i + 1) * rdlen]);
+        }
+        (a, d)
+    }
+
+    /// The answer sets and steered keys for the XDP maps (every record eligible).
+    #[must_use]
+    pub fn map_changes(&self) -> (Vec<SetChange>, Vec<SteerChange>) {
+        let sets = self
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SetChange::Put {
+                name: i as SetName,
+                contents: Arc::clone(c),
+                state: SetState {
+                    eligible: (1u32 << c.answer.count) - 1,
+                    answers_from: None,
+                },
+            })
+            .collect();
+        let mut keys = Vec::new();
+        for (wire, svc) in &self.services {
+            for (f, qtype) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
+                keys.push(SteerChange {
+                    key: HotKey::new(wire, qtype, REGION_ANY),
+                    regions: Some(svc.sets[f].clone().into()),
+                });
+            }
+        }
+        (sets, keys)
+    }
+}
+
+/// The client address of a query, for placement.
+#[must_use]
+pub fn client_ip(client: SocketAddr) -> IpAddr {
+    client.ip().to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn steering(extra: &str) -> Steering {
+        let text = format!(
+            "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\nsubnets = [\"198.18.1.0/24\"]\n\
+             [[region]]\nname = \"eu\"\nsubnets = [\"198.18.2.0/24\", \"198.18.2.128/25\", \"2001:2:0:2::/64\"]\n\
+             [[region]]\nname = \"apac\"\nsubnets = [\"198.18.2.192/26\"]\n\
+             [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.10.1\"\nipv6 = \"2001:2:0:10::1\"\n\
+             [[endpoint]]\nname = \"us-2\"\nipv4 = \"198.18.10.2\"\n\
+             [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.20.1\"\n\
+             [[service]]\nname = \"www.example.com\"\nanswer_count = 2\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\", weight = 3 }}, {{ endpoint = \"us-2\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n{extra}"
+        );
+        Config::parse(Path::new("/etc/dnsfast.toml"), &text)
+            .unwrap()
+            .steering
+            .unwrap()
+    }
+
+    #[test]
+    fn the_longest_subnet_decides_and_everyone_else_is_in_the_default_region() {
+        let c = Compiled::new(&steering(""));
+        let at = |a: &str| c.regions[usize::from(c.place(a.parse().unwrap()).region)].clone();
+        assert_eq!(at("198.18.1.7"), "us");
+        assert_eq!(at("198.18.2.7"), "eu");
+        assert_eq!(at("198.18.2.130"), "eu");
+        assert_eq!(at("198.18.2.200"), "apac", "a /26 beats the /25 and /24");
+        assert_eq!(
+            at("::ffff:198.18.2.200"),
+            "apac",
+            "v4-mapped is looked up as IPv4"
+        );
+        assert_eq!(at("2001:2:0:2::9"), "eu");
+        assert_eq!(at("198.19.0.1"), "us", "default");
+        assert_eq!(c.place("198.19.0.1".parse().unwrap()).subnet, None);
+    }
+
+    #[test]
+    fn regions_answer_from_their_own_borrowed_or_the_default_pool() {
+        let c = Compiled::new(&steering(""));
+        let svc = c.service(&wire_lower(&Name::from_ascii("WWW.example.com.").unwrap()));
+        let svc = svc.expect("steered, case-insensitively");
+        let us = c.set(svc, TYPE_A, 0).unwrap();
+        assert_eq!(us.answer.count, 2);
+        assert_eq!(us.weights, [3, 1]);
+        assert_eq!(us.answer_count, 2);
+        let eu = c.set(svc, TYPE_A, 1).unwrap();
+        assert_eq!(&eu.answer.rdata[..], &[198, 18, 20, 1]);
+        // apac has no pool: the default region's.
+        assert!(Arc::ptr_eq(c.set(svc, TYPE_A, 2).unwrap(), us));
+        // eu has no IPv6 endpoint: the default region's AAAA.
+        assert_eq!(c.set(svc, TYPE_AAAA, 1).unwrap().answer.count, 1);
+        assert_eq!(
+            c.sets.len(),
+            3,
+            "us A, us AAAA, eu A: shared, not per region"
+        );
+        // Draws of two records, weight 3:1.
+        let mut first = [0u32; 2];
+        for seed in 0..40_000u32 {
+            let (a, d) = Compiled::answer(us, seed.wrapping_mul(0x9E37_79B9));
+            assert_eq!((a.count, d.len), (2, 2));
+            first[usize::from(d.order[0])] += 1;
+        }
+        let share = f64::from(first[0]) / 40_000.0;
+        assert!((share - 0.75).abs() < 0.02, "{share}");
+    }
+
+    /// A configuration and zone in a fresh directory; the configuration's path.
+    fn files(tag: &str, services: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("dnsfast-steering-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("z"),
+            "$ORIGIN example.com.\n$TTL 300\n\
+             @ SOA ns1 host 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 198.18.0.1\n\
+             www TXT \"steered\"\nalias CNAME www\n* A 198.18.9.9\nfixed A 198.18.0.5\n\
+             sub NS ns.sub\nns.sub A 198.18.0.6\n",
+        )
+        .unwrap();
+        let cfg = dir.join("dnsfast.toml");
+        std::fs::write(&cfg, format!("{}{services}", config_text(""))).unwrap();
+        cfg
+    }
+
+    fn config_text(extra: &str) -> String {
+        format!(
+            "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\nsubnets = [\"198.18.1.0/24\"]\n\
+             [[region]]\nname = \"eu\"\nsubnets = [\"198.18.2.0/24\", \"2001:2:0:2::/64\"]\n\
+             [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.10.1\"\nipv6 = \"2001:2:0:10::1\"\n\
+             [[endpoint]]\nname = \"us-2\"\nipv4 = \"198.18.10.2\"\n\
+             [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.20.1\"\n{extra}"
+        )
+    }
+
+    fn service(name: &str) -> String {
+        format!(
+            "[[service]]\nname = \"{name}\"\nanswer_count = 2\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n"
+        )
+    }
+
+    #[test]
+    fn the_daemon_answers_steered_names_per_region_and_the_zone_keeps_the_rest() {
+        use hickory_proto::{
+            op::{Message, MessageType, OpCode, Query},
+            rr::{RData, RecordType},
+        };
+
+        let cfg = Config::load(&files(
+            "answers",
+            &format!(
+                "{}{}",
+                service("www.example.com"),
+                service("x.deep.example.com")
+            ),
+        ))
+        .unwrap();
+        let snap = crate::compile::compile(&cfg).unwrap();
+        let shared = crate::server::Shared::new(snap);
+        let ask = |name: &str, t: RecordType, client: &str, id: u16| -> Message {
+            let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+            let wire = m.to_vec().unwrap();
+            let client: SocketAddr = client.parse().unwrap();
+            let r = crate::server::handle(&shared, &wire, false, client).expect("an answer");
+            Message::from_vec(&r).unwrap()
+        };
+        let addrs = |m: &Message| -> Vec<String> {
+            m.answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    RData::AAAA(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let snap = shared.snapshot.load();
+        let svc = snap
+            .steering
+            .service(&wire_lower(&Name::from_ascii("www.example.com.").unwrap()))
+            .unwrap();
+        for id in 0..50u16 {
+            let m = ask("www.example.com.", RecordType::A, "198.18.1.7:5300", id);
+            // The draw the XDP program makes for this query, in its order.
+            let set = snap.steering.set(svc, TYPE_A, 0).unwrap();
+            let (a, _) = Compiled::answer(set, dnsfast_common::wire::answer_rotation(id, 5300));
+            let want: Vec<String> = a.rdata[..4 * usize::from(a.count)]
+                .chunks(4)
+                .map(|c| std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]).to_string())
+                .collect();
+            assert_eq!(addrs(&m), want, "us client, query {id}");
+            assert!(m.authoritative);
+            assert_eq!(m.answers[0].ttl, 60);
+        }
+        assert_eq!(
+            addrs(&ask("www.example.com.", RecordType::A, "198.18.2.7:53", 1)),
+            ["198.18.20.1"]
+        );
+        assert_eq!(
+            addrs(&ask(
+                "www.example.com.",
+                RecordType::A,
+                "[::ffff:198.18.2.7]:53",
+                1
+            )),
+            ["198.18.20.1"]
+        );
+        // eu has no IPv6 endpoint: the default region's.
+        assert_eq!(
+            addrs(&ask(
+                "WWW.example.com.",
+                RecordType::AAAA,
+                "[2001:2:0:2::5]:53",
+                1
+            )),
+            ["2001:2:0:10::1"]
+        );
+        // Other types: the zone's data, or NODATA (not the wildcard).
+        let txt = ask("www.example.com.", RecordType::TXT, "198.18.1.7:53", 1);
+        assert_eq!(txt.answers.len(), 1);
+        let mx = ask("www.example.com.", RecordType::MX, "198.18.1.7:53", 1);
+        assert_eq!(
+            (
+                mx.response_code.low(),
+                mx.answers.len(),
+                mx.authorities.len()
+            ),
+            (0, 0, 1)
+        );
+        let ns = ask("x.deep.example.com.", RecordType::NS, "198.18.1.7:53", 1);
+        assert_eq!(
+            (ns.response_code.low(), ns.answers.len()),
+            (0, 0),
+            "NODATA at the service"
+        );
+        let ent = ask("deep.example.com.", RecordType::A, "198.18.1.7:53", 1);
+        assert_eq!(
+            (ent.response_code.low(), ent.answers.len()),
+            (0, 0),
+            "its parent is an empty non-terminal, not the wildcard"
+        );
+        assert_eq!(
+            addrs(&ask(
+                "x.deep.example.com.",
+                RecordType::A,
+                "198.18.2.9:53",
+                1
+            )),
+            ["198.18.20.1"]
+        );
+        // A CNAME to a steered name: the chain, then the region's records.
+        let c = ask("alias.example.com.", RecordType::A, "198.18.2.7:53", 1);
+        assert!(matches!(c.answers[0].data, RData::CNAME(_)));
+        assert_eq!(addrs(&c), ["198.18.20.1"]);
+        assert!(c.authorities.is_empty());
+        // (The CNAME answer goes through the general encoder.)
+        assert_eq!(shared.stats.view().steered_answers, 54);
+    }
+
+    #[test]
+    fn steered_names_must_be_free_in_an_authoritative_zone() {
+        for (name, says) in [
+            ("fixed.example.com", "has A records at fixed.example.com."),
+            ("alias.example.com", "has CNAME records"),
+            ("host.sub.example.com", "delegation at sub.example.com."),
+            ("www.example.org", "in no configured zone"),
+        ] {
+            let cfg = Config::load(&files("errors", &service(name))).unwrap();
+            let e = crate::compile::compile(&cfg).unwrap_err().to_string();
+            assert!(
+                e.contains("dnsfast.toml:") && e.contains(": service.name: ") && e.contains(says),
+                "{name}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn map_changes_name_one_set_per_region_and_family() {
+        let c = Compiled::new(&steering(
+            "[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n",
+        ));
+        let (sets, keys) = c.map_changes();
+        assert_eq!(sets.len(), 3);
+        assert_eq!(keys.len(), 2, "A and AAAA of one name");
+        let a = keys.iter().find(|k| k.key.qtype() == TYPE_A).unwrap();
+        assert_eq!(a.regions.as_deref(), Some(&[Some(0), Some(2), Some(2)][..]));
+    }
+}
