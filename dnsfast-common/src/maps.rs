@@ -90,12 +90,16 @@ pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
 pub const MAP_REGION_SETS: &str = "REGION_SETS";
 /// Answer sets of steered names ([`AnswerSet`]).
 pub const MAP_ANSWER_SETS: &str = "ANSWER_SETS";
+/// Client IPv4 subnets → region (`geo_value`), longest prefix first (an LPM trie).
+pub const MAP_GEO_V4: &str = "GEO_V4";
+/// Client IPv6 subnets → region.
+pub const MAP_GEO_V6: &str = "GEO_V6";
 
 /// Map-of-maps the daemon updates to wait for running programs to finish (RCU grace period).
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
@@ -110,6 +114,8 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_ANSWERS_LARGE,
     MAP_REGION_SETS,
     MAP_ANSWER_SETS,
+    MAP_GEO_V4,
+    MAP_GEO_V6,
 ];
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
@@ -129,6 +135,16 @@ pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
 pub const DEFAULT_ANSWER_SETS: usize = 4096;
 /// Default number of steered entries (blocks of `REGION_SETS`).
 pub const DEFAULT_STEERED: usize = 1024;
+/// Most client subnets per family in `GEO_V4` / `GEO_V6` (allocated as inserted).
+pub const DEFAULT_GEO_ENTRIES: usize = 65_536;
+
+/// A `GEO_*` value: the region, and the length of the subnet that decided it (the answer's
+/// Client Subnet SCOPE).
+#[inline(always)]
+#[must_use]
+pub const fn geo_value(region: u16, prefix_len: u8) -> u32 {
+    region as u32 | (prefix_len as u32) << 16
+}
 
 /// Name size classes: a name of `n` wire octets is keyed in the first class `>= n`, zero-padded.
 /// Wire-format names are prefix-free (each label carries its length), so zero padding can never
@@ -427,8 +443,8 @@ pub struct XdpConfig {
     pub v6: [[u8; 16]; MAX_LISTEN_ADDRS],
     /// `HOT_TABLE` buckets minus one (a power of two minus one).
     pub hot_mask: u32,
-    /// Explicit padding before `seed`.
-    pub pad: u32,
+    /// The region of clients no `GEO_*` subnet covers.
+    pub default_region: u32,
     /// Seed of [`hot_hash`], chosen by the daemon at start.
     pub seed: u64,
 }
@@ -449,7 +465,7 @@ impl XdpConfig {
             v4: [[0; 4]; 8],
             v6: [[0; 16]; 8],
             hot_mask: 0,
-            pad: 0,
+            default_region: 0,
             seed: 0,
         }
     }

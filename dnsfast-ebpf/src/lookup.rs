@@ -13,17 +13,18 @@
 //! answered from ([`steer`]).
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
+    programs::XdpContext,
 };
 use dnsfast_common::{
     maps::{
         ANSWER_WORDS, AnswerLarge, AnswerSet, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-        BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, DEFAULT_ANSWER_SETS, DEFAULT_HOT_ENTRIES,
-        DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32,
-        HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_REGIONS, MAX_SET_RECORDS,
-        NAME_CLASSES, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, hot_hash,
-        slot_is_inline, slot_is_steered,
+        BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, DEFAULT_ANSWER_SETS, DEFAULT_GEO_ENTRIES,
+        DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES,
+        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_REGIONS,
+        MAX_SET_RECORDS, NAME_CLASSES, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch,
+        XdpConfig, hot_hash, slot_is_inline, slot_is_steered,
     },
     steer::{MAX_ANSWER_COUNT, draw_with},
     wire::{TYPE_A, TYPE_AAAA},
@@ -54,6 +55,33 @@ static ANSWERS_LARGE: Array<AnswerLarge, DEFAULT_LARGE_SLOTS> = Array::new();
 static REGION_SETS: Array<u32, { DEFAULT_STEERED * MAX_REGIONS }, BPF_F_MMAPABLE> = Array::new();
 #[btf_map]
 static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Array::new();
+
+#[btf_map]
+static GEO_V4: LpmTrie<[u8; 4], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+#[btf_map]
+static GEO_V6: LpmTrie<[u8; 16], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+
+/// The region of the client that sent the frame (IPv6 if `v6`): the longest `GEO_*` subnet
+/// that covers its source address, else the default region. Called only for a steered name.
+#[inline(always)]
+pub fn client_region(ctx: &XdpContext, v6: bool, cfg: &XdpConfig) -> u32 {
+    // The source address: IPv4 at 14 + 12, IPv6 at 14 + 8 (no VLAN tag: the parser passed
+    // those up).
+    let found = if v6 {
+        crate::packet::ptr_at::<[u8; 16]>(ctx, 22).and_then(|p| {
+            // SAFETY: ptr_at checked the 16 bytes are inside the packet.
+            let key = Key::new(128, unsafe { core::ptr::read_unaligned(p) });
+            GEO_V6.get(&key).copied()
+        })
+    } else {
+        crate::packet::ptr_at::<[u8; 4]>(ctx, 26).and_then(|p| {
+            // SAFETY: as above.
+            let key = Key::new(32, unsafe { core::ptr::read_unaligned(p) });
+            GEO_V4.get(&key).copied()
+        })
+    };
+    found.map_or(cfg.default_region, |v| v & 0xFFFF)
+}
 
 /// Never read by the program. The daemon updates it to wait for an RCU grace period: the
 /// kernel answers an update of a map-of-maps only after every BPF program that could still hold

@@ -146,8 +146,9 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         steered,
         rotation: &mut rotation,
     };
-    // A steered name's region; the client's, once steering decides it here.
-    let region = || u32::from(REGION_ANY);
+    // A steered name's region, from the client's address (asked only for a steered name).
+    let v6 = frame.v6;
+    let region = || lookup::client_region(ctx, v6, cfg);
     let answer = lookup::find(cfg, class, key, found, region, |v| msg.launder(v))
         .ok_or(Verdict::Pass(Counter::PassMiss))?;
     stage::cut(5)?;

@@ -189,11 +189,23 @@ impl Daemon {
     /// `new`, which the caller installs), the maps are rebuilt from `new`'s whole table, and
     /// answering comes back on. Both the failure and the recovery show in `status`. The same
     /// happens when an earlier rebuild failed, until one succeeds.
-    fn update_maps(&self, d: &mut Dataplane, changes: &[Change], new: &Snapshot) {
+    fn update_maps(
+        &self,
+        d: &mut Dataplane,
+        changes: &[Change],
+        steering: mapsync::Steering<'_>,
+        new: &Snapshot,
+    ) {
         let mut health = self.maps.lock().expect("maps lock");
         if health.broken.is_none() {
-            match d.apply(changes) {
-                Ok(_) => return,
+            // The answer sets first, then which region a client is in: a client may meet the
+            // new sets with the old regions for the moment between (a reload only).
+            let applied = d
+                .apply_with(changes, steering)
+                .and_then(|_| d.set_geo(new.steering.subnets()))
+                .and_then(|()| d.set_default_region(new.steering.default_region));
+            match applied {
+                Ok(()) => return,
                 Err(e) => {
                     health.failures += 1;
                     health.broken = Some(format!("{e:#}"));
@@ -208,8 +220,17 @@ impl Daemon {
         let rebuilt = d
             .set_answering(false)
             .context("switch XDP answering off")
-            .and_then(|()| d.resync(&new.hot.as_changes()))
-            .and_then(|_| d.set_answering(true));
+            .and_then(|()| {
+                let (sets, keys) = new.steering.map_changes();
+                let steering = mapsync::Steering {
+                    sets: &sets,
+                    keys: &keys,
+                };
+                d.resync(&new.hot.as_changes(), steering)
+            })
+            .and_then(|_| d.set_geo(new.steering.subnets()))
+            .and_then(|()| d.set_default_region(new.steering.default_region))
+            .and_then(|()| d.set_answering(true));
         match rebuilt {
             Ok(()) => {
                 health.recoveries += 1;
@@ -258,7 +279,10 @@ impl Daemon {
                 return;
             }
         };
-        let changes = self.shared.snapshot.load().hot.diff(&new.hot);
+        let old = self.shared.snapshot.load();
+        let changes = old.hot.diff(&new.hot);
+        let (sets, keys) = new.steering.map_changes_from(&old.steering);
+        drop(old);
         let hot = new.hot.len();
         let new = Arc::new(new);
         // The daemon answers from the new configuration from here on, also while the maps
@@ -267,7 +291,11 @@ impl Daemon {
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
-                self.update_maps(d, &changes, &new);
+                let steering = mapsync::Steering {
+                    sets: &sets,
+                    keys: &keys,
+                };
+                self.update_maps(d, &changes, steering, &new);
             }
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +362,14 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     dp.set_config(&xdp_config(cfg)?)?;
     let load_time = t.elapsed();
     let t = Instant::now();
-    let st = dp.apply(&snap.hot.as_changes())?;
+    let (sets, keys) = snap.steering.map_changes();
+    let steering = mapsync::Steering {
+        sets: &sets,
+        keys: &keys,
+    };
+    let st = dp.apply_with(&snap.hot.as_changes(), steering)?;
+    dp.set_geo(snap.steering.subnets())?;
+    dp.set_default_region(snap.steering.default_region)?;
     tracing::info!(
         "XDP program loaded in {load_time:?} ({}); {} hot answers written in {:?} ({} skipped)",
         dp.program_size()

@@ -48,6 +48,17 @@ enum Command {
         #[arg(long)]
         netns: Option<String>,
     },
+    /// Which region a client address is in and why, and what a steered name answers it (from
+    /// the configuration, no daemon needed).
+    Explain {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The client's (or its Client Subnet's) address.
+        address: std::net::IpAddr,
+        /// A steered name.
+        name: Option<String>,
+    },
     /// Counters and map sizes of a running instance.
     Status {
         /// Instance name (default: the only one running).
@@ -133,6 +144,26 @@ fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { config, netns } => run(&config, netns.as_deref()),
         Command::Check { config, netns } => check(&config, netns.as_deref()),
+        Command::Explain {
+            config,
+            address,
+            name,
+        } => {
+            let cfg = Config::load(&config)?;
+            let snap = compile::compile(&cfg)?;
+            let name = name
+                .map(|n| {
+                    hickory_proto::rr::Name::from_ascii(&n)
+                        .map(|mut n| {
+                            n.set_fqdn(true);
+                            n
+                        })
+                        .with_context(|| format!("{n:?} is not a domain name"))
+                })
+                .transpose()?;
+            print!("{}", snap.steering.explain(address, name.as_ref()));
+            Ok(())
+        }
         Command::Status {
             instance,
             netns,
@@ -219,11 +250,13 @@ fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
         }
     }
     println!(
-        "{}: OK — instance {}, {} zones, {} hot answers",
+        "{}: OK — instance {}, {} zones, {} hot answers, {} regions, {} answer sets",
         config.display(),
         cfg.instance,
         snap.zones.len(),
-        snap.hot.len()
+        snap.hot.len(),
+        snap.steering.regions.len(),
+        snap.steering.sets.len()
     );
     Ok(())
 }

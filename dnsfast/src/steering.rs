@@ -51,6 +51,8 @@ pub struct Compiled {
     services: HashMap<Box<[u8]>, Service>,
     /// Answer sets; a [`SetName`] is an index.
     pub sets: Vec<Arc<SetContents>>,
+    /// The region whose pool each set is.
+    owners: Vec<u16>,
 }
 
 /// Where a client was placed, and why.
@@ -94,6 +96,7 @@ impl Compiled {
             .collect();
         subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
         let mut sets: Vec<Arc<SetContents>> = Vec::new();
+        let mut owners = Vec::new();
         let mut services = HashMap::new();
         for svc in &s.services {
             // The sets of each region that has a pool of its own, per family.
@@ -127,6 +130,7 @@ impl Compiled {
                     let answer = HotAnswer::from_rrset(svc.ttl, &rd)
                         .expect("at most 16 endpoints per family (checked)");
                     *slot = Some(sets.len() as SetName);
+                    owners.push(r as u16);
                     sets.push(Arc::new(SetContents {
                         answer,
                         weights: chosen.iter().map(|(_, w)| *w).collect(),
@@ -156,7 +160,72 @@ impl Compiled {
             subnets,
             services,
             sets,
+            owners,
         }
+    }
+
+    /// What `dnsfast explain` prints: the region of a client at `addr` and why, and, for
+    /// `name`, the answer set it gets for A and AAAA.
+    #[must_use]
+    pub fn explain(&self, addr: IpAddr, name: Option<&Name>) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if self.regions.is_empty() {
+            return "no [[region]] is configured: every client gets the same answers\n".into();
+        }
+        let p = self.place(addr);
+        let region = &self.regions[usize::from(p.region)];
+        let _ = match p.subnet {
+            Some(net) => writeln!(out, "{addr}: region {region} (its subnet {net})"),
+            None => writeln!(
+                out,
+                "{addr}: region {region} (the default region: no region's subnet covers it)"
+            ),
+        };
+        let Some(name) = name else { return out };
+        let Some(svc) = self.service(&wire_lower(name)) else {
+            let _ = writeln!(
+                out,
+                "{name} is not a steered name: every client gets the zone's answer"
+            );
+            return out;
+        };
+        for (qtype, t) in [(TYPE_A, "A"), (TYPE_AAAA, "AAAA")] {
+            let Some(set) = self.set(svc, qtype, p.region) else {
+                let _ = writeln!(out, "{name} {t}: no endpoint of this family: NODATA");
+                continue;
+            };
+            let f = usize::from(qtype == TYPE_AAAA);
+            let id = service_set(svc, f, p.region);
+            let owner = id.and_then(|i| self.owners.get(i as usize)).copied();
+            let from = match owner {
+                Some(o) if o == p.region => "its own pool".to_string(),
+                Some(o) => format!("region {}'s pool", self.regions[usize::from(o)]),
+                None => "?".to_string(),
+            };
+            let rdlen = set.answer.rdata.len() / usize::from(set.answer.count.max(1));
+            let members: Vec<String> = set
+                .answer
+                .rdata
+                .chunks(rdlen)
+                .zip(&set.weights)
+                .map(|(a, w)| {
+                    let ip = match rdlen {
+                        4 => IpAddr::from(<[u8; 4]>::try_from(a).expect("4 bytes")),
+                        _ => IpAddr::from(<[u8; 16]>::try_from(a).expect("16 bytes")),
+                    };
+                    format!("{ip} (weight {w})")
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{name} {t}: {from}, {} drawn by weight from {}; TTL {}",
+                set.answer_count,
+                members.join(", "),
+                set.answer.ttl
+            );
+        }
+        out
     }
 
     /// Whether any name is steered.
@@ -233,6 +302,34 @@ impl Compiled {
         (a, d)
     }
 
+    /// Explicit client subnets and their regions, longest first.
+    #[must_use]
+    pub fn subnets(&self) -> &[(IpNet, u16)] {
+        &self.subnets
+    }
+
+    /// What the maps need to go from `old`'s steering to this one's: every set put (the
+    /// planner writes only those whose records changed), sets past this one's removed, every
+    /// steered key put, and the keys `old` had that this one lacks removed.
+    #[must_use]
+    pub fn map_changes_from(&self, old: &Self) -> (Vec<SetChange>, Vec<SteerChange>) {
+        let (mut sets, mut keys) = self.map_changes();
+        sets.extend(
+            (self.sets.len()..old.sets.len()).map(|i| SetChange::Remove { name: i as SetName }),
+        );
+        for wire in old.services.keys() {
+            if !self.services.contains_key(wire) {
+                for qtype in [TYPE_A, TYPE_AAAA] {
+                    keys.push(SteerChange {
+                        key: HotKey::new(wire, qtype, REGION_ANY),
+                        regions: None,
+                    });
+                }
+            }
+        }
+        (sets, keys)
+    }
+
     /// The answer sets and steered keys for the XDP maps (every record eligible).
     #[must_use]
     pub fn map_changes(&self) -> (Vec<SetChange>, Vec<SteerChange>) {
@@ -260,6 +357,11 @@ impl Compiled {
         }
         (sets, keys)
     }
+}
+
+/// The set id `svc` answers family `f` from in `region`.
+fn service_set(svc: &Service, f: usize, region: u16) -> Option<SetName> {
+    *svc.sets[f].get(usize::from(region))?
 }
 
 /// The client address of a query, for placement.
@@ -516,6 +618,34 @@ mod tests {
                 "{name}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn explain_says_where_a_client_is_and_what_a_name_answers_there() {
+        let c = Compiled::new(&steering(""));
+        let www = Name::from_ascii("www.example.com.").unwrap();
+        assert_eq!(
+            c.explain("198.18.2.200".parse().unwrap(), Some(&www)),
+            "198.18.2.200: region apac (its subnet 198.18.2.192/26)\n\
+             www.example.com. A: region us's pool, 2 drawn by weight from 198.18.10.1 (weight 3), \
+             198.18.10.2 (weight 1); TTL 60\n\
+             www.example.com. AAAA: region us's pool, 2 drawn by weight from 2001:2:0:10::1 \
+             (weight 3); TTL 60\n"
+        );
+        assert_eq!(
+            c.explain("198.19.0.1".parse().unwrap(), None),
+            "198.19.0.1: region us (the default region: no region's subnet covers it)\n"
+        );
+        let e = c.explain(
+            "198.18.1.1".parse().unwrap(),
+            Some(&Name::from_ascii("mail.example.com.").unwrap()),
+        );
+        assert!(
+            e.ends_with(
+                "mail.example.com. is not a steered name: every client gets the zone's answer\n"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

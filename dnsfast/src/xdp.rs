@@ -12,18 +12,18 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use dnsfast_common::{
     maps::{
         AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, HotBucket, HotKey32,
         HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWER_SETS,
-        MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GRACE, MAP_HOT,
-        MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STATS, MAX_REGIONS, PROG_DNSFAST,
-        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE,
-        SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline,
-        slot_is_steered,
+        MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GEO_V4,
+        MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STATS,
+        MAX_REGIONS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS,
+        SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, geo_value,
+        name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -198,6 +198,10 @@ pub struct Dataplane {
     /// `REGION_SETS` and `ANSWER_SETS`, mapped.
     region_sets: MmapArray,
     sets: MmapArray,
+    geo4: LpmTrie<MapData, [u8; 4], u32>,
+    geo6: LpmTrie<MapData, [u8; 16], u32>,
+    /// What `GEO_*` hold.
+    geo_written: std::collections::BTreeMap<ipnet::IpNet, u32>,
     config: Array<MapData, XdpConfig>,
     config_active: MmapArray,
     /// The entry of `CONFIG` the program reads now, and what it holds.
@@ -405,6 +409,9 @@ impl Dataplane {
                 size_of::<AnswerSet>(),
                 true,
             )?,
+            geo4: take(&mut ebpf, MAP_GEO_V4, pin_dir)?,
+            geo6: take(&mut ebpf, MAP_GEO_V6, pin_dir)?,
+            geo_written: std::collections::BTreeMap::new(),
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
             config_active: MmapArray::new(
                 raw_map(&mut ebpf, MAP_CONFIG_ACTIVE, pin_dir)?,
@@ -494,6 +501,52 @@ impl Dataplane {
         self.grace
             .set(0, &self.grace_inner, 0)
             .context("grace period")
+    }
+
+    /// Brings `GEO_V4` / `GEO_V6` to `subnets` (client subnet → region): new and changed
+    /// entries first (a lookup sees each entry old or new), then the ones no longer wanted.
+    pub fn set_geo(&mut self, subnets: &[(ipnet::IpNet, u16)]) -> Result<()> {
+        let want: std::collections::BTreeMap<ipnet::IpNet, u32> = subnets
+            .iter()
+            .map(|(n, r)| (*n, geo_value(*r, n.prefix_len())))
+            .collect();
+        for (net, v) in &want {
+            if self.geo_written.get(net) == Some(v) {
+                continue;
+            }
+            let len = u32::from(net.prefix_len());
+            match net {
+                ipnet::IpNet::V4(n) => self.geo4.insert(&Key::new(len, n.addr().octets()), v, 0),
+                ipnet::IpNet::V6(n) => self.geo6.insert(&Key::new(len, n.addr().octets()), v, 0),
+            }
+            .with_context(|| format!("write {net} to the client region table"))?;
+        }
+        let gone: Vec<ipnet::IpNet> = self
+            .geo_written
+            .keys()
+            .filter(|n| !want.contains_key(n))
+            .copied()
+            .collect();
+        for net in gone {
+            let len = u32::from(net.prefix_len());
+            match net {
+                ipnet::IpNet::V4(n) => self.geo4.remove(&Key::new(len, n.addr().octets())),
+                ipnet::IpNet::V6(n) => self.geo6.remove(&Key::new(len, n.addr().octets())),
+            }
+            .with_context(|| format!("remove {net} from the client region table"))?;
+        }
+        self.geo_written = want;
+        Ok(())
+    }
+
+    /// Sets the region of clients no subnet covers, keeping the rest of the configuration.
+    pub fn set_default_region(&mut self, region: u16) -> Result<()> {
+        if self.config_written.default_region == u32::from(region) {
+            return Ok(());
+        }
+        let mut cfg = self.config_written;
+        cfg.default_region = u32::from(region);
+        self.set_config(&cfg)
     }
 
     /// Switches answering on or off, keeping the rest of the configuration last written (no
@@ -641,7 +694,7 @@ impl Dataplane {
     /// Rebuilds the maps from nothing after a failed [`Self::apply`] left them and the model
     /// apart: waits out the readers (call with answering switched off), empties every bucket,
     /// index entry and hash map, starts a new model, and applies `changes` (the whole table).
-    pub fn resync(&mut self, changes: &[Change]) -> Result<ApplyStats> {
+    pub fn resync(&mut self, changes: &[Change], steering: Steering<'_>) -> Result<ApplyStats> {
         // Program runs that started before answering went off are over after this.
         self.grace
             .set(0, &self.grace_inner, 0)
@@ -666,7 +719,7 @@ impl Dataplane {
             .set(0, &self.grace_inner, 0)
             .context("grace period")?;
         self.sync = MapSync::new(self.capacity, self.seed);
-        self.apply(changes)
+        self.apply_with(changes, steering)
     }
 
     /// Writes the inline answer of `bucket` (whose slot is not inline: nobody uses the inline
@@ -832,7 +885,9 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         .map_max_entries(MAP_ANSWERS_SMALL, 1)
         .map_max_entries(MAP_ANSWERS_LARGE, 1)
         .map_max_entries(MAP_REGION_SETS, 1)
-        .map_max_entries(MAP_ANSWER_SETS, 1);
+        .map_max_entries(MAP_ANSWER_SETS, 1)
+        .map_max_entries(MAP_GEO_V4, 1)
+        .map_max_entries(MAP_GEO_V6, 1);
     if let Helper::ReflectMiss(buckets) = helper {
         ensure!(
             buckets.is_power_of_two(),
