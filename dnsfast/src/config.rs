@@ -373,18 +373,8 @@ impl Config {
         let mut zones: Vec<ZoneSource> = Vec::new();
         for z in &raw.zones {
             let z = z.get_ref();
-            let origin = Name::from_ascii(z.origin.get_ref())
-                .map(|mut n| {
-                    n.set_fqdn(true);
-                    n
-                })
-                .map_err(|e| {
-                    err(
-                        z.origin.span(),
-                        "zone.origin",
-                        format!("{:?}: {e}", z.origin.get_ref()),
-                    )
-                })?;
+            let origin = absolute_name(z.origin.get_ref())
+                .map_err(|m| err(z.origin.span(), "zone.origin", m))?;
             if zones
                 .iter()
                 .any(|o| o.origin.eq_case(&origin) || o.origin == origin)
@@ -512,6 +502,17 @@ impl Config {
         }
         (addrs, any)
     }
+}
+
+/// A domain name as written in the configuration (absolute whether or not it ends in a dot); the
+/// error quotes it.
+pub fn absolute_name(s: &str) -> Result<Name, String> {
+    Name::from_ascii(s)
+        .map(|mut n| {
+            n.set_fqdn(true);
+            n
+        })
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// An integer key with a default and bounds (`min >= 0`).

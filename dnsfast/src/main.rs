@@ -152,14 +152,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             let cfg = Config::load(&config)?;
             let snap = compile::compile(&cfg)?;
             let name = name
-                .map(|n| {
-                    hickory_proto::rr::Name::from_ascii(&n)
-                        .map(|mut n| {
-                            n.set_fqdn(true);
-                            n
-                        })
-                        .with_context(|| format!("{n:?} is not a domain name"))
-                })
+                .map(|n| dnsfast::config::absolute_name(&n).map_err(anyhow::Error::msg))
                 .transpose()?;
             print!("{}", snap.steering.explain(address, name.as_ref()));
             Ok(())

@@ -91,40 +91,30 @@ impl MmapArray {
         })
     }
 
+    /// Where 32-bit word `word` of element `i` starts, for an access of `bytes` (4 or 8, at an
+    /// offset aligned to it).
+    fn word_ptr(&self, i: u32, word: usize, bytes: usize) -> *mut u8 {
+        assert!(
+            i < self.elements
+                && (word * 4).is_multiple_of(bytes)
+                && word * 4 + bytes <= self.stride,
+            "element {i} word {word} ({bytes} bytes) out of range"
+        );
+        // SAFETY: in range (asserted): inside the mapping.
+        unsafe { self.base.as_ptr().add(i as usize * self.stride + word * 4) }
+    }
+
     /// The aligned 32-bit word `word` of element `i`.
     fn cell(&self, i: u32, word: usize) -> &AtomicU32 {
-        assert!(
-            i < self.elements && (word + 1) * 4 <= self.stride,
-            "element {i} word {word} out of range"
-        );
-        // SAFETY: in range (asserted): inside the mapping; 4-byte aligned (page-aligned base,
-        // 8-byte stride); only ever accessed atomically by us.
-        unsafe {
-            AtomicU32::from_ptr(
-                self.base
-                    .as_ptr()
-                    .add(i as usize * self.stride + word * 4)
-                    .cast(),
-            )
-        }
+        // SAFETY: inside the mapping, 4-byte aligned (page-aligned base, 8-byte stride); only
+        // ever accessed atomically by us.
+        unsafe { AtomicU32::from_ptr(self.word_ptr(i, word, 4).cast()) }
     }
 
     /// The aligned 64-bit word at 32-bit word `word` (even) of element `i`.
     fn cell64(&self, i: u32, word: usize) -> &AtomicU64 {
-        assert!(
-            i < self.elements && word.is_multiple_of(2) && (word + 2) * 4 <= self.stride,
-            "element {i} word {word} out of range"
-        );
-        // SAFETY: in range and 8-byte aligned (asserted; page-aligned base, 8-byte stride);
-        // only ever accessed atomically by us.
-        unsafe {
-            AtomicU64::from_ptr(
-                self.base
-                    .as_ptr()
-                    .add(i as usize * self.stride + word * 4)
-                    .cast(),
-            )
-        }
+        // SAFETY: as above, 8-byte aligned (asserted).
+        unsafe { AtomicU64::from_ptr(self.word_ptr(i, word, 8).cast()) }
     }
 
     fn store(&self, i: u32, word: usize, v: u32, order: Ordering) {

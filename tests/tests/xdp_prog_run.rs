@@ -70,29 +70,31 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// A program with maps of `cap`, answering on the test's server addresses, port 53.
+fn answering(cap: Capacity) -> Dataplane {
+    let mut dp = Dataplane::load(cap, None).unwrap();
+    let mut cfg = XdpConfig::zeroed();
+    cfg.flags = CFG_ANSWER;
+    cfg.port = 53;
+    cfg.v4_count = 1;
+    cfg.v4[0] = SERVER4;
+    cfg.v6_count = 1;
+    cfg.v6[0] = SERVER6;
+    dp.set_config(&cfg).unwrap();
+    dp
+}
+
 fn fixture() -> &'static Mutex<Fixture> {
     static F: OnceLock<Mutex<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
         let snap = snapshot();
-        let mut dp = Dataplane::load(
-            Capacity {
-                entries: 64,
-                small: 128,
-                large: 16,
-                sets: 16,
-                steered: 4,
-            },
-            None,
-        )
-        .unwrap();
-        let mut cfg = XdpConfig::zeroed();
-        cfg.flags = CFG_ANSWER;
-        cfg.port = 53;
-        cfg.v4_count = 1;
-        cfg.v4[0] = SERVER4;
-        cfg.v6_count = 1;
-        cfg.v6[0] = SERVER6;
-        dp.set_config(&cfg).unwrap();
+        let mut dp = answering(Capacity {
+            entries: 64,
+            small: 128,
+            large: 16,
+            sets: 16,
+            steered: 4,
+        });
         dp.apply(&snap.hot.as_changes()).unwrap();
         Mutex::new(Fixture {
             dp,
@@ -599,13 +601,7 @@ fn names_whose_probe_run_is_full_are_still_answered_in_xdp() {
         sets: 16,
         steered: 4,
     };
-    let mut dp = Dataplane::load(cap, None).unwrap();
-    let mut cfg = XdpConfig::zeroed();
-    cfg.flags = CFG_ANSWER;
-    cfg.port = 53;
-    cfg.v4_count = 1;
-    cfg.v4[0] = SERVER4;
-    dp.set_config(&cfg).unwrap();
+    let mut dp = answering(cap);
     let mask = u64::from(cap.buckets() - 1);
     let key = |i: u32| {
         let name = Name::from_ascii(format!("c{i}.example.com.")).unwrap();
@@ -856,15 +852,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         sets: 8,
         steered: 4,
     };
-    let mut dp = Dataplane::load(cap, None).unwrap();
-    let mut cfg = XdpConfig::zeroed();
-    cfg.flags = CFG_ANSWER;
-    cfg.port = 53;
-    cfg.v4_count = 1;
-    cfg.v4[0] = SERVER4;
-    cfg.v6_count = 1;
-    cfg.v6[0] = SERVER6;
-    dp.set_config(&cfg).unwrap();
+    let mut dp = answering(cap);
 
     let v4 = |g: u8, n: u8| vec![198, 18, g, n];
     let v6 = |n: u8| {
@@ -1056,13 +1044,7 @@ fn first_record_shares(weights: &[u8], answer_count: u8, queries: u32) -> Vec<f6
         sets: 2,
         steered: 2,
     };
-    let mut dp = Dataplane::load(cap, None).unwrap();
-    let mut cfg = XdpConfig::zeroed();
-    cfg.flags = CFG_ANSWER;
-    cfg.port = 53;
-    cfg.v4_count = 1;
-    cfg.v4[0] = SERVER4;
-    dp.set_config(&cfg).unwrap();
+    let mut dp = answering(cap);
     let n = weights.len();
     let addrs: Vec<Vec<u8>> = (0..n).map(|i| vec![198, 18, 60, i as u8]).collect();
     let rd: Vec<RData> = addrs

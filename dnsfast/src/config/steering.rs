@@ -414,18 +414,8 @@ pub(super) fn parse(
     let mut out_services: Vec<Service> = Vec::new();
     for raw_svc in services {
         let svc = raw_svc.get_ref();
-        let name = Name::from_ascii(svc.name.get_ref())
-            .map(|mut n| {
-                n.set_fqdn(true);
-                n
-            })
-            .map_err(|e| {
-                err(
-                    svc.name.span(),
-                    "service.name",
-                    format!("{:?}: {e}", svc.name.get_ref()),
-                )
-            })?;
+        let name = super::absolute_name(svc.name.get_ref())
+            .map_err(|m| err(svc.name.span(), "service.name", m))?;
         if name.is_wildcard() {
             return Err(err(
                 svc.name.span(),
