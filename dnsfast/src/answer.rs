@@ -137,14 +137,10 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
             referral(zone, &cut, &mut out);
             return out;
         }
-        // An empty non-terminal exists: a wildcard does not apply to it (RFC 4592 §2.2.2).
-        let node = zone.node(&lname).map(|n| (n, name.clone())).or_else(|| {
-            if zone.is_empty_non_terminal(&lname) {
-                None
-            } else {
-                wildcard(zone, &lname, &name)
-            }
-        });
+        let node = zone
+            .node(&lname)
+            .map(|n| (n, name.clone()))
+            .or_else(|| wildcard(zone, &lname, &name));
         let Some((node, owner)) = node else {
             if zone.is_empty_non_terminal(&lname) {
                 negative(zone, &mut out);
@@ -232,6 +228,10 @@ pub fn chaos(id: &Identity, qname: &Name, qtype: RecordType) -> Answer {
 /// The wildcard that synthesises `name` (RFC 4592): `*.<closest encloser>`, if the closest
 /// encloser has one and `name` is not at or below a cut.
 fn wildcard<'z>(zone: &'z Zone, lname: &LowerName, name: &Name) -> Option<(&'z Node, Name)> {
+    // An empty non-terminal exists: a wildcard does not apply to it (RFC 4592 §2.2.2).
+    if zone.is_empty_non_terminal(lname) {
+        return None;
+    }
     let mut encloser = lname.base_name();
     while zone.apex.zone_of(&encloser) {
         if zone.node(&encloser).is_some() || zone.is_empty_non_terminal(&encloser) {

@@ -202,8 +202,7 @@ impl Daemon {
             // new sets with the old regions for the moment between (a reload only).
             let applied = d
                 .apply_with(changes, steering)
-                .and_then(|_| d.set_geo(new.steering.subnets()))
-                .and_then(|()| d.set_default_region(new.steering.default_region));
+                .and_then(|_| d.set_regions(&new.steering));
             match applied {
                 Ok(()) => return,
                 Err(e) => {
@@ -220,16 +219,8 @@ impl Daemon {
         let rebuilt = d
             .set_answering(false)
             .context("switch XDP answering off")
-            .and_then(|()| {
-                let (sets, keys) = new.steering.map_changes();
-                let steering = mapsync::Steering {
-                    sets: &sets,
-                    keys: &keys,
-                };
-                d.resync(&new.hot.as_changes(), steering)
-            })
-            .and_then(|_| d.set_geo(new.steering.subnets()))
-            .and_then(|()| d.set_default_region(new.steering.default_region))
+            .and_then(|()| d.resync(&new.hot.as_changes(), new.steering.map_changes().steering()))
+            .and_then(|_| d.set_regions(&new.steering))
             .and_then(|()| d.set_answering(true));
         match rebuilt {
             Ok(()) => {
@@ -281,7 +272,7 @@ impl Daemon {
         };
         let old = self.shared.snapshot.load();
         let changes = old.hot.diff(&new.hot);
-        let (sets, keys) = new.steering.map_changes_from(&old.steering);
+        let steering = new.steering.map_changes_from(&old.steering);
         drop(old);
         let hot = new.hot.len();
         let new = Arc::new(new);
@@ -291,11 +282,7 @@ impl Daemon {
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
-                let steering = mapsync::Steering {
-                    sets: &sets,
-                    keys: &keys,
-                };
-                self.update_maps(d, &changes, steering, &new);
+                self.update_maps(d, &changes, steering.steering(), &new);
             }
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -362,14 +349,11 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     dp.set_config(&xdp_config(cfg)?)?;
     let load_time = t.elapsed();
     let t = Instant::now();
-    let (sets, keys) = snap.steering.map_changes();
-    let steering = mapsync::Steering {
-        sets: &sets,
-        keys: &keys,
-    };
-    let st = dp.apply_with(&snap.hot.as_changes(), steering)?;
-    dp.set_geo(snap.steering.subnets())?;
-    dp.set_default_region(snap.steering.default_region)?;
+    let st = dp.apply_with(
+        &snap.hot.as_changes(),
+        snap.steering.map_changes().steering(),
+    )?;
+    dp.set_regions(&snap.steering)?;
     tracing::info!(
         "XDP program loaded in {load_time:?} ({}); {} hot answers written in {:?} ({} skipped)",
         dp.program_size()

@@ -139,7 +139,22 @@ pub struct HotAnswer {
     pub rdata: Box<[u8]>,
 }
 
+/// The addresses in `rdata`: 4-byte IPv4 ones for A (1), 16-byte IPv6 ones for any other type
+/// (AAAA, 28), back to back, as in every answer slot and set.
+pub fn addresses(rrtype: u16, rdata: &[u8]) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+    let per = if rrtype == TYPE_A { 4 } else { 16 };
+    rdata.chunks_exact(per).map(move |c| match per {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(c).expect("4 bytes")),
+        _ => std::net::IpAddr::from(<[u8; 16]>::try_from(c).expect("16 bytes")),
+    })
+}
+
 impl HotAnswer {
+    /// Its addresses, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        addresses(self.rrtype, &self.rdata)
+    }
+
     /// The answer for an A or AAAA RRset, if it can be hot (1..=16 records).
     #[must_use]
     pub fn from_rrset(ttl: u32, rdatas: &[RData]) -> Option<Self> {

@@ -297,16 +297,8 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
         let addrs = e.answer.as_ref().map_or_else(
             || "(no answer)".to_string(),
             |a| {
-                let per = if a.rrtype == 28 { 16 } else { 4 };
-                a.rdata
-                    .chunks(per)
-                    .map(|c| match per {
-                        4 => {
-                            std::net::Ipv4Addr::from(<[u8; 4]>::try_from(c).expect("4")).to_string()
-                        }
-                        _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16"))
-                            .to_string(),
-                    })
+                a.addresses()
+                    .map(|ip| ip.to_string())
                     .collect::<Vec<_>>()
                     .join(" ")
             },

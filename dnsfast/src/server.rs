@@ -4,7 +4,7 @@
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{AnswerLarge, MSG_AREA, REGION_ANY},
     wire::{
-        CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, NotHot, OPTION_NSID,
-        SliceWire, TYPE_A, TYPE_AAAA, answer_rotation, build_hot_answer, parse_query, rcode,
+        AnswerData, CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, NotHot,
+        OPTION_NSID, Query, SliceWire, TYPE_A, TYPE_AAAA, answer_rotation, build_hot_answer,
+        parse_query, rcode,
     },
 };
 use hickory_proto::{
@@ -23,7 +24,13 @@ use hickory_proto::{
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{answer, compile::Snapshot, hot::lookup_key, response, steering::Compiled};
+use crate::{
+    answer,
+    compile::Snapshot,
+    hot::{addresses, lookup_key},
+    response,
+    steering::Compiled,
+};
 
 /// Largest DNS message over TCP.
 const TCP_MAX: usize = 65_535;
@@ -179,7 +186,6 @@ fn answer_message(
     client: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
-    let client_port = client.port();
     let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
         Ok(q) => q,
         Err(e) => return emit(response::reject(msg, e), out),
@@ -199,32 +205,26 @@ fn answer_message(
     });
     let options = option.as_slice();
 
-    // A steered name: the client's region's set, drawn for this query, with the hot builder.
-    // Client Subnet is not honoured yet: answered by the resolver's address, not echoed.
-    let steered_shape = matches!(q.hot(), Ok(()) | Err(NotHot::ClientSubnet))
-        && msg.len() <= MSG_AREA
-        && !snap.steering.is_empty();
-    if steered_shape
-        && let Some(svc) = snap.steering.service(
-            &lookup_key(
-                &mut [0u8; 4 + 255],
-                &msg[HEADER_LEN..HEADER_LEN + q.name_len],
-                0,
-                0,
-            )[4..],
-        )
-    {
-        let region = snap.steering.place(client.ip()).region;
-        if let Some(set) = snap.steering.set(svc, q.qtype, region) {
-            let (answer, _) = Compiled::answer(set, answer_rotation(q.id, client_port));
-            let mut buf = [0u8; MSG_BUF_LEN];
-            buf[..msg.len()].copy_from_slice(msg);
-            let mut cell = 0;
-            let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
+    // The fast paths, which look the name up by the key XDP builds (type, region, lowercased
+    // QNAME): steered names (Client Subnet is not honoured yet: answered by the resolver's
+    // address, not echoed), then hot ones, with the validator verdict, the decision and the
+    // builder of the XDP program (which passes NSID requests up, as it does not hold the
+    // identifier: here the builder carries it).
+    let shape = q.hot();
+    if msg.len() <= MSG_AREA && matches!(shape, Ok(()) | Err(NotHot::ClientSubnet)) {
+        let mut key_buf = [0u8; 4 + 255];
+        let key = lookup_key(
+            &mut key_buf,
+            &msg[HEADER_LEN..HEADER_LEN + q.name_len],
+            q.qtype,
+            REGION_ANY,
+        );
+        if let Some(svc) = snap.steering.service(&key[4..])
+            && let Some(answer) = snap.steering.answer_for(svc, q.qtype, client, q.id)
+        {
             // The draw's order is the answer's: no rotation.
-            if let Ok(n) = build_hot_answer(&mut m, &q, &answer, options, 0, limit) {
+            if hot_reply(msg, &q, &answer, options, 0, limit, out) {
                 shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
-                out.extend_from_slice(&m.as_bytes()[..n]);
                 return true;
             }
             // Too big for the client's UDP size (a long name, NSID): the general encoder
@@ -235,31 +235,15 @@ fn answer_message(
             let ans = steered_records(&qname, &answer);
             return emit(response::encode(&q, &qname, &ans, limit, nsid), out);
         }
-        // No address of this family in the region's pool or the default one: the zone's node
-        // answers NODATA below.
-    }
-
-    // The hot path: the same validator verdict, the same decision and the same builder as the
-    // XDP program, which passes NSID requests up (it does not hold the identifier): here the
-    // builder carries it.
-    let hot_shape = q.hot().is_ok() && msg.len() <= MSG_AREA;
-    if hot_shape {
-        let mut key = [0u8; 4 + 255];
-        let qname = &msg[HEADER_LEN..HEADER_LEN + q.name_len];
-        if let Some(ans) = snap
-            .hot
-            .get(lookup_key(&mut key, qname, q.qtype, REGION_ANY))
+        // (A steered name without an address of this family has no hot key either: the
+        // zone's node answers NODATA below.)
+        let rotation = answer_rotation(q.id, client.port());
+        if shape.is_ok()
+            && let Some(ans) = snap.hot.get(key)
+            && hot_reply(msg, &q, ans.as_ref(), options, rotation, limit, out)
         {
-            let mut buf = [0u8; MSG_BUF_LEN];
-            buf[..msg.len()].copy_from_slice(msg);
-            let mut cell = 0;
-            let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
-            let rotation = answer_rotation(q.id, client_port);
-            if let Ok(n) = build_hot_answer(&mut m, &q, ans.as_ref(), options, rotation, limit) {
-                shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
-                out.extend_from_slice(&m.as_bytes()[..n]);
-                return true;
-            }
+            shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
+            return true;
         }
     }
 
@@ -286,20 +270,38 @@ fn answer_message(
     emit(response::encode(&q, &qname, &ans, limit, nsid), out)
 }
 
+/// Writes the hot builder's answer to `msg` (validated as `q`) from `answer` into `out`;
+/// `false` if it does not fit `limit` (nothing written).
+fn hot_reply(
+    msg: &[u8],
+    q: &Query,
+    answer: &impl AnswerData,
+    options: &[EdnsOption<'_>],
+    rotation: u32,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut buf = [0u8; MSG_BUF_LEN];
+    buf[..msg.len()].copy_from_slice(msg);
+    let mut cell = 0;
+    let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
+    match build_hot_answer(&mut m, q, answer, options, rotation, limit) {
+        Ok(n) => {
+            out.extend_from_slice(&m.as_bytes()[..n]);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// A steered answer as records of `owner`, for the general encoder.
 fn steered_records(owner: &Name, a: &AnswerLarge) -> answer::Answer {
-    let rdlen = if a.rrtype == TYPE_A { 4 } else { 16 };
-    let answer = (0..usize::from(a.count))
-        .map(|i| {
-            let b = &a.rdata[i * rdlen..(i + 1) * rdlen];
-            let rd = if rdlen == 4 {
-                RData::A(rdata::A::from(std::net::Ipv4Addr::from(
-                    <[u8; 4]>::try_from(b).expect("4 bytes"),
-                )))
-            } else {
-                RData::AAAA(rdata::AAAA::from(std::net::Ipv6Addr::from(
-                    <[u8; 16]>::try_from(b).expect("16 bytes"),
-                )))
+    let per = if a.rrtype == TYPE_A { 4 } else { 16 };
+    let answer = addresses(a.rrtype, &a.rdata[..per * usize::from(a.count)])
+        .map(|ip| {
+            let rd = match ip {
+                IpAddr::V4(v4) => RData::A(rdata::A(v4)),
+                IpAddr::V6(v6) => RData::AAAA(rdata::AAAA(v6)),
             };
             Record::from_rdata(owner.clone(), a.ttl, rd)
         })
@@ -332,14 +334,12 @@ fn steered_cname_target(
         return;
     };
     let target = target.0.clone();
-    let Some(svc) = steering.service(&crate::steering::wire_lower(&target)) else {
+    let Some(a) = steering
+        .service(&crate::steering::wire_lower(&target))
+        .and_then(|svc| steering.answer_for(svc, qtype, client, id))
+    else {
         return;
     };
-    let region = steering.place(client.ip()).region;
-    let Some(set) = steering.set(svc, qtype, region) else {
-        return;
-    };
-    let (a, _) = Compiled::answer(set, answer_rotation(id, client.port()));
     let records = steered_records(&target, &a);
     ans.answer.extend(records.answer);
     // The negative answer's SOA goes: the chain now ends in data.

@@ -18,24 +18,42 @@ use std::{
 use dnsfast_common::{
     maps::{AnswerLarge, REGION_ANY},
     steer::{Draw, draw},
-    wire::{TYPE_A, TYPE_AAAA},
+    wire::{TYPE_A, TYPE_AAAA, answer_rotation},
 };
-use hickory_proto::rr::{LowerName, Name, RData, rdata};
+use hickory_proto::rr::{Name, RData, rdata};
 use ipnet::IpNet;
 
 use crate::{
-    config::steering::{Endpoint, Steering},
+    config::steering::{Endpoint, Steering as SteeringConfig},
     hot::{HotAnswer, HotKey},
-    mapsync::{SetChange, SetContents, SetName, SetState, SteerChange},
+    mapsync::{SetChange, SetContents, SetName, SetState, SteerChange, Steering},
 };
 
 /// A steered name's sets: per family (0: A, 1: AAAA), per region, the set it answers from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
-    /// The name as configured.
-    pub name: Name,
     /// Per family, per region.
     pub sets: [Vec<Option<SetName>>; 2],
+}
+
+/// The map changes of a steering configuration (`mapsync`'s input).
+#[derive(Debug, Default)]
+pub struct MapChanges {
+    /// Answer sets.
+    pub sets: Vec<SetChange>,
+    /// Steered keys.
+    pub keys: Vec<SteerChange>,
+}
+
+impl MapChanges {
+    /// As `mapsync` takes them.
+    #[must_use]
+    pub fn steering(&self) -> Steering<'_> {
+        Steering {
+            sets: &self.sets,
+            keys: &self.keys,
+        }
+    }
 }
 
 /// The steering part of a snapshot.
@@ -87,7 +105,7 @@ pub fn wire_lower(name: &Name) -> Box<[u8]> {
 impl Compiled {
     /// Compiles the steering tables of a configuration.
     #[must_use]
-    pub fn new(s: &Steering) -> Self {
+    pub fn new(s: &SteeringConfig) -> Self {
         let mut subnets: Vec<(IpNet, u16)> = s
             .regions
             .iter()
@@ -149,7 +167,6 @@ impl Compiled {
             services.insert(
                 wire_lower(&svc.name),
                 Service {
-                    name: svc.name.clone(),
                     sets: [per_family(0), per_family(1)],
                 },
             );
@@ -191,31 +208,22 @@ impl Compiled {
             return out;
         };
         for (qtype, t) in [(TYPE_A, "A"), (TYPE_AAAA, "AAAA")] {
-            let Some(set) = self.set(svc, qtype, p.region) else {
+            let Some(id) = Self::set_name(svc, qtype, p.region) else {
                 let _ = writeln!(out, "{name} {t}: no endpoint of this family: NODATA");
                 continue;
             };
-            let f = usize::from(qtype == TYPE_AAAA);
-            let id = service_set(svc, f, p.region);
-            let owner = id.and_then(|i| self.owners.get(i as usize)).copied();
-            let from = match owner {
-                Some(o) if o == p.region => "its own pool".to_string(),
-                Some(o) => format!("region {}'s pool", self.regions[usize::from(o)]),
-                None => "?".to_string(),
+            let set = &self.sets[id as usize];
+            let owner = self.owners[id as usize];
+            let from = if owner == p.region {
+                "its own pool".to_string()
+            } else {
+                format!("region {}'s pool", self.regions[usize::from(owner)])
             };
-            let rdlen = set.answer.rdata.len() / usize::from(set.answer.count.max(1));
             let members: Vec<String> = set
                 .answer
-                .rdata
-                .chunks(rdlen)
+                .addresses()
                 .zip(&set.weights)
-                .map(|(a, w)| {
-                    let ip = match rdlen {
-                        4 => IpAddr::from(<[u8; 4]>::try_from(a).expect("4 bytes")),
-                        _ => IpAddr::from(<[u8; 16]>::try_from(a).expect("16 bytes")),
-                    };
-                    format!("{ip} (weight {w})")
-                })
+                .map(|(ip, w)| format!("{ip} (weight {w})"))
                 .collect();
             let _ = writeln!(
                 out,
@@ -259,19 +267,31 @@ impl Compiled {
         self.services.get(wire)
     }
 
-    /// Whether `name` is steered.
-    #[must_use]
-    pub fn is_steered(&self, name: &LowerName) -> bool {
-        self.services
-            .contains_key(&wire_lower(&Name::from(name.clone())))
+    /// The name of the set `service` answers `qtype` from in `region` (`None`: NODATA).
+    fn set_name(service: &Service, qtype: u16, region: u16) -> Option<SetName> {
+        *service.sets[family(qtype)?].get(usize::from(region))?
     }
 
     /// The set `service` answers `qtype` from in `region` (`None`: NODATA).
     #[must_use]
     pub fn set(&self, service: &Service, qtype: u16, region: u16) -> Option<&Arc<SetContents>> {
-        let f = family(qtype)?;
-        let name = (*service.sets[f].get(usize::from(region))?)?;
-        self.sets.get(name as usize)
+        self.sets
+            .get(Self::set_name(service, qtype, region)? as usize)
+    }
+
+    /// What `service` answers a `qtype` query with ID `id` from `client`: the records its
+    /// region's set draws for the query, in answer order (`None`: no set, NODATA).
+    #[must_use]
+    pub fn answer_for(
+        &self,
+        service: &Service,
+        qtype: u16,
+        client: SocketAddr,
+        id: u16,
+    ) -> Option<AnswerLarge> {
+        let region = self.place(client.ip()).region;
+        let set = self.set(service, qtype, region)?;
+        Some(Self::answer(set, answer_rotation(id, client.port())).0)
     }
 
     /// The records of `set` an answer to the query with hash `seed` carries (every record
@@ -283,12 +303,14 @@ impl Compiled {
             *d = *w;
         }
         let count = usize::from(set.answer.count);
-        let all = if count >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << count) - 1
-        };
-        let d = draw(&weights, count, all, usize::from(set.answer_count), seed);
+        // Every record eligible (the draw keeps to the set's `count`).
+        let d = draw(
+            &weights,
+            count,
+            u32::MAX,
+            usize::from(set.answer_count),
+            seed,
+        );
         let rdlen = set.answer.rdata.len() / count.max(1);
         let mut a = AnswerLarge::zeroed();
         a.ttl = set.answer.ttl;
@@ -312,27 +334,27 @@ impl Compiled {
     /// planner writes only those whose records changed), sets past this one's removed, every
     /// steered key put, and the keys `old` had that this one lacks removed.
     #[must_use]
-    pub fn map_changes_from(&self, old: &Self) -> (Vec<SetChange>, Vec<SteerChange>) {
-        let (mut sets, mut keys) = self.map_changes();
-        sets.extend(
+    pub fn map_changes_from(&self, old: &Self) -> MapChanges {
+        let mut changes = self.map_changes();
+        changes.sets.extend(
             (self.sets.len()..old.sets.len()).map(|i| SetChange::Remove { name: i as SetName }),
         );
         for wire in old.services.keys() {
             if !self.services.contains_key(wire) {
                 for qtype in [TYPE_A, TYPE_AAAA] {
-                    keys.push(SteerChange {
+                    changes.keys.push(SteerChange {
                         key: HotKey::new(wire, qtype, REGION_ANY),
                         regions: None,
                     });
                 }
             }
         }
-        (sets, keys)
+        changes
     }
 
     /// The answer sets and steered keys for the XDP maps (every record eligible).
     #[must_use]
-    pub fn map_changes(&self) -> (Vec<SetChange>, Vec<SteerChange>) {
+    pub fn map_changes(&self) -> MapChanges {
         let sets = self
             .sets
             .iter()
@@ -355,19 +377,8 @@ impl Compiled {
                 });
             }
         }
-        (sets, keys)
+        MapChanges { sets, keys }
     }
-}
-
-/// The set id `svc` answers family `f` from in `region`.
-fn service_set(svc: &Service, f: usize, region: u16) -> Option<SetName> {
-    *svc.sets[f].get(usize::from(region))?
-}
-
-/// The client address of a query, for placement.
-#[must_use]
-pub fn client_ip(client: SocketAddr) -> IpAddr {
-    client.ip().to_canonical()
 }
 
 #[cfg(test)]
@@ -377,7 +388,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn steering(extra: &str) -> Steering {
+    fn steering(extra: &str) -> SteeringConfig {
         let text = format!(
             "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
              [steering]\ndefault_region = \"us\"\n\
@@ -529,7 +540,7 @@ mod tests {
             let m = ask("www.example.com.", RecordType::A, "198.18.1.7:5300", id);
             // The draw the XDP program makes for this query, in its order.
             let set = snap.steering.set(svc, TYPE_A, 0).unwrap();
-            let (a, _) = Compiled::answer(set, dnsfast_common::wire::answer_rotation(id, 5300));
+            let (a, _) = Compiled::answer(set, answer_rotation(id, 5300));
             let want: Vec<String> = a.rdata[..4 * usize::from(a.count)]
                 .chunks(4)
                 .map(|c| std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]).to_string())
@@ -653,7 +664,7 @@ mod tests {
         let c = Compiled::new(&steering(
             "[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n",
         ));
-        let (sets, keys) = c.map_changes();
+        let MapChanges { sets, keys } = c.map_changes();
         assert_eq!(sets.len(), 3);
         assert_eq!(keys.len(), 2, "A and AAAA of one name");
         let a = keys.iter().find(|k| k.key.qtype() == TYPE_A).unwrap();

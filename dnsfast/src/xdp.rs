@@ -493,9 +493,15 @@ impl Dataplane {
             .context("grace period")
     }
 
-    /// Brings `GEO_V4` / `GEO_V6` to `subnets` (client subnet → region): new and changed
-    /// entries first (a lookup sees each entry old or new), then the ones no longer wanted.
-    pub fn set_geo(&mut self, subnets: &[(ipnet::IpNet, u16)]) -> Result<()> {
+    /// Places clients as `steering` does: its subnets into `GEO_V4` / `GEO_V6` (new and
+    /// changed entries first, each seen old or new by a lookup, then the ones no longer
+    /// wanted), then its default region into `CONFIG`.
+    pub fn set_regions(&mut self, steering: &crate::steering::Compiled) -> Result<()> {
+        self.set_geo(steering.subnets())?;
+        self.set_default_region(steering.default_region)
+    }
+
+    fn set_geo(&mut self, subnets: &[(ipnet::IpNet, u16)]) -> Result<()> {
         let want: std::collections::BTreeMap<ipnet::IpNet, u32> = subnets
             .iter()
             .map(|(n, r)| (*n, geo_value(*r, n.prefix_len())))
@@ -530,7 +536,7 @@ impl Dataplane {
     }
 
     /// Sets the region of clients no subnet covers, keeping the rest of the configuration.
-    pub fn set_default_region(&mut self, region: u16) -> Result<()> {
+    fn set_default_region(&mut self, region: u16) -> Result<()> {
         if self.config_written.default_region == u32::from(region) {
             return Ok(());
         }
