@@ -135,8 +135,10 @@ pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
 pub const DEFAULT_ANSWER_SETS: usize = 4096;
 /// Default number of steered entries (blocks of `REGION_SETS`).
 pub const DEFAULT_STEERED: usize = 1024;
-/// Most client subnets per family in `GEO_V4` / `GEO_V6` (allocated as inserted).
-pub const DEFAULT_GEO_ENTRIES: usize = 65_536;
+/// Most region-map blocks per family in `GEO_V4` / `GEO_V6` (allocated as inserted: room
+/// costs nothing until used). The full GeoLite2 country database with the seed's regions is
+/// ~265k IPv4 and ~455k IPv6 blocks.
+pub const DEFAULT_GEO_ENTRIES: usize = 1_048_576;
 
 /// A `GEO_*` value: the region, and the length of the subnet that decided it (the answer's
 /// Client Subnet SCOPE).

@@ -2,13 +2,14 @@
 //! path), the hot table (for XDP and the userspace hot path) and the steering tables (regions
 //! and the answer sets of steered names).
 
-use std::{fmt, time::SystemTime};
+use std::{fmt, sync::Arc, time::SystemTime};
 
 use hickory_proto::rr::LowerName;
 
 use crate::{
     answer::Zones,
     config::{Config, Identity},
+    geoip::Database,
     hot::HotTable,
     steering,
     zone::{NamedAt, Zone, ZoneError},
@@ -95,10 +96,25 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
                     });
                 }
             }
+            let db = match &s.geoip {
+                None => None,
+                Some(g) => match Database::open(&g.path) {
+                    Ok(db) => Some(Arc::new(db)),
+                    Err(message) => {
+                        errors.push(ZoneError {
+                            file: cfg.path.clone(),
+                            line: g.line,
+                            field: "geoip.database".into(),
+                            message: format!("{}: {message}", g.path.display()),
+                        });
+                        None
+                    }
+                },
+            };
             if !errors.is_empty() {
                 return Err(CompileError(errors));
             }
-            steering::Compiled::new(s)
+            steering::Compiled::new(s, db)
         }
     };
     let zones = Zones::new(zones);

@@ -65,6 +65,8 @@ struct RawConfig {
     #[serde(default, rename = "zone")]
     zones: Vec<Spanned<RawZone>>,
     #[serde(default)]
+    geoip: steering::RawGeoip,
+    #[serde(default)]
     steering: steering::RawSteering,
     #[serde(default, rename = "region")]
     regions: Vec<Spanned<steering::RawRegion>>,
@@ -96,6 +98,9 @@ struct RawXdp {
     max_hot_names: Option<Spanned<i64>>,
     max_answers: Option<Spanned<i64>>,
     max_large_answers: Option<Spanned<i64>>,
+    max_answer_sets: Option<Spanned<i64>>,
+    max_steered_names: Option<Spanned<i64>>,
+    max_geo_blocks: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +134,12 @@ pub struct XdpSettings {
     pub max_answers: u32,
     /// Large answer slots (up to 16 records).
     pub max_large_answers: u32,
+    /// Answer sets (one per family of each region's own pool of each steered name).
+    pub max_answer_sets: u32,
+    /// Steered names (each holds two blocks of `REGION_SETS`: A and AAAA).
+    pub max_steered_names: u32,
+    /// Region-map blocks per family.
+    pub max_geo_blocks: u32,
 }
 
 /// What the server says about itself; each is off unless configured.
@@ -369,6 +380,30 @@ impl Config {
             "xdp.max_large_answers",
             &err,
         )?;
+        let max_answer_sets = bounded(
+            raw.xdp.max_answer_sets,
+            4096,
+            1,
+            262_144,
+            "xdp.max_answer_sets",
+            &err,
+        )?;
+        let max_steered_names = bounded(
+            raw.xdp.max_steered_names,
+            1024,
+            1,
+            65_536,
+            "xdp.max_steered_names",
+            &err,
+        )?;
+        let max_geo_blocks = bounded(
+            raw.xdp.max_geo_blocks,
+            1_048_576,
+            16,
+            16_777_216,
+            "xdp.max_geo_blocks",
+            &err,
+        )?;
 
         let mut zones: Vec<ZoneSource> = Vec::new();
         for z in &raw.zones {
@@ -398,7 +433,9 @@ impl Config {
         }
         let steering = steering::parse(
             text,
+            base,
             &raw.steering,
+            &raw.geoip,
             &raw.regions,
             &raw.endpoints,
             &raw.services,
@@ -421,6 +458,9 @@ impl Config {
                 max_hot_names: max_hot,
                 max_answers,
                 max_large_answers: max_large,
+                max_answer_sets,
+                max_steered_names,
+                max_geo_blocks,
             },
             zones,
             steering,
@@ -472,6 +512,18 @@ impl Config {
             (
                 "xdp.max_large_answers",
                 a.xdp.max_large_answers != b.xdp.max_large_answers,
+            ),
+            (
+                "xdp.max_answer_sets",
+                a.xdp.max_answer_sets != b.xdp.max_answer_sets,
+            ),
+            (
+                "xdp.max_steered_names",
+                a.xdp.max_steered_names != b.xdp.max_steered_names,
+            ),
+            (
+                "xdp.max_geo_blocks",
+                a.xdp.max_geo_blocks != b.xdp.max_geo_blocks,
             ),
         ]
         .into_iter()

@@ -12,9 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use dnsfast_common::{
-    maps::{
-        CFG_ANY_V4, CFG_ANY_V6, DEFAULT_ANSWER_SETS, DEFAULT_STEERED, MAX_LISTEN_ADDRS, XdpConfig,
-    },
+    maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
@@ -258,7 +256,14 @@ impl Daemon {
                         changed.join(", ")
                     );
                 }
-                compile::compile(&cfg).map_err(|e| e.to_string())
+                let snap = compile::compile(&cfg).map_err(|e| e.to_string())?;
+                // The maps keep the capacities they were created with.
+                if self.cfg.xdp.mode != XdpMode::Off
+                    && let Some(advice) = steering_advice(&self.cfg, &snap)
+                {
+                    return Err(format!("{advice} (and restart)"));
+                }
+                Ok(snap)
             });
         let new = match result {
             Ok(s) => s,
@@ -302,10 +307,44 @@ pub fn capacity(cfg: &Config) -> Capacity {
         entries: cfg.xdp.max_hot_names,
         small: cfg.xdp.max_answers,
         large: cfg.xdp.max_large_answers,
-        // Steering sets these from its configuration.
-        sets: DEFAULT_ANSWER_SETS as u32,
-        steered: DEFAULT_STEERED as u32,
+        sets: cfg.xdp.max_answer_sets,
+        steered: cfg.xdp.max_steered_names * 2,
+        geo: cfg.xdp.max_geo_blocks,
     }
+}
+
+/// What to raise when the steering tables do not fit the maps (`None`: they do). Unlike hot
+/// answers, nothing steered is left to the daemon: a client placed by a partial region map
+/// would get another region's answers, so such a configuration is refused.
+#[must_use]
+pub fn steering_advice(cfg: &Config, snap: &Snapshot) -> Option<String> {
+    let s = &snap.steering;
+    let x = &cfg.xdp;
+    let [v4, v6] = &s.map.families;
+    let mut raise = Vec::new();
+    for (key, need, have) in [
+        ("xdp.max_answer_sets", s.sets.len(), x.max_answer_sets),
+        (
+            "xdp.max_steered_names",
+            s.service_count(),
+            x.max_steered_names,
+        ),
+        (
+            "xdp.max_geo_blocks",
+            v4.blocks.len().max(v6.blocks.len()),
+            x.max_geo_blocks,
+        ),
+    ] {
+        if need > have as usize {
+            raise.push(format!("{key} = {have} to at least {need}"));
+        }
+    }
+    (!raise.is_empty()).then(|| {
+        format!(
+            "the steering tables do not fit the XDP maps; raise {}",
+            raise.join(", ")
+        )
+    })
 }
 
 /// What to raise when the hot answers do not all fit the maps (`None`: they do).
@@ -342,6 +381,9 @@ pub fn capacity_advice(cfg: &Config, fit: &mapsync::Fit) -> Option<String> {
 
 fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dataplane> {
     let iface = cfg.xdp.interface.as_deref().context("xdp.interface")?;
+    if let Some(advice) = steering_advice(cfg, snap) {
+        bail!("{}: {advice}", cfg.path.display());
+    }
     let pin_dir = inst.prepare_pin_dir()?;
     let cap = capacity(cfg);
     let t = Instant::now();
@@ -353,15 +395,21 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
         &snap.hot.as_changes(),
         snap.steering.map_changes().steering(),
     )?;
+    let answers_time = t.elapsed();
+    let t = Instant::now();
     dp.set_regions(&snap.steering)?;
     tracing::info!(
-        "XDP program loaded in {load_time:?} ({}); {} hot answers written in {:?} ({} skipped)",
+        "XDP program loaded in {load_time:?} ({}); {} hot answers written in {answers_time:?} \
+         ({} skipped); region map written in {:?}",
         dp.program_size()
             .map_or_else(|e| format!("size unknown: {e:#}"), |p| p.to_string()),
         dp.hot_keys(),
-        t.elapsed(),
-        st.skipped
+        st.skipped,
+        t.elapsed()
     );
+    if let Some(geo) = snap.steering.geo_summary() {
+        tracing::info!("{}", geo.replace('\n', "; "));
+    }
     let how = dp.attach(iface, cfg.xdp.mode)?;
     tracing::info!(
         "XDP attached to {iface} ({}), maps pinned under {}",

@@ -23,6 +23,8 @@ pub mod compile;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod geo;
+pub mod geoip;
 pub mod hot;
 pub mod instance;
 pub mod mapsync;

@@ -241,6 +241,9 @@ fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
         if let Some(advice) = daemon::capacity_advice(&cfg, &fit) {
             bail!("{}: {advice}", cfg.path.display());
         }
+        if let Some(advice) = daemon::steering_advice(&cfg, &snap) {
+            bail!("{}: {advice}", cfg.path.display());
+        }
     }
     println!(
         "{}: OK — instance {}, {} zones, {} hot answers, {} regions, {} answer sets",
@@ -251,6 +254,9 @@ fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
         snap.steering.regions.len(),
         snap.steering.sets.len()
     );
+    if let Some(geo) = snap.steering.geo_summary() {
+        println!("{geo}");
+    }
     Ok(())
 }
 

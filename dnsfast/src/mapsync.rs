@@ -228,6 +228,8 @@ pub struct Capacity {
     pub sets: u32,
     /// Steered names (blocks of `REGION_SETS`).
     pub steered: u32,
+    /// Region-map blocks per family (`GEO_V4`, `GEO_V6`).
+    pub geo: u32,
 }
 
 impl Capacity {

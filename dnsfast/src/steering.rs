@@ -25,6 +25,8 @@ use ipnet::IpNet;
 
 use crate::{
     config::steering::{Endpoint, Steering as SteeringConfig},
+    geo::{Policy, RegionMap},
+    geoip::Database,
     hot::{HotAnswer, HotKey},
     mapsync::{SetChange, SetContents, SetName, SetState, SteerChange, Steering},
 };
@@ -63,8 +65,12 @@ pub struct Compiled {
     pub regions: Vec<String>,
     /// The region of clients that match nothing else.
     pub default_region: u16,
-    /// Explicit client subnets, longest first.
-    subnets: Vec<(IpNet, u16)>,
+    /// The placement rule (subnets, countries, continents, default region).
+    policy: Policy,
+    /// The rule flattened over the database: what `GEO_V4` / `GEO_V6` hold.
+    pub map: RegionMap,
+    /// The GeoIP database, if one is configured.
+    pub db: Option<Arc<Database>>,
     /// Steered names by lowercased wire name.
     services: HashMap<Box<[u8]>, Service>,
     /// Answer sets; a [`SetName`] is an index.
@@ -73,13 +79,13 @@ pub struct Compiled {
     owners: Vec<u16>,
 }
 
-/// Where a client was placed, and why.
+/// Where a client was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     /// Region index.
     pub region: u16,
-    /// The subnet that decided it, if any (else the default region).
-    pub subnet: Option<IpNet>,
+    /// The block of the region map holding the client (its length is an ECS answer's SCOPE).
+    pub block: IpNet,
 }
 
 fn family(qtype: u16) -> Option<usize> {
@@ -103,16 +109,25 @@ pub fn wire_lower(name: &Name) -> Box<[u8]> {
 }
 
 impl Compiled {
-    /// Compiles the steering tables of a configuration.
+    /// Compiles the steering tables of a configuration, with its GeoIP database read.
     #[must_use]
-    pub fn new(s: &SteeringConfig) -> Self {
-        let mut subnets: Vec<(IpNet, u16)> = s
-            .regions
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| r.subnets.iter().map(move |n| (*n, i as u16)))
-            .collect();
-        subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    pub fn new(s: &SteeringConfig, db: Option<Arc<Database>>) -> Self {
+        let mut policy = Policy {
+            default_region: s.default_region as u16,
+            ..Policy::default()
+        };
+        for (i, r) in s.regions.iter().enumerate() {
+            let i = i as u16;
+            policy.subnets.extend(r.subnets.iter().map(|n| (*n, i)));
+            policy.countries.extend(r.countries.iter().map(|c| (*c, i)));
+            policy
+                .continents
+                .extend(r.continents.iter().map(|c| (*c, i)));
+        }
+        policy
+            .subnets
+            .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let map = RegionMap::build(db.as_deref(), &policy);
         let mut sets: Vec<Arc<SetContents>> = Vec::new();
         let mut owners = Vec::new();
         let mut services = HashMap::new();
@@ -174,7 +189,9 @@ impl Compiled {
         Self {
             regions: s.regions.iter().map(|r| r.name.clone()).collect(),
             default_region: s.default_region as u16,
-            subnets,
+            policy,
+            map,
+            db,
             services,
             sets,
             owners,
@@ -192,13 +209,18 @@ impl Compiled {
         }
         let p = self.place(addr);
         let region = &self.regions[usize::from(p.region)];
-        let _ = match p.subnet {
-            Some(net) => writeln!(out, "{addr}: region {region} (its subnet {net})"),
-            None => writeln!(
-                out,
-                "{addr}: region {region} (the default region: no region's subnet covers it)"
-            ),
-        };
+        let (decided, reason) = self.policy.decide(self.db.as_deref(), addr);
+        debug_assert_eq!(
+            decided, p.region,
+            "the map disagrees with its rule at {addr}"
+        );
+        let _ = writeln!(
+            out,
+            "{addr}: region {region} ({}); block {} (ECS SCOPE {})",
+            reason.describe(),
+            p.block,
+            p.block.prefix_len()
+        );
         let Some(name) = name else { return out };
         let Some(svc) = self.service(&wire_lower(name)) else {
             let _ = writeln!(
@@ -236,29 +258,59 @@ impl Compiled {
         out
     }
 
+    /// The GeoIP database and the region map, in one line each (`None`: no regions).
+    #[must_use]
+    pub fn geo_summary(&self) -> Option<String> {
+        if self.regions.is_empty() {
+            return None;
+        }
+        let [v4, v6] = &self.map.families;
+        let map = format!(
+            "region map: IPv4 {} runs in {} blocks, IPv6 {} runs in {} blocks",
+            v4.runs,
+            v4.blocks.len(),
+            v6.runs,
+            v6.blocks.len()
+        );
+        Some(match &self.db {
+            None => format!("no GeoIP database; {map}"),
+            Some(d) => format!(
+                "GeoIP {}: {} ({}), built {}, {} IPv4 + {} IPv6 networks, read in {} ms\n{map}",
+                d.path.display(),
+                d.schema,
+                d.database_type,
+                crate::geoip::date(d.build_epoch),
+                d.v4.len(),
+                d.v6.len(),
+                d.load_time.as_millis()
+            ),
+        })
+    }
+
+    /// Number of steered names.
+    #[must_use]
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
     /// Whether any name is steered.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
     }
 
-    /// The region of a client at `addr` (an IPv4-mapped IPv6 address counts as IPv4): the
-    /// longest explicit subnet that covers it, else the default region.
+    /// The region of a client at `addr` (an IPv4-mapped IPv6 address counts as IPv4), from
+    /// the region map the XDP program reads too (`geo`'s rule).
     #[must_use]
     pub fn place(&self, addr: IpAddr) -> Placement {
-        let addr = addr.to_canonical();
-        for (net, region) in &self.subnets {
-            if net.contains(&addr) {
-                return Placement {
-                    region: *region,
-                    subnet: Some(*net),
-                };
-            }
+        if self.regions.is_empty() {
+            return Placement {
+                region: self.default_region,
+                block: IpNet::V4(ipnet::Ipv4Net::default()),
+            };
         }
-        Placement {
-            region: self.default_region,
-            subnet: None,
-        }
+        let (block, region) = self.map.lookup(addr);
+        Placement { region, block }
     }
 
     /// The steered name `wire` (lowercased wire form), if it is one.
@@ -322,12 +374,6 @@ impl Compiled {
                 .copy_from_slice(&set.answer.rdata[i * rdlen..(i + 1) * rdlen]);
         }
         (a, d)
-    }
-
-    /// Explicit client subnets and their regions, longest first.
-    #[must_use]
-    pub fn subnets(&self) -> &[(IpNet, u16)] {
-        &self.subnets
     }
 
     /// What the maps need to go from `old`'s steering to this one's: every set put (the
@@ -410,7 +456,7 @@ mod tests {
 
     #[test]
     fn the_longest_subnet_decides_and_everyone_else_is_in_the_default_region() {
-        let c = Compiled::new(&steering(""));
+        let c = Compiled::new(&steering(""), None);
         let at = |a: &str| c.regions[usize::from(c.place(a.parse().unwrap()).region)].clone();
         assert_eq!(at("198.18.1.7"), "us");
         assert_eq!(at("198.18.2.7"), "eu");
@@ -423,12 +469,20 @@ mod tests {
         );
         assert_eq!(at("2001:2:0:2::9"), "eu");
         assert_eq!(at("198.19.0.1"), "us", "default");
-        assert_eq!(c.place("198.19.0.1".parse().unwrap()).subnet, None);
+        assert_eq!(
+            c.place("198.18.2.200".parse().unwrap()).block.to_string(),
+            "198.18.2.192/26"
+        );
+        // The default region's block around 198.19.0.1: all of 198.19.0.0/16 is free.
+        assert_eq!(
+            c.place("198.19.0.1".parse().unwrap()).block.to_string(),
+            "198.19.0.0/16"
+        );
     }
 
     #[test]
     fn regions_answer_from_their_own_borrowed_or_the_default_pool() {
-        let c = Compiled::new(&steering(""));
+        let c = Compiled::new(&steering(""), None);
         let svc = c.service(&wire_lower(&Name::from_ascii("WWW.example.com.").unwrap()));
         let svc = svc.expect("steered, case-insensitively");
         let us = c.set(svc, TYPE_A, 0).unwrap();
@@ -632,12 +686,39 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_geoip_database_is_an_error_naming_the_key_and_the_file() {
+        let cfg = files("geoip", &service("www.example.com"));
+        let dir = cfg.parent().unwrap().to_path_buf();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        for (contents, says) in [
+            (None, "cannot read"),
+            (Some(&b"not a database"[..]), "not a MaxMind DB file"),
+        ] {
+            let _ = std::fs::remove_file(dir.join("geo.mmdb"));
+            if let Some(c) = contents {
+                std::fs::write(dir.join("geo.mmdb"), c).unwrap();
+            }
+            std::fs::write(&cfg, format!("[geoip]\ndatabase = \"geo.mmdb\"\n{text}")).unwrap();
+            let c = Config::load(&cfg).unwrap();
+            let e = crate::compile::compile(&c).unwrap_err().to_string();
+            let want = format!(
+                "{}:2: geoip.database: {}: {says}",
+                cfg.display(),
+                dir.join("geo.mmdb").display()
+            );
+            assert!(e.starts_with(&want), "{e}\nwant {want}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn explain_says_where_a_client_is_and_what_a_name_answers_there() {
-        let c = Compiled::new(&steering(""));
+        let c = Compiled::new(&steering(""), None);
         let www = Name::from_ascii("www.example.com.").unwrap();
         assert_eq!(
             c.explain("198.18.2.200".parse().unwrap(), Some(&www)),
-            "198.18.2.200: region apac (its subnet 198.18.2.192/26)\n\
+            "198.18.2.200: region apac (its subnet 198.18.2.192/26); block 198.18.2.192/26 (ECS \
+             SCOPE 26)\n\
              www.example.com. A: region us's pool, 2 drawn by weight from 198.18.10.1 (weight 3), \
              198.18.10.2 (weight 1); TTL 60\n\
              www.example.com. AAAA: region us's pool, 2 drawn by weight from 2001:2:0:10::1 \
@@ -645,7 +726,8 @@ mod tests {
         );
         assert_eq!(
             c.explain("198.19.0.1".parse().unwrap(), None),
-            "198.19.0.1: region us (the default region: no region's subnet covers it)\n"
+            "198.19.0.1: region us (the default region: no region's subnet covers it and GeoIP \
+             does not place it); block 198.19.0.0/16 (ECS SCOPE 16)\n"
         );
         let e = c.explain(
             "198.18.1.1".parse().unwrap(),
@@ -661,9 +743,10 @@ mod tests {
 
     #[test]
     fn map_changes_name_one_set_per_region_and_family() {
-        let c = Compiled::new(&steering(
-            "[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n",
-        ));
+        let c = Compiled::new(
+            &steering("[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n"),
+            None,
+        );
         let MapChanges { sets, keys } = c.map_changes();
         assert_eq!(sets.len(), 3);
         assert_eq!(keys.len(), 2, "A and AAAA of one name");

@@ -337,7 +337,9 @@ impl Dataplane {
             .map_max_entries(MAP_ANSWERS_SMALL, capacity.small.max(1))
             .map_max_entries(MAP_ANSWERS_LARGE, capacity.large.max(1))
             .map_max_entries(MAP_REGION_SETS, region_entries(capacity))
-            .map_max_entries(MAP_ANSWER_SETS, capacity.sets.max(1));
+            .map_max_entries(MAP_ANSWER_SETS, capacity.sets.max(1))
+            .map_max_entries(MAP_GEO_V4, capacity.geo.max(1))
+            .map_max_entries(MAP_GEO_V6, capacity.geo.max(1));
         let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
         for name in [PROG_DNSFAST, PROG_PASS] {
             let prog: &mut Xdp = ebpf
@@ -493,19 +495,24 @@ impl Dataplane {
             .context("grace period")
     }
 
-    /// Places clients as `steering` does: its subnets into `GEO_V4` / `GEO_V6` (new and
-    /// changed entries first, each seen old or new by a lookup, then the ones no longer
-    /// wanted), then its default region into `CONFIG`.
+    /// Places clients as `steering` does: its region map's blocks into `GEO_V4` / `GEO_V6`
+    /// (new and changed entries first, each seen old or new by a lookup, then the ones no
+    /// longer wanted), then its default region into `CONFIG`.
     pub fn set_regions(&mut self, steering: &crate::steering::Compiled) -> Result<()> {
-        self.set_geo(steering.subnets())?;
+        let want = if steering.regions.is_empty() {
+            std::collections::BTreeMap::new()
+        } else {
+            steering
+                .map
+                .networks()
+                .map(|(n, r)| (n, geo_value(r, n.prefix_len())))
+                .collect()
+        };
+        self.set_geo(want)?;
         self.set_default_region(steering.default_region)
     }
 
-    fn set_geo(&mut self, subnets: &[(ipnet::IpNet, u16)]) -> Result<()> {
-        let want: std::collections::BTreeMap<ipnet::IpNet, u32> = subnets
-            .iter()
-            .map(|(n, r)| (*n, geo_value(*r, n.prefix_len())))
-            .collect();
+    fn set_geo(&mut self, want: std::collections::BTreeMap<ipnet::IpNet, u32>) -> Result<()> {
         for (net, v) in &want {
             if self.geo_written.get(net) == Some(v) {
                 continue;

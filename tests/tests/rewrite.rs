@@ -286,6 +286,7 @@ fn answers_rewritten_under_load_are_never_torn() {
                         large: 256,
                         sets: 16,
                         steered: 4,
+                        geo: 16,
                     },
                     None,
                 )

@@ -118,9 +118,9 @@ fn clients_get_their_regions_endpoints_in_the_shared_draws_order() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.starts_with(&format!("{eu4}: region eu (its subnet {eu4}/32)\n"))
-            && text
-                .contains("www.example.com. A: its own pool, 2 drawn by weight from 198.18.41.1")
+        text.starts_with(&format!(
+            "{eu4}: region eu (its subnet {eu4}/32); block {eu4}/32 (ECS SCOPE 32)\n"
+        )) && text.contains("www.example.com. A: its own pool, 2 drawn by weight from 198.18.41.1")
             && text.contains("www.example.com. AAAA: region us's pool"),
         "{text}"
     );

@@ -94,6 +94,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             large: 16,
             sets: 16,
             steered: 4,
+            geo: 16,
         });
         dp.apply(&snap.hot.as_changes()).unwrap();
         Mutex::new(Fixture {
@@ -600,6 +601,7 @@ fn names_whose_probe_run_is_full_are_still_answered_in_xdp() {
         large: 4,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut dp = answering(cap);
     let mask = u64::from(cap.buckets() - 1);
@@ -655,6 +657,7 @@ fn answering_off_passes_everything() {
             large: 2,
             sets: 16,
             steered: 4,
+            geo: 16,
         },
         None,
     )
@@ -851,6 +854,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         large: 4,
         sets: 8,
         steered: 4,
+        geo: 16,
     };
     let mut dp = answering(cap);
 
@@ -1043,6 +1047,7 @@ fn first_record_shares(weights: &[u8], answer_count: u8, queries: u32) -> Vec<f6
         large: 2,
         sets: 2,
         steered: 2,
+        geo: 16,
     };
     let mut dp = answering(cap);
     let n = weights.len();

@@ -1,11 +1,16 @@
-//! `cargo xtask run`: a test host in the network namespace `dnsfast-demo` serving the shipped
-//! example (`examples/dnsfast.toml`) until Ctrl-C, then everything removed. With `--smoke` the
-//! printed commands are run and checked instead of waiting.
+//! `cargo xtask run`: a test host in the network namespace `dnsfast-demo` serving a shipped
+//! example until Ctrl-C, then everything removed: `examples/dnsfast.toml` (plain
+//! authoritative, hot names in XDP), or with `--example seed` `examples/seed/dnsfast.toml` (the
+//! seed's three steered regions; the client side gets an address in each region's test
+//! subnet). With `--smoke` the printed commands are run and checked instead of waiting.
 
 use std::{process::Command, sync::mpsc, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use dnsfast_tests::{host::TestHost, service::Service};
+use dnsfast_tests::{
+    host::{TestHost, ip},
+    service::Service,
+};
 
 use crate::{dnsfast_bin, root};
 
@@ -23,12 +28,67 @@ fn output(line: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-pub fn run(smoke: bool) -> Result<()> {
+/// A shipped example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Example {
+    /// `examples/dnsfast.toml`.
+    Basic,
+    /// `examples/seed/dnsfast.toml`.
+    Seed,
+}
+
+/// The seed example's regions and the third octet / fourth group of their test subnets.
+const SEED_REGIONS: [(&str, u8); 3] = [("us", 1), ("eu", 2), ("apac", 3)];
+
+pub fn run(example: Example, smoke: bool) -> Result<()> {
     let bin = dnsfast_bin();
-    let config = root().join("examples/dnsfast.toml");
-    // Names and the 198.18.0.0/24 / 2001:2::/64 subnet match examples/dnsfast.toml.
+    let config = root().join(match example {
+        Example::Basic => "examples/dnsfast.toml",
+        Example::Seed => "examples/seed/dnsfast.toml",
+    });
+    // Names and the 198.18.0.0/24 / 2001:2::/64 subnet match both examples.
     let host = TestHost::with_names(0, NETNS, "dnsf-cli", "dnsf-srv")
         .context("create the demo test host")?;
+    if example == Example::Seed {
+        // A client address in each region's test subnet, on-link for the server.
+        for (_, n) in SEED_REGIONS {
+            ip(&[
+                "addr",
+                "add",
+                &format!("198.18.{n}.2/24"),
+                "dev",
+                &host.host_if,
+            ])?;
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("2001:2:0:{n}::2/64"),
+                "dev",
+                &host.host_if,
+                "nodad",
+            ])?;
+            ip(&[
+                "-n",
+                NETNS,
+                "route",
+                "add",
+                &format!("198.18.{n}.0/24"),
+                "dev",
+                &host.ns_if,
+            ])?;
+            ip(&[
+                "-n",
+                NETNS,
+                "-6",
+                "route",
+                "add",
+                &format!("2001:2:0:{n}::/64"),
+                "dev",
+                &host.ns_if,
+            ])?;
+        }
+    }
     let mut pass = Command::new(&bin);
     pass.args(["pass", "--interface", &host.host_if]);
     let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
@@ -48,44 +108,21 @@ pub fn run(smoke: bool) -> Result<()> {
                 .map(|p| p.trim_end_matches("\",").to_string())
         })
         .context("no pin directory in the status")?;
-    let b = bin.display();
-    // The bucket that holds www.example.com A (the table's hash is seeded at start), for a
-    // bpftool lookup that shows one bucket's named fields.
-    let maps = output(&format!("{b} maps --netns {NETNS}"))?;
-    let bucket: u32 = maps
-        .lines()
-        .find(|l| l.starts_with("www.example.com. ") && l.contains(" A "))
-        .and_then(|l| l.split("[bucket ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .context("no bucket for www.example.com A in `dnsfast maps`")?;
-    let key = bucket
-        .to_le_bytes()
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let lines = [
-        format!("kdig @{} www.example.com A", host.v4),
-        format!("kdig @{} www.example.com AAAA +dnssec", host.v6),
-        format!("kdig @{} blog.example.com A +tcp", host.v4),
-        format!("kdig @{} nope.example.com A", host.v4),
-        format!("{b} status --netns {NETNS}"),
-        format!("{b} maps --netns {NETNS}"),
-        format!("bpftool map lookup pinned {pins}/HOT_TABLE key {key}"),
-        format!("bpftool prog show pinned {pins}/dnsfast"),
-    ];
-    println!(
-        "\ndnsfast serves examples/example.com.zone on {} and {} (netns {NETNS}, XDP on {}).",
-        host.v4, host.v6, host.ns_if
-    );
+    let b = bin.display().to_string();
+    let lines = match example {
+        Example::Basic => basic_lines(&b, &host, &pins)?,
+        Example::Seed => seed_lines(&b, &host),
+    };
     println!("Query it and look inside:\n");
     for l in &lines {
         println!("  {l}");
     }
 
     if smoke {
-        smoke_checks(&lines)?;
+        match example {
+            Example::Basic => smoke_checks(&lines)?,
+            Example::Seed => seed_checks(&lines)?,
+        }
     } else {
         println!(
             "\nServing until Ctrl-C. The daemon logs to {}",
@@ -104,6 +141,74 @@ pub fn run(smoke: bool) -> Result<()> {
     }
     drop(host);
     Ok(())
+}
+
+/// The basic example's commands (printed, and run by the smoke check).
+fn basic_lines(b: &str, host: &TestHost, pins: &str) -> Result<Vec<String>> {
+    // The bucket that holds www.example.com A (the table's hash is seeded at start), for a
+    // bpftool lookup that shows one bucket's named fields.
+    let maps = output(&format!("{b} maps --netns {NETNS}"))?;
+    let bucket: u32 = maps
+        .lines()
+        .find(|l| l.starts_with("www.example.com. ") && l.contains(" A "))
+        .and_then(|l| l.split("[bucket ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .context("no bucket for www.example.com A in `dnsfast maps`")?;
+    let key = bucket
+        .to_le_bytes()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let lines = vec![
+        format!("kdig @{} www.example.com A", host.v4),
+        format!("kdig @{} www.example.com AAAA +dnssec", host.v6),
+        format!("kdig @{} blog.example.com A +tcp", host.v4),
+        format!("kdig @{} nope.example.com A", host.v4),
+        format!("{b} status --netns {NETNS}"),
+        format!("{b} maps --netns {NETNS}"),
+        format!("bpftool map lookup pinned {pins}/HOT_TABLE key {key}"),
+        format!("bpftool prog show pinned {pins}/dnsfast"),
+    ];
+    println!(
+        "\ndnsfast serves examples/example.com.zone on {} and {} (netns {NETNS}, XDP on {}).",
+        host.v4, host.v6, host.ns_if
+    );
+    Ok(lines)
+}
+
+/// The seed example's commands: a client in each region (by its test subnet), a CNAME to the
+/// steered name, `explain` for public addresses, status.
+fn seed_lines(b: &str, host: &TestHost) -> Vec<String> {
+    let config = root().join("examples/seed/dnsfast.toml");
+    let c = config.display();
+    println!(
+        "\ndnsfast serves the seed example (examples/seed/) on {} and {} (netns {NETNS}, XDP on \
+         {}): www.example.com is steered by region: us (NA, SA), eu (EU, AF), apac (AS, OC); \
+         this side holds an address in each region's test subnet.",
+        host.v4, host.v6, host.ns_if
+    );
+    let mut lines = Vec::new();
+    for (region, n) in SEED_REGIONS {
+        lines.push(format!(
+            "kdig -b 198.18.{n}.2 @{} www.example.com A    # a client in {region}",
+            host.v4
+        ));
+    }
+    for (region, n) in SEED_REGIONS {
+        lines.push(format!(
+            "kdig -b 2001:2:0:{n}::2 @{} www.example.com AAAA    # a client in {region}",
+            host.v6
+        ));
+    }
+    lines.push(format!("kdig @{} shop.example.com A +tcp", host.v4));
+    lines.push(format!(
+        "{b} explain --config {c} 193.0.6.139 www.example.com"
+    ));
+    lines.push(format!("{b} explain --config {c} 2001:dc0:2001::1"));
+    lines.push(format!("{b} status --netns {NETNS}"));
+    lines
 }
 
 /// Runs the printed commands and checks what they print.
@@ -151,5 +256,60 @@ fn smoke_checks(lines: &[String]) -> Result<()> {
     );
     output(&lines[7])?;
     println!("\nsmoke: every printed command answered as expected ({answered} answered in XDP)");
+    Ok(())
+}
+
+/// The addresses a `+short` answer lists.
+fn short(line: &str) -> Result<Vec<String>> {
+    let cmd = line.split('#').next().unwrap_or(line).trim();
+    Ok(output(&format!("{cmd} +short"))?
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Runs the seed example's commands and checks each region's clients get its endpoints.
+fn seed_checks(lines: &[String]) -> Result<()> {
+    for (i, (region, n)) in SEED_REGIONS.iter().enumerate() {
+        let a = short(&lines[i])?;
+        ensure!(
+            a.len() == 1 && a[0].starts_with(&format!("198.18.{n}0.")),
+            "{region} A: {a:?}"
+        );
+        let aaaa = short(&lines[3 + i])?;
+        ensure!(
+            aaaa.len() == 1 && aaaa[0].starts_with(&format!("2001:2:0:{n}0::")),
+            "{region} AAAA: {aaaa:?}"
+        );
+    }
+    // The demo's own address is in no region subnet and no GeoIP network: the default (us).
+    let shop = short(&lines[6])?;
+    ensure!(
+        shop.len() == 2 && shop[0] == "www.example.com." && shop[1].starts_with("198.18.10."),
+        "shop A over TCP: {shop:?}"
+    );
+    let eu = output(&lines[7])?;
+    ensure!(
+        eu.starts_with("193.0.6.139: region eu (continent EU"),
+        "explain: {eu}"
+    );
+    let apac = output(&lines[8])?;
+    ensure!(
+        apac.contains("region apac (continent OC"),
+        "explain: {apac}"
+    );
+    let st = output(&format!("{} --json", lines[9]))?;
+    let answered = st
+        .split("\"name\": \"answered\",")
+        .nth(1)
+        .and_then(|s| s.split("\"value\": ").nth(1))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("no answered counter in the status")?;
+    ensure!(
+        answered >= 6,
+        "the XDP program answered {answered} queries, expected the six steered UDP ones"
+    );
+    println!("\nsmoke: every region's clients got its endpoints ({answered} answered in XDP)");
     Ok(())
 }

@@ -40,6 +40,10 @@ enum Cmd {
         /// Set the demo up, check that the printed queries answer correctly, tear it down.
         #[arg(long)]
         smoke: bool,
+        /// Which shipped example: `basic` (examples/dnsfast.toml) or `seed` (examples/seed/:
+        /// the seed's three steered regions).
+        #[arg(long, default_value = "basic")]
+        example: demo::Example,
         /// Arguments for `dnsfast run` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -77,7 +81,11 @@ fn main() {
     let r = match cli.command {
         Cmd::Setup => setup::setup(),
         Cmd::Build => setup::ensure().and_then(|()| build_release()),
-        Cmd::Run { smoke, args } => setup::ensure().and_then(|()| run(smoke, &args)),
+        Cmd::Run {
+            smoke,
+            example,
+            args,
+        } => setup::ensure().and_then(|()| run(example, smoke, &args)),
         Cmd::Bench {
             quick,
             rounds,
@@ -149,10 +157,10 @@ pub(crate) fn dnsfast_bin() -> PathBuf {
     root().join("target/release/dnsfast")
 }
 
-fn run(smoke: bool, args: &[String]) -> Result<()> {
+fn run(example: demo::Example, smoke: bool, args: &[String]) -> Result<()> {
     build_release()?;
     if args.is_empty() {
-        demo::run(smoke)
+        demo::run(example, smoke)
     } else {
         let status = Command::new(dnsfast_bin()).arg("run").args(args).status()?;
         if !status.success() {
@@ -263,7 +271,13 @@ fn test(filter: Option<&str>) -> Result<()> {
             sh(&mut c)
         });
         if filter.is_none() {
-            phase("demo (cargo xtask run --smoke)", &mut || demo::run(true));
+            phase("demo (cargo xtask run --smoke)", &mut || {
+                demo::run(demo::Example::Basic, true)
+            });
+            phase(
+                "seed demo (cargo xtask run --example seed --smoke)",
+                &mut || demo::run(demo::Example::Seed, true),
+            );
             phase("bench --quick (checks)", &mut || {
                 let report = bench::run(&bench::Opts {
                     quick: true,

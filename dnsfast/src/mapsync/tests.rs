@@ -295,6 +295,7 @@ fn batches_keep_readers_safe_and_end_consistent() {
         large: 6,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -349,6 +350,7 @@ fn full_maps_skip_instead_of_failing() {
             large: 2,
             sets: 16,
             steered: 4,
+            geo: 16,
         },
         SEED,
     );
@@ -371,6 +373,7 @@ fn replacing_reuses_slots_only_after_grace() {
         large: 1,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -400,6 +403,7 @@ fn keys_land_in_the_table_or_the_hash_maps_by_length() {
         large: 4,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let plan = sync.plan(&[set(1, answer(1, 1)), set(5, answer(5, 1))]);
@@ -423,6 +427,7 @@ fn small_answers_of_short_names_live_in_the_bucket() {
         large: 2,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -456,6 +461,7 @@ fn inline_rewrites_without_a_free_slot_withdraw_for_a_moment() {
         large: 1,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -485,6 +491,7 @@ fn short_names_whose_run_is_full_overflow_to_the_hash_map() {
         large: 2,
         sets: 16,
         steered: 4,
+        geo: 16,
     };
     let mask = u64::from(cap.buckets() - 1);
     // Twelve names with the same home bucket: eight fill its run, four overflow.
@@ -600,6 +607,7 @@ fn steered_batches_keep_readers_safe_and_lose_no_answer() {
         large: 4,
         sets: 24,
         steered: 8,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let mut model = Model::new(cap);
@@ -799,6 +807,7 @@ fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
         large: 4,
         sets: 8,
         steered: 64,
+        geo: 16,
     };
     let mut sync = MapSync::new(cap, SEED);
     let put = |name, eligible, answers_from| SetChange::Put {
