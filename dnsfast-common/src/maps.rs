@@ -140,7 +140,12 @@ pub const DEFAULT_STEERED: usize = 1024;
 /// ~265k IPv4 and ~455k IPv6 blocks.
 pub const DEFAULT_GEO_ENTRIES: usize = 1_048_576;
 
-/// A `GEO_*` value: the region, and the length of the subnet that decided it (the answer's
+/// Set in a `GEO_*` value for a block of private or special-use space that no region subnet
+/// covers: a Client Subnet address there does not decide (the resolver's address does, with
+/// SCOPE 0); a packet's source address there is placed by the value's region as usual.
+pub const GEO_SPECIAL: u32 = 1 << 24;
+
+/// A `GEO_*` value: the region, and the length of the block that decided it (the answer's
 /// Client Subnet SCOPE).
 #[inline(always)]
 #[must_use]
@@ -424,6 +429,12 @@ pub const CFG_ANSWER: u32 = 1;
 pub const CFG_ANY_V4: u32 = 1 << 1;
 /// `XdpConfig::flags`: accept any IPv6 destination (listen on `::`).
 pub const CFG_ANY_V6: u32 = 1 << 2;
+/// `XdpConfig::flags`: EDNS Client Subnet is honoured (from any or from listed resolvers).
+/// The program passes every query with the option up to the daemon, which decides and echoes
+/// it (deciding it in XDP is still to do: the verifier's budget).
+pub const CFG_ECS: u32 = 1 << 3;
+/// `XdpConfig::flags`: ECS is honoured only from listed resolvers.
+pub const CFG_ECS_PASS: u32 = 1 << 4;
 /// Most explicit addresses per family the XDP program matches.
 pub const MAX_LISTEN_ADDRS: usize = 8;
 

@@ -11,7 +11,43 @@
 //! Written for the verifier: fixed loop bounds, no branch per record (the choice is accumulated
 //! with masks), one division per draw.
 
-use crate::maps::MAX_SET_RECORDS;
+use crate::{
+    maps::{GEO_SPECIAL, MAX_SET_RECORDS},
+    wire::Ecs,
+};
+
+/// The region and SCOPE a Client Subnet option decides (RFC 7871 §7.2.1), given the `GEO_V4` /
+/// `GEO_V6` lookups of an address (the XDP program's tries, the daemon's region map; both hold
+/// the same values). `None`: it does not decide, and the resolver's address does with SCOPE 0:
+/// SOURCE 0, an address in private or special-use space ([`GEO_SPECIAL`]), or no entry.
+///
+/// The address, zero past SOURCE (the validator checked), decides whatever SOURCE is, and
+/// SCOPE is the length of its block (it may exceed SOURCE). An IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, SOURCE at least 96) is looked up as IPv4, its SCOPE 96 + the block's.
+#[inline(always)]
+pub fn ecs_region(
+    e: &Ecs,
+    lookup4: impl FnOnce([u8; 4]) -> Option<u32>,
+    lookup6: impl FnOnce([u8; 16]) -> Option<u32>,
+) -> Option<(u16, u8)> {
+    if e.source_prefix == 0 {
+        return None;
+    }
+    let a = e.address;
+    let head = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let mid = u32::from_be_bytes([a[8], a[9], a[10], a[11]]);
+    let (value, base) = if e.family == 1 {
+        (lookup4([a[0], a[1], a[2], a[3]])?, 0)
+    } else if head == 0 && mid == 0xFFFF && e.source_prefix >= 96 {
+        (lookup4([a[12], a[13], a[14], a[15]])?, 96)
+    } else {
+        (lookup6(a)?, 0)
+    };
+    if value & GEO_SPECIAL != 0 {
+        return None;
+    }
+    Some(((value & 0xFFFF) as u16, ((value >> 16) & 0xFF) as u8 + base))
+}
 
 /// Most records one steered answer carries.
 pub const MAX_ANSWER_COUNT: usize = 8;

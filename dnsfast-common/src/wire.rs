@@ -70,7 +70,8 @@ pub struct EdnsOption<'a> {
 /// The OPT record of a response (RFC 6891 §6.1.2): root owner, our UDP payload size as CLASS,
 /// the upper eight bits of the extended RCODE, version 0, DO as the query had it, then the
 /// options in the order given (at most [`MAX_RESPONSE_OPTIONS`]; any beyond are not written and
-/// not counted). Both paths write every OPT they send with it: the hot builder (the XDP program
+/// not counted), then the Client Subnet echo, if any (RFC 7871 §7.2.1: FAMILY, SOURCE
+/// PREFIX-LENGTH and ADDRESS as the query had them, SCOPE the responder's). Both paths write every OPT they send with it: the hot builder (the XDP program
 /// and the daemon) and the daemon's general encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseOpt<'a> {
@@ -80,6 +81,8 @@ pub struct ResponseOpt<'a> {
     pub dnssec_ok: bool,
     /// Options to send.
     pub options: &'a [EdnsOption<'a>],
+    /// The Client Subnet echo (with its SCOPE set), written last.
+    pub ecs: Option<&'a Ecs>,
 }
 
 impl ResponseOpt<'_> {
@@ -90,6 +93,9 @@ impl ResponseOpt<'_> {
         let mut n = OPT_RR_LEN;
         for o in self.options.iter().take(MAX_RESPONSE_OPTIONS) {
             n += 4 + o.data.len();
+        }
+        if let Some(e) = &self.ecs {
+            n += e.echo_len();
         }
         n
     }
@@ -112,6 +118,21 @@ impl ResponseOpt<'_> {
                 w.put_u8(at + 4 + i, *b)?;
             }
             at += 4 + o.data.len();
+        }
+        if let Some(e) = &self.ecs {
+            let addr_len = e.address_len();
+            w.put_u16(at, OPTION_ECS)?;
+            w.put_u16(at + 2, (4 + addr_len) as u16)?;
+            w.put_u16(at + 4, e.family)?;
+            w.put_u8(at + 6, e.source_prefix)?;
+            w.put_u8(at + 7, e.scope)?;
+            // A fixed loop (one verifier state per byte, not per length).
+            for i in 0..16 {
+                if i < addr_len {
+                    w.put_u8(at + 8 + i, e.address[i])?;
+                }
+            }
+            at += e.echo_len();
         }
         Some(at)
     }
@@ -321,12 +342,14 @@ pub trait Limits {
     /// it an OPT owner must be the root byte and anything else fails with
     /// [`QueryError::OtherAdditional`] (the XDP program passes such queries up).
     const WALK_NAMES: bool;
-    /// Whether EDNS options are recorded in [`Edns`] (COOKIE, NSID, Client Subnet). Without it
-    /// they are only checked, and a Client Subnet or NSID option stops the walk with
-    /// [`QueryError::ClientSubnet`] or [`QueryError::NsidRequest`]: the XDP program leaves those
-    /// queries to the daemon, and recording would multiply the verifier's states with every
-    /// option.
+    /// Whether COOKIE and NSID are recorded in [`Edns`]. Without it they are only checked, and
+    /// an NSID option stops the walk with [`QueryError::NsidRequest`]: the XDP program leaves
+    /// those queries to the daemon, and recording would multiply the verifier's states with
+    /// every option.
     const RECORD_OPTIONS: bool;
+    /// Whether a Client Subnet option is recorded in [`Edns::ecs`] (both paths answer it);
+    /// without it the option stops the walk with [`QueryError::ClientSubnet`].
+    const RECORD_ECS: bool;
     /// Whether additional records other than OPT (TSIG, stray records) are accepted and
     /// reported in [`Query::tsig`], instead of failing with [`QueryError::OtherAdditional`].
     const OTHER_ADDITIONAL: bool;
@@ -339,6 +362,7 @@ impl Limits for XdpLimits {
     const MAX_OPTIONS: usize = 8;
     const WALK_NAMES: bool = false;
     const RECORD_OPTIONS: bool = false;
+    const RECORD_ECS: bool = false;
     const OTHER_ADDITIONAL: bool = false;
 }
 
@@ -349,6 +373,7 @@ impl Limits for FullLimits {
     const MAX_OPTIONS: usize = 16_384;
     const WALK_NAMES: bool = true;
     const RECORD_OPTIONS: bool = true;
+    const RECORD_ECS: bool = true;
     const OTHER_ADDITIONAL: bool = true;
 }
 
@@ -424,14 +449,34 @@ impl QueryError {
 }
 
 /// A validated Client Subnet option.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ecs {
     /// 1 = IPv4, 2 = IPv6.
     pub family: u16,
     /// Source prefix length.
     pub source_prefix: u8,
+    /// SCOPE PREFIX-LENGTH: 0 in a query (validated); the responder sets the answer's.
+    pub scope: u8,
     /// Address bytes, zero past the prefix.
     pub address: [u8; 16],
+}
+
+impl Ecs {
+    /// Bytes of ADDRESS on the wire: the prefix's, rounded up to whole bytes.
+    #[inline(always)]
+    #[must_use]
+    pub const fn address_len(&self) -> usize {
+        (self.source_prefix as usize).div_ceil(8) & 31
+    }
+
+    /// Bytes the echo takes in an OPT record: code, length, FAMILY, the two prefix lengths,
+    /// ADDRESS.
+    #[inline(always)]
+    #[must_use]
+    pub const fn echo_len(&self) -> usize {
+        8 + self.address_len()
+    }
 }
 
 /// The EDNS part of a query.
@@ -485,8 +530,6 @@ pub struct Query {
 pub enum NotHot {
     /// Not class IN, not A or AAAA, or signed.
     Shape,
-    /// Carries EDNS Client Subnet.
-    ClientSubnet,
 }
 
 /// Header flag RD.
@@ -514,8 +557,8 @@ impl Query {
     }
 
     /// Whether the hot builder answers this query, the one decision both paths take: class IN,
-    /// type A or AAAA, no Client Subnet (its answer depends on the client's region: steering's),
-    /// no TSIG (we hold no keys). What else keeps a query from the XDP program (NSID asked,
+    /// type A or AAAA, no TSIG (we hold no keys). A Client Subnet option is echoed (with the
+    /// SCOPE the caller sets in [`Edns::ecs`], or dropped by it when ECS is not honoured). What else keeps a query from the XDP program (NSID asked,
     /// options beyond [`XdpLimits`], a message over [`crate::maps::MAX_XDP_QUERY`]) only sends
     /// it to the daemon, which answers it with the same builder and bytes.
     #[inline(always)]
@@ -523,9 +566,6 @@ impl Query {
         if self.qclass != CLASS_IN || (self.qtype != TYPE_A && self.qtype != TYPE_AAAA) || self.tsig
         {
             return Err(NotHot::Shape);
-        }
-        if self.edns.is_some_and(|e| e.ecs.is_some()) {
-            return Err(NotHot::ClientSubnet);
         }
         Ok(())
     }
@@ -547,6 +587,7 @@ impl Query {
                 udp_size: launder(usize::from(e.udp_size)) as u16,
                 version: 0,
                 flags: (launder(usize::from(e.flags)) as u16) & EDNS_DO,
+                // The caller passes the echo to the builder on its own ([`plan_hot_answer`]).
                 ecs: None,
                 cookie: false,
                 nsid: false,
@@ -795,7 +836,7 @@ fn options<L: Limits, W: Wire>(
             return Err(QueryError::OptionOverrun);
         }
         match code {
-            OPTION_ECS if !L::RECORD_OPTIONS => return Err(QueryError::ClientSubnet),
+            OPTION_ECS if !L::RECORD_ECS => return Err(QueryError::ClientSubnet),
             OPTION_ECS => e.ecs = Some(ecs(msg, data, olen)?),
             OPTION_COOKIE => {
                 // A client cookie alone is 8 bytes; with a server cookie 16 to 40.
@@ -868,6 +909,7 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
     Ok(Ecs {
         family,
         source_prefix: source,
+        scope: 0,
         address,
     })
 }
@@ -987,6 +1029,7 @@ pub fn plan_hot_answer<A: AnswerData, W: Wire>(
     q: &Query,
     answer: &A,
     options: &[EdnsOption<'_>],
+    ecs: Option<&Ecs>,
     limit: usize,
 ) -> Result<HotPlan, BuildError> {
     let rrtype = answer.rrtype();
@@ -1003,7 +1046,7 @@ pub fn plan_hot_answer<A: AnswerData, W: Wire>(
         return Err(BuildError::BadSlot);
     }
     let opt = match q.edns {
-        Some(e) => hot_opt(&e, options).wire_len(),
+        Some(e) => hot_opt(&e, options, ecs).wire_len(),
         None => 0,
     };
     let total = q.question_end + count * record_len(rdlen) + opt;
@@ -1058,6 +1101,7 @@ pub fn write_hot_answer<A: AnswerData, W: WireMut>(
     answer: &A,
     plan: &HotPlan,
     options: &[EdnsOption<'_>],
+    ecs: Option<&Ecs>,
     rotation: u32,
 ) -> Option<()> {
     let rrtype = answer.rrtype();
@@ -1102,18 +1146,19 @@ pub fn write_hot_answer<A: AnswerData, W: WireMut>(
     }
 
     if let Some(e) = q.edns {
-        hot_opt(&e, options).write(w, plan.records_end)?;
+        hot_opt(&e, options, ecs).write(w, plan.records_end)?;
     }
     Some(())
 }
 
 /// The OPT record of a hot answer (NOERROR) to a query with EDNS `e`.
 #[inline(always)]
-fn hot_opt<'a>(e: &Edns, options: &'a [EdnsOption<'a>]) -> ResponseOpt<'a> {
+fn hot_opt<'a>(e: &Edns, options: &'a [EdnsOption<'a>], ecs: Option<&'a Ecs>) -> ResponseOpt<'a> {
     ResponseOpt {
         rcode: rcode::NOERROR,
         dnssec_ok: e.flags & EDNS_DO != 0,
         options,
+        ecs,
     }
 }
 
@@ -1124,11 +1169,12 @@ pub fn build_hot_answer<A: AnswerData>(
     q: &Query,
     answer: &A,
     options: &[EdnsOption<'_>],
+    ecs: Option<&Ecs>,
     rotation: u32,
     limit: usize,
 ) -> Result<usize, BuildError> {
-    let plan = plan_hot_answer(msg, q, answer, options, limit)?;
-    write_hot_answer(msg, q, answer, &plan, options, rotation).ok_or(BuildError::TooBig)?;
+    let plan = plan_hot_answer(msg, q, answer, options, ecs, limit)?;
+    write_hot_answer(msg, q, answer, &plan, options, ecs, rotation).ok_or(BuildError::TooBig)?;
     msg.set_len(plan.total);
     Ok(plan.total)
 }

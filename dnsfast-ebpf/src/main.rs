@@ -24,8 +24,8 @@ use dnsfast_common::{
     maps::{CFG_ANSWER, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
     wire::{
-        BuildError, MsgBuf, NotHot, QueryError, Wire, XdpLimits, answer_rotation, build_key,
-        parse_query, plan_hot_answer,
+        BuildError, MsgBuf, QueryError, Wire, XdpLimits, answer_rotation, build_key, parse_query,
+        plan_hot_answer,
     },
 };
 
@@ -117,12 +117,9 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     stage::cut(2)?;
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
-    // The daemon takes the same decision (`Query::hot`). Client Subnet steers the answer; until
-    // steering lands the daemon answers it.
-    q.hot().map_err(|e| match e {
-        NotHot::Shape => Verdict::Pass(Counter::PassNotHot),
-        NotHot::ClientSubnet => Verdict::Pass(Counter::PassEdns),
-    })?;
+    // The daemon takes the same decision (`Query::hot`). A Client Subnet option stopped the
+    // validator already (`XdpLimits::RECORD_ECS`): the daemon decides and echoes it.
+    q.hot().map_err(|_| Verdict::Pass(Counter::PassNotHot))?;
 
     // The order the daemon would give this query too (and a steered answer's draw).
     let mut rotation = answer_rotation(q.id, frame.client_port);
@@ -154,13 +151,13 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, &[], limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], None, limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
         }
         lookup::Answer::Large(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, &[], limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], None, limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
             respond::answer(ctx, &frame, work, &q, a, &plan, rotation)

@@ -173,7 +173,7 @@ pub fn answer<A: AnswerData>(
     let saved = save(ctx, frame.v6).ok_or(Verdict::Pass(Counter::PassRewrite))?;
     let total = plan.total & (MSG_AREA - 1);
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
-    write_hot_answer(&mut msg, q, answer, plan, &[], rotation)
+    write_hot_answer(&mut msg, q, answer, plan, &[], None, rotation)
         .ok_or(Verdict::Pass(Counter::PassRewrite))?;
     crate::stage::cut(7)?;
     // The frame changes from here on.

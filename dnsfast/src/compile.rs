@@ -8,7 +8,7 @@ use hickory_proto::rr::LowerName;
 
 use crate::{
     answer::Zones,
-    config::{Config, Identity},
+    config::{Config, EcsPolicy, Identity},
     geoip::Database,
     hot::HotTable,
     steering,
@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub steering: steering::Compiled,
     /// CH TXT identity answers and NSID.
     pub identity: Identity,
+    /// Whose Client Subnet options are honoured.
+    pub ecs: EcsPolicy,
     /// When it was compiled.
     pub compiled_at: SystemTime,
 }
@@ -124,6 +126,7 @@ pub fn compile(cfg: &Config) -> Result<Snapshot, CompileError> {
         hot,
         steering,
         identity: cfg.identity.clone(),
+        ecs: cfg.ecs.clone(),
         compiled_at: SystemTime::now(),
     })
 }

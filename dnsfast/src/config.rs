@@ -67,6 +67,8 @@ struct RawConfig {
     #[serde(default)]
     geoip: steering::RawGeoip,
     #[serde(default)]
+    ecs: RawEcs,
+    #[serde(default)]
     steering: steering::RawSteering,
     #[serde(default, rename = "region")]
     regions: Vec<Spanned<steering::RawRegion>>,
@@ -74,6 +76,42 @@ struct RawConfig {
     endpoints: Vec<Spanned<steering::RawEndpoint>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<steering::RawService>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcs {
+    enabled: Option<bool>,
+    resolvers: Option<Vec<Spanned<String>>>,
+}
+
+/// Whose EDNS Client Subnet (RFC 7871) options are honoured: decide steered answers and are
+/// echoed in every answer from our zones. One not honoured is ignored and not echoed, as by a
+/// server without ECS support.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum EcsPolicy {
+    /// Every resolver's (the default).
+    #[default]
+    Any,
+    /// Only those of resolvers in these prefixes (the daemon answers such queries).
+    Listed(Vec<ipnet::IpNet>),
+    /// Nobody's.
+    Off,
+}
+
+impl EcsPolicy {
+    /// Whether a query from `resolver` has its option honoured.
+    #[must_use]
+    pub fn honours(&self, resolver: IpAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Off => false,
+            Self::Listed(l) => {
+                let r = resolver.to_canonical();
+                l.iter().any(|n| n.contains(&r))
+            }
+        }
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -181,6 +219,8 @@ pub struct Config {
     pub zones: Vec<ZoneSource>,
     /// Regions, endpoints and steered names, if any region is configured.
     pub steering: Option<steering::Steering>,
+    /// Whose Client Subnet options are honoured.
+    pub ecs: EcsPolicy,
     /// Lines of keys that later checks (of the host, at start) refer to: `(key, line)`, one per
     /// value for a list.
     pub lines: Vec<(&'static str, usize)>,
@@ -431,6 +471,46 @@ impl Config {
                 "no [[zone]] configured: nothing to serve".into(),
             ));
         }
+        let ecs = match (raw.ecs.enabled, raw.ecs.resolvers) {
+            (Some(false), Some(r)) if !r.is_empty() => {
+                return Err(err(
+                    r[0].span(),
+                    "ecs.resolvers",
+                    "ecs.enabled is false: no resolver's Client Subnet is honoured".into(),
+                ));
+            }
+            (Some(false), _) => EcsPolicy::Off,
+            (_, None) => EcsPolicy::Any,
+            (_, Some(list)) => {
+                let mut out = Vec::new();
+                for s in &list {
+                    let net: ipnet::IpNet = s
+                        .get_ref()
+                        .parse()
+                        .or_else(|_| s.get_ref().parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            err(
+                                s.span(),
+                                "ecs.resolvers",
+                                format!(
+                                    "{:?} is not an address or prefix (\"198.18.0.0/15\", \
+                                     \"2001:2::/48\")",
+                                    s.get_ref()
+                                ),
+                            )
+                        })?;
+                    out.push(net.trunc());
+                }
+                if out.is_empty() {
+                    return Err(err(
+                        0..0,
+                        "ecs.resolvers",
+                        "empty: to honour nobody's Client Subnet set ecs.enabled = false".into(),
+                    ));
+                }
+                EcsPolicy::Listed(out)
+            }
+        };
         let steering = steering::parse(
             text,
             base,
@@ -464,6 +544,7 @@ impl Config {
             },
             zones,
             steering,
+            ecs,
             lines,
         })
     }

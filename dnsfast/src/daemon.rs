@@ -12,14 +12,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use dnsfast_common::{
-    maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
+    maps::{CFG_ANY_V4, CFG_ANY_V6, CFG_ECS, CFG_ECS_PASS, MAX_LISTEN_ADDRS, XdpConfig},
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
 
 use crate::{
     compile::{self, Snapshot},
-    config::{Config, XdpMode},
+    config::{Config, EcsPolicy, XdpMode},
     control::{self, Counter, MapStatus, Status, TcpStatus, XdpStatus, ZoneStatus},
     hot::Change,
     instance::{self, Instance},
@@ -90,7 +90,18 @@ pub fn xdp_config(cfg: &Config) -> Result<XdpConfig> {
             x.v4_count = addrs.len() as u8;
         }
     }
+    x.flags |= ecs_flags(&cfg.ecs);
     Ok(x)
+}
+
+/// The `CONFIG` flags of an ECS policy.
+#[must_use]
+pub fn ecs_flags(ecs: &EcsPolicy) -> u32 {
+    match ecs {
+        EcsPolicy::Any => CFG_ECS,
+        EcsPolicy::Listed(_) => CFG_ECS_PASS,
+        EcsPolicy::Off => 0,
+    }
 }
 
 impl Daemon {
@@ -288,6 +299,9 @@ impl Daemon {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
                 self.update_maps(d, &changes, steering.steering(), &new);
+                if let Err(e) = d.set_ecs_flags(ecs_flags(&new.ecs)) {
+                    tracing::error!("reload: setting the XDP program's ECS policy failed: {e:#}");
+                }
             }
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);

@@ -2,8 +2,11 @@
 //! largest CIDR block within which the region is constant.
 //!
 //! The region of one address ([`Policy::decide`], the rule the map must agree with): the longest
-//! explicit region subnet that covers it; else its GeoIP network's country, if a region lists
-//! it; else that network's continent, if a region lists it; else the default region.
+//! explicit region subnet that covers it; else, in private or special-use space ([`SPECIAL`]),
+//! the default region; else its GeoIP network's country, if a region lists it; else that
+//! network's continent, if a region lists it; else the default region. Blocks of special-use
+//! space no subnet covers are marked (`GEO_SPECIAL`): a Client Subnet address there does not
+//! decide.
 //!
 //! [`RegionMap::build`] flattens the database and the subnets into that map once per
 //! configuration: disjoint intervals over the whole address space, neighbours that land in the
@@ -13,6 +16,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use dnsfast_common::maps::{GEO_SPECIAL, geo_value};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::geoip::{Code, Database, Network, Place, code_str};
@@ -46,6 +50,43 @@ fn split(addr: IpAddr) -> (usize, u32, u128) {
     }
 }
 
+/// Private and special-use space (the README lists it): a Client Subnet address here does not
+/// decide a client's region, unless an explicit region subnet covers it.
+pub const SPECIAL: [&str; 13] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+/// [`SPECIAL`] parsed.
+#[must_use]
+pub fn special_nets() -> &'static [IpNet] {
+    static NETS: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+        SPECIAL
+            .iter()
+            .map(|n| n.parse().expect("literal"))
+            .collect()
+    });
+    &NETS
+}
+
+/// Whether `addr` is in [`SPECIAL`] space (IPv4-mapped as IPv4).
+#[must_use]
+pub fn is_special(addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    special_nets().iter().any(|n| n.contains(&addr))
+}
+
 /// One block of the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -55,6 +96,16 @@ pub struct Block {
     pub len: u8,
     /// Region index.
     pub region: u16,
+    /// Special-use space no subnet covers (`GEO_SPECIAL`).
+    pub special: bool,
+}
+
+impl Block {
+    /// Its `GEO_*` value.
+    #[must_use]
+    pub fn value(&self) -> u32 {
+        geo_value(self.region, self.len) | if self.special { GEO_SPECIAL } else { 0 }
+    }
 }
 
 /// One family's blocks, in address order, covering the whole space.
@@ -77,6 +128,9 @@ pub enum Reason {
     Continent(Code, Option<Code>, IpNet),
     /// Nothing else matched (with the GeoIP network and place, if the database has one).
     Default(Option<(IpNet, Place)>),
+    /// Private or special-use space no subnet covers: the default region (and a Client Subnet
+    /// address here does not decide).
+    Special,
 }
 
 /// The rule: subnets, countries, continents and the default region.
@@ -125,6 +179,9 @@ impl Policy {
         if let Some((net, r)) = self.subnets.iter().find(|(n, _)| n.contains(&addr)) {
             return (*r, Reason::Subnet(*net));
         }
+        if is_special(addr) {
+            return (self.default_region, Reason::Special);
+        }
         match db.and_then(|d| d.lookup(addr)) {
             Some((net, place)) => self.reason_of(place, Some(net)),
             None => (self.default_region, Reason::Default(None)),
@@ -147,6 +204,9 @@ impl Reason {
                 code_str(c),
                 code_str(k)
             ),
+            Self::Special => "the default region: private or special-use space, which a Client \
+                               Subnet cannot claim"
+                .into(),
             Self::Default(None) => {
                 "the default region: no region's subnet covers it and GeoIP does not place it"
                     .into()
@@ -172,7 +232,7 @@ pub struct RegionMap {
 
 /// Appends `[start, end]` of `region`, merging with the previous interval when it continues it
 /// in the same region.
-fn push(out: &mut Vec<(u128, u128, u16)>, start: u128, end: u128, region: u16) {
+fn push(out: &mut Vec<(u128, u128, u32)>, start: u128, end: u128, region: u32) {
     if let Some(last) = out.last_mut()
         && last.2 == region
         && last.1.checked_add(1) == Some(start)
@@ -185,7 +245,7 @@ fn push(out: &mut Vec<(u128, u128, u16)>, start: u128, end: u128, region: u16) {
 
 /// The database's networks as intervals covering the whole `bits`-bit space (gaps in the
 /// default region), merged.
-fn base(bits: u32, nets: &[Network], policy: &Policy) -> Vec<(u128, u128, u16)> {
+fn base(bits: u32, nets: &[Network], policy: &Policy) -> Vec<(u128, u128, u32)> {
     let max = host_mask(bits, 0);
     let mut out = Vec::new();
     let mut next: Option<u128> = Some(0);
@@ -197,21 +257,21 @@ fn base(bits: u32, nets: &[Network], policy: &Policy) -> Vec<(u128, u128, u16)> 
             continue;
         }
         if n.start > at {
-            push(&mut out, at, n.start - 1, policy.default_region);
+            push(&mut out, at, n.start - 1, u32::from(policy.default_region));
         }
-        push(&mut out, n.start, end, policy.region_of(n.place));
+        push(&mut out, n.start, end, u32::from(policy.region_of(n.place)));
         next = end.checked_add(1).filter(|_| end < max);
     }
     if let Some(at) = next {
-        push(&mut out, at, max, policy.default_region);
+        push(&mut out, at, max, u32::from(policy.default_region));
     }
     out
 }
 
 /// The subnets of one family as disjoint intervals, the longest covering subnet deciding each
-/// address.
-fn overlay(bits: u32, subnets: &[(IpNet, u16)]) -> Vec<(u128, u128, u16)> {
-    let mine: Vec<(u128, u128, u16)> = subnets
+/// address (`value` its interval's value).
+fn overlay(bits: u32, subnets: &[(IpNet, u32)]) -> Vec<(u128, u128, u32)> {
+    let mine: Vec<(u128, u128, u32)> = subnets
         .iter()
         .filter_map(|(n, r)| {
             let start = match (bits, n) {
@@ -241,7 +301,7 @@ fn overlay(bits: u32, subnets: &[(IpNet, u16)]) -> Vec<(u128, u128, u16)> {
 }
 
 /// `base` with `top` laid over it; both sorted, `base` covering the whole space.
-fn lay(base: &[(u128, u128, u16)], top: &[(u128, u128, u16)]) -> Vec<(u128, u128, u16)> {
+fn lay(base: &[(u128, u128, u32)], top: &[(u128, u128, u32)]) -> Vec<(u128, u128, u32)> {
     let mut out = Vec::with_capacity(base.len() + 2 * top.len());
     let mut t = 0;
     for &(s, e, r) in base {
@@ -266,9 +326,11 @@ fn lay(base: &[(u128, u128, u16)], top: &[(u128, u128, u16)]) -> Vec<(u128, u128
 }
 
 /// Cuts each run into the fewest CIDR blocks.
-fn blocks(bits: u32, runs: &[(u128, u128, u16)]) -> Vec<Block> {
+fn blocks(bits: u32, runs: &[(u128, u128, u32)]) -> Vec<Block> {
     let mut out = Vec::new();
-    for &(s, e, region) in runs {
+    for &(s, e, value) in runs {
+        let region = (value & 0xFFFF) as u16;
+        let special = value & GEO_SPECIAL != 0;
         let mut at = s;
         loop {
             // The largest block starting at `at` (aligned) that ends within the run.
@@ -289,6 +351,7 @@ fn blocks(bits: u32, runs: &[(u128, u128, u16)]) -> Vec<Block> {
                 start: at,
                 len,
                 region,
+                special,
             });
             let last = at | host_mask(bits, len);
             if last >= e {
@@ -305,8 +368,18 @@ impl RegionMap {
     #[must_use]
     pub fn build(db: Option<&Database>, policy: &Policy) -> Self {
         let empty: &[Network] = &[];
+        let special: Vec<(IpNet, u32)> = special_nets()
+            .iter()
+            .map(|n| (*n, u32::from(policy.default_region) | GEO_SPECIAL))
+            .collect();
+        let subnets: Vec<(IpNet, u32)> = policy
+            .subnets
+            .iter()
+            .map(|(n, r)| (*n, u32::from(*r)))
+            .collect();
         let fam = |bits: u32, nets: &[Network]| {
-            let runs = lay(&base(bits, nets, policy), &overlay(bits, &policy.subnets));
+            let with_special = lay(&base(bits, nets, policy), &overlay(bits, &special));
+            let runs = lay(&with_special, &overlay(bits, &subnets));
             Family {
                 runs: runs.len(),
                 blocks: blocks(bits, &runs),
@@ -320,24 +393,36 @@ impl RegionMap {
         }
     }
 
+    /// The block holding `addr` (IPv4-mapped IPv6 as IPv4).
+    #[must_use]
+    pub fn block(&self, addr: IpAddr) -> Option<(IpNet, Block)> {
+        let (f, bits, v) = split(addr);
+        let list = &self.families[f].blocks;
+        let i = list.partition_point(|b| b.start <= v).checked_sub(1)?;
+        list.get(i).map(|b| (to_net(bits, b.start, b.len), *b))
+    }
+
     /// The block holding `addr` (IPv4-mapped IPv6 as IPv4) and its region.
     #[must_use]
     pub fn lookup(&self, addr: IpAddr) -> (IpNet, u16) {
-        let (f, bits, v) = split(addr);
-        let list = &self.families[f].blocks;
-        let i = list.partition_point(|b| b.start <= v).saturating_sub(1);
-        match list.get(i) {
-            Some(b) => (to_net(bits, b.start, b.len), b.region),
-            None => (to_net(bits, 0, 0), 0),
+        match self.block(addr) {
+            Some((net, b)) => (net, b.region),
+            None => (to_net(split(addr).1, 0, 0), 0),
         }
     }
 
-    /// Every block as a network and its region.
-    pub fn networks(&self) -> impl Iterator<Item = (IpNet, u16)> + '_ {
+    /// The `GEO_*` value of the block holding `addr`, as the XDP program's tries answer.
+    #[must_use]
+    pub fn value(&self, addr: IpAddr) -> Option<u32> {
+        self.block(addr).map(|(_, b)| b.value())
+    }
+
+    /// Every block as a network and its `GEO_*` value.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
         self.families.iter().zip([32, 128]).flat_map(|(f, bits)| {
             f.blocks
                 .iter()
-                .map(move |b| (to_net(bits, b.start, b.len), b.region))
+                .map(move |b| (to_net(bits, b.start, b.len), b.value()))
         })
     }
 }

@@ -2,7 +2,7 @@
 //! question as asked, records compressed, our OPT, and truncation that never splits an RRset.
 
 use dnsfast_common::wire::{
-    EDNS_DO, EdnsOption, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN,
+    EDNS_DO, Ecs, EdnsOption, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LEN, OPT_RR_LEN,
     OPTION_NSID, Query, QueryError, ResponseOpt, SliceWire, TYPE_OPT, Wire, WireMut,
 };
 use hickory_proto::{
@@ -56,8 +56,14 @@ impl WireMut for Grow<'_> {
 }
 
 /// Appends our OPT record (`wire::ResponseOpt`, the writer the hot builder uses too) with the
-/// NSID option if given.
-fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
+/// NSID option and the Client Subnet echo if given.
+fn push_opt(
+    out: &mut Vec<u8>,
+    rcode: u16,
+    dnssec_ok: bool,
+    nsid: Option<&[u8]>,
+    ecs: Option<&Ecs>,
+) {
     let option;
     let options: &[EdnsOption<'_>] = match nsid {
         Some(data) => {
@@ -74,6 +80,7 @@ fn push_opt(out: &mut Vec<u8>, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>)
         rcode,
         dnssec_ok,
         options,
+        ecs,
     };
     // A growing buffer always has room.
     let _ = opt.write(&mut Grow(out), at);
@@ -121,7 +128,25 @@ fn encode_sections(
         }
     }
     if let Some(e) = q.edns {
-        push_opt(&mut buf, ans.rcode, e.dnssec_ok(), nsid.filter(|_| e.nsid));
+        // Answers from our data echo Client Subnet (RFC 7871 §7.2.1); error answers do not.
+        let ecs = e.ecs.as_ref().filter(|_| {
+            !matches!(
+                ans.rcode,
+                dnsfast_common::wire::rcode::FORMERR
+                    | dnsfast_common::wire::rcode::SERVFAIL
+                    | dnsfast_common::wire::rcode::NOTIMP
+                    | dnsfast_common::wire::rcode::REFUSED
+                    | dnsfast_common::wire::rcode::NOTAUTH
+                    | dnsfast_common::wire::rcode::BADVERS
+            )
+        });
+        push_opt(
+            &mut buf,
+            ans.rcode,
+            e.dnssec_ok(),
+            nsid.filter(|_| e.nsid),
+            ecs,
+        );
     }
     Some(buf)
 }
@@ -198,7 +223,7 @@ pub fn reject(msg: &[u8], err: QueryError) -> Option<Vec<u8>> {
         out.extend_from_slice(q);
     }
     if let Some(dnssec_ok) = opt {
-        push_opt(&mut out, rcode, dnssec_ok, None);
+        push_opt(&mut out, rcode, dnssec_ok, None, None);
     }
     Some(out)
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{AnswerLarge, MSG_AREA, REGION_ANY},
     wire::{
-        AnswerData, CLASS_CH, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf, NotHot,
+        AnswerData, CLASS_CH, Ecs, EdnsOption, FullLimits, HEADER_LEN, MSG_BUF_LEN, MsgBuf,
         OPTION_NSID, Query, SliceWire, TYPE_A, TYPE_AAAA, answer_rotation, build_hot_answer,
         parse_query, rcode,
     },
@@ -186,12 +186,20 @@ fn answer_message(
     client: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
-    let q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
+    let mut q = match parse_query::<FullLimits, _>(&mut SliceWire(msg)) {
         Ok(q) => q,
         Err(e) => return emit(response::reject(msg, e), out),
     };
     let limit = if tcp { TCP_MAX } else { q.udp_limit() };
     let snap = shared.snapshot.load();
+    // A Client Subnet option we do not honour is ignored, and not echoed.
+    if let Some(e) = q.edns.as_mut()
+        && e.ecs.is_some()
+        && !snap.ecs.honours(client.ip())
+    {
+        e.ecs = None;
+    }
+    let ecs = q.edns.and_then(|e| e.ecs);
     // The configured NSID, when the query asked for it.
     let nsid = snap
         .identity
@@ -206,12 +214,12 @@ fn answer_message(
     let options = option.as_slice();
 
     // The fast paths, which look the name up by the key XDP builds (type, region, lowercased
-    // QNAME): steered names (Client Subnet is not honoured yet: answered by the resolver's
-    // address, not echoed), then hot ones, with the validator verdict, the decision and the
-    // builder of the XDP program (which passes NSID requests up, as it does not hold the
-    // identifier: here the builder carries it).
-    let shape = q.hot();
-    if msg.len() <= MSG_AREA && matches!(shape, Ok(()) | Err(NotHot::ClientSubnet)) {
+    // QNAME): steered names (placed by their honoured Client Subnet, else the client's
+    // address), then hot ones, with the validator verdict, the decision and the builder of the
+    // XDP program (which passes NSID requests up, as it does not hold the identifier: here the
+    // builder carries it). A Client Subnet is echoed with SCOPE 0 unless a steered answer set
+    // it.
+    if msg.len() <= MSG_AREA && q.hot().is_ok() {
         let mut key_buf = [0u8; 4 + 255];
         let key = lookup_key(
             &mut key_buf,
@@ -220,8 +228,11 @@ fn answer_message(
             REGION_ANY,
         );
         if let Some(svc) = snap.steering.service(&key[4..])
-            && let Some(answer) = snap.steering.answer_for(svc, q.qtype, client, q.id)
+            && let Some((answer, scope)) =
+                snap.steering
+                    .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id)
         {
+            let q = with_scope(q, scope);
             // The draw's order is the answer's: no rotation.
             if hot_reply(msg, &q, &answer, options, 0, limit, out) {
                 shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
@@ -238,8 +249,7 @@ fn answer_message(
         // (A steered name without an address of this family has no hot key either: the
         // zone's node answers NODATA below.)
         let rotation = answer_rotation(q.id, client.port());
-        if shape.is_ok()
-            && let Some(ans) = snap.hot.get(key)
+        if let Some(ans) = snap.hot.get(key)
             && hot_reply(msg, &q, ans.as_ref(), options, rotation, limit, out)
         {
             shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);
@@ -264,10 +274,29 @@ fn answer_message(
             RecordType::from(q.qtype),
             DNSClass::from(q.qclass),
         );
-        steered_cname_target(&snap.steering, &mut ans, q.qtype, client, q.id);
+        if let Some(scope) = steered_cname_target(
+            &snap.steering,
+            &mut ans,
+            q.qtype,
+            client,
+            ecs.as_ref(),
+            q.id,
+        ) {
+            q = with_scope(q, scope);
+        }
         ans
     };
     emit(response::encode(&q, &qname, &ans, limit, nsid), out)
+}
+
+/// `q` with the SCOPE its Client Subnet echo carries set to `scope`.
+fn with_scope(mut q: Query, scope: u8) -> Query {
+    if let Some(e) = q.edns.as_mut()
+        && let Some(x) = e.ecs.as_mut()
+    {
+        x.scope = scope;
+    }
+    q
 }
 
 /// Writes the hot builder's answer to `msg` (validated as `q`) from `answer` into `out`;
@@ -285,7 +314,8 @@ fn hot_reply(
     buf[..msg.len()].copy_from_slice(msg);
     let mut cell = 0;
     let mut m = MsgBuf::new(&mut buf, msg.len(), &mut cell);
-    match build_hot_answer(&mut m, q, answer, options, rotation, limit) {
+    let ecs = q.edns.and_then(|e| e.ecs);
+    match build_hot_answer(&mut m, q, answer, options, ecs.as_ref(), rotation, limit) {
         Ok(n) => {
             out.extend_from_slice(&m.as_bytes()[..n]);
             true
@@ -315,35 +345,32 @@ fn steered_records(owner: &Name, a: &AnswerLarge) -> answer::Answer {
 }
 
 /// A CNAME chain in a zone that ends at a steered name: the target's records for the client's
-/// region replace the NODATA the zone alone gives (the zone holds no addresses there).
+/// region replace the NODATA the zone alone gives (the zone holds no addresses there). Returns
+/// the SCOPE of the decision when it did.
 fn steered_cname_target(
     steering: &Compiled,
     ans: &mut answer::Answer,
     qtype: u16,
     client: SocketAddr,
+    ecs: Option<&Ecs>,
     id: u16,
-) {
+) -> Option<u8> {
     if steering.is_empty() || (qtype != TYPE_A && qtype != TYPE_AAAA) || ans.rcode != rcode::NOERROR
     {
-        return;
+        return None;
     }
-    let Some(last) = ans.answer.last() else {
-        return;
-    };
-    let RData::CNAME(target) = &last.data else {
-        return;
+    let RData::CNAME(target) = &ans.answer.last()?.data else {
+        return None;
     };
     let target = target.0.clone();
-    let Some(a) = steering
+    let (a, scope) = steering
         .service(&crate::steering::wire_lower(&target))
-        .and_then(|svc| steering.answer_for(svc, qtype, client, id))
-    else {
-        return;
-    };
+        .and_then(|svc| steering.answer_for(svc, qtype, client, ecs, id))?;
     let records = steered_records(&target, &a);
     ans.answer.extend(records.answer);
     // The negative answer's SOA goes: the chain now ends in data.
     ans.authority.clear();
+    Some(scope)
 }
 
 fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {

@@ -17,8 +17,8 @@ use std::{
 
 use dnsfast_common::{
     maps::{AnswerLarge, REGION_ANY},
-    steer::{Draw, draw},
-    wire::{TYPE_A, TYPE_AAAA, answer_rotation},
+    steer::{Draw, draw, ecs_region},
+    wire::{Ecs, TYPE_A, TYPE_AAAA, answer_rotation},
 };
 use hickory_proto::rr::{Name, RData, rdata};
 use ipnet::IpNet;
@@ -331,19 +331,42 @@ impl Compiled {
             .get(Self::set_name(service, qtype, region)? as usize)
     }
 
-    /// What `service` answers a `qtype` query with ID `id` from `client`: the records its
-    /// region's set draws for the query, in answer order (`None`: no set, NODATA).
+    /// The region of a query from `client` with the (honoured) Client Subnet `ecs`, and the
+    /// SCOPE its answer echoes: as the XDP program decides (`steer::ecs_region` over the same
+    /// blocks), else by the client's address with SCOPE 0.
+    #[must_use]
+    pub fn place_query(&self, client: IpAddr, ecs: Option<&Ecs>) -> (u16, u8) {
+        if !self.regions.is_empty()
+            && let Some(e) = ecs
+            && let Some(decided) = ecs_region(
+                e,
+                |a| self.map.value(IpAddr::from(a)),
+                |a| self.map.value(IpAddr::from(a)),
+            )
+        {
+            return decided;
+        }
+        (self.place(client).region, 0)
+    }
+
+    /// What `service` answers a `qtype` query with ID `id` from `client` with the (honoured)
+    /// Client Subnet `ecs`: the records its region's set draws for the query, in answer order,
+    /// and the SCOPE of the decision (`None`: no set, NODATA).
     #[must_use]
     pub fn answer_for(
         &self,
         service: &Service,
         qtype: u16,
         client: SocketAddr,
+        ecs: Option<&Ecs>,
         id: u16,
-    ) -> Option<AnswerLarge> {
-        let region = self.place(client.ip()).region;
+    ) -> Option<(AnswerLarge, u8)> {
+        let (region, scope) = self.place_query(client.ip(), ecs);
         let set = self.set(service, qtype, region)?;
-        Some(Self::answer(set, answer_rotation(id, client.port())).0)
+        Some((
+            Self::answer(set, answer_rotation(id, client.port())).0,
+            scope,
+        ))
     }
 
     /// The records of `set` an answer to the query with hash `seed` carries (every record
@@ -683,6 +706,179 @@ mod tests {
                 "{name}: {e}"
             );
         }
+    }
+
+    /// A query for `name`/`qtype` with an OPT record carrying Client Subnet `ecs`
+    /// (FAMILY, SOURCE, ADDRESS bytes).
+    fn ecs_query(id: u16, name: &str, qtype: u16, ecs: Option<(u16, u8, &[u8])>) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+        m.extend_from_slice(&wire_lower(&Name::from_ascii(name).unwrap()));
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        let opt: Vec<u8> = match ecs {
+            None => Vec::new(),
+            Some((family, source, addr)) => {
+                let mut o = vec![0, 8];
+                o.extend_from_slice(&(4 + addr.len() as u16).to_be_bytes());
+                o.extend_from_slice(&family.to_be_bytes());
+                o.extend_from_slice(&[source, 0]);
+                o.extend_from_slice(addr);
+                o
+            }
+        };
+        m.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+        m.extend_from_slice(&(opt.len() as u16).to_be_bytes());
+        m.extend_from_slice(&opt);
+        m
+    }
+
+    #[test]
+    fn client_subnet_decides_steered_answers_and_is_echoed_with_its_scope() {
+        use hickory_proto::{op::Message, rr::RData};
+
+        let extra = format!(
+            "{}[[region]]\nname = \"apac\"\nsubnets = [\"10.9.0.0/16\", \"2001:db8::/32\"]\n",
+            service("www.example.com")
+        );
+        let path = files("ecs", &extra);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let run = |ecs_conf: &str| {
+            std::fs::write(&path, format!("{ecs_conf}{text}")).unwrap();
+            let cfg = Config::load(&path).unwrap();
+            crate::server::Shared::new(crate::compile::compile(&cfg).unwrap())
+        };
+        let shared = run("");
+        let resolver: SocketAddr = "198.18.1.53:5300".parse().unwrap();
+        // (query, resolver, want: first octets of the answers' region, SCOPE echoed or None)
+        let ask = |shared: &crate::server::Shared,
+                   q: &[u8],
+                   from: SocketAddr|
+         -> (Vec<String>, Option<Vec<u8>>, u8) {
+            let r = crate::server::handle(shared, q, false, from).expect("an answer");
+            let m = Message::from_vec(&r).unwrap();
+            let addrs = m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    RData::AAAA(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect();
+            // Our OPT is the last record and the echo its last option.
+            let at = r.windows(2).rposition(|w| w == [0, 8]);
+            let echo = at
+                .filter(|i| r.len() >= i + 8)
+                .map(|i| r[i..].to_vec())
+                .filter(|e| usize::from(u16::from_be_bytes([e[2], e[3]])) + 4 == e.len());
+            (addrs, echo, r[3] & 0xF)
+        };
+        let www = |ecs| ecs_query(7, "www.example.com.", TYPE_A, ecs);
+        let eu = |v: &(Vec<String>, Option<Vec<u8>>, u8)| {
+            v.0.iter().all(|a| a.starts_with("198.18.20."))
+        };
+        let us = |v: &(Vec<String>, Option<Vec<u8>>, u8)| {
+            v.0.iter().all(|a| a.starts_with("198.18.10."))
+        };
+
+        // An ECS address in eu's subnet: eu's endpoints, SCOPE the block's (/24), FAMILY,
+        // SOURCE and ADDRESS as sent.
+        let r = ask(&shared, &www(Some((1, 22, &[198, 18, 0]))), resolver);
+        assert!(
+            us(&r),
+            "198.18.0.0/22 is split: the /22's address 198.18.0.0 is us's default"
+        );
+        let r = ask(&shared, &www(Some((1, 24, &[198, 18, 2]))), resolver);
+        assert!(eu(&r) && !r.0.is_empty(), "{r:?}");
+        assert_eq!(r.1.unwrap(), [0, 8, 0, 7, 0, 1, 24, 24, 198, 18, 2]);
+        // A /16 ECS inside a /24 block: SCOPE 24 exceeds SOURCE 16... the block at 198.18.0.0
+        // is us's (198.18.0.0/23), SCOPE 23.
+        let r = ask(&shared, &www(Some((1, 16, &[198, 18]))), resolver);
+        assert_eq!(r.1.unwrap(), [0, 8, 0, 6, 0, 1, 16, 23, 198, 18]);
+        // IPv4-mapped IPv6 ECS: looked up as IPv4, SCOPE 96 + 24.
+        let mut mapped = [0u8; 15];
+        mapped[10] = 0xFF;
+        mapped[11] = 0xFF;
+        mapped[12..15].copy_from_slice(&[198, 18, 2]);
+        let r = ask(&shared, &www(Some((2, 120, &mapped))), resolver);
+        assert!(eu(&r), "{r:?}");
+        assert_eq!(r.1.unwrap()[6..8], [120, 120]);
+        // IPv6 ECS /56 in eu's /64... the /56 address 2001:2:0:2:: is in it: SCOPE 64.
+        let r = ask(
+            &shared,
+            &www(Some((2, 56, &[0x20, 1, 0, 2, 0, 0, 0]))),
+            resolver,
+        );
+        assert!(
+            us(&r),
+            "2001:2::/56 holds 2001:2:0:0::, not eu's 2001:2:0:2::/64"
+        );
+        let r = ask(
+            &shared,
+            &www(Some((2, 64, &[0x20, 1, 0, 2, 0, 0, 0, 2]))),
+            resolver,
+        );
+        assert!(eu(&r), "{r:?}");
+        assert_eq!(r.1.unwrap()[6..8], [64, 64]);
+        // SOURCE 0 and private space: the resolver's address decides (198.18.1.53: us... and
+        // from eu's subnet, eu), SCOPE 0.
+        let from_eu: SocketAddr = "198.18.2.53:5300".parse().unwrap();
+        for ecs in [
+            (1u16, 0u8, &[][..]),
+            (1, 24, &[192, 168, 1]),
+            (2, 8, &[0xFD]),
+        ] {
+            let r = ask(&shared, &www(Some(ecs)), from_eu);
+            assert!(eu(&r), "{ecs:?}: {r:?}");
+            assert_eq!(r.1.as_ref().unwrap()[7], 0, "{ecs:?}: SCOPE 0");
+        }
+        // Private space a region subnet covers decides: 10.9.0.0/16 is apac's (which borrows
+        // the default region's pool: us's endpoints), SCOPE 16.
+        let r = ask(&shared, &www(Some((1, 24, &[10, 9, 1]))), from_eu);
+        assert!(us(&r) && r.1.as_ref().unwrap()[7] == 16, "{r:?}");
+        // Every other answer from the zone echoes SCOPE 0: a hot name, NXDOMAIN, another type.
+        for (name, qtype, rcode) in [
+            ("fixed.example.com.", TYPE_A, 0),
+            ("x.fixed.example.com.", TYPE_A, 3),
+            ("www.example.com.", 16, 0),
+        ] {
+            let r = ask(
+                &shared,
+                &ecs_query(9, name, qtype, Some((1, 24, &[198, 18, 2]))),
+                resolver,
+            );
+            assert_eq!(r.2, rcode, "{name}");
+            assert_eq!(
+                r.1.unwrap(),
+                [0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 2],
+                "{name}"
+            );
+        }
+        // Error answers carry none: REFUSED (class CH without identity), FORMERR (bad ECS).
+        let mut ch = ecs_query(9, "version.bind.", 16, Some((1, 24, &[198, 18, 2])));
+        let at = 12 + 14 + 2;
+        ch[at..at + 2].copy_from_slice(&[0, 3]);
+        let r = ask(&shared, &ch, resolver);
+        assert_eq!((r.2, r.1), (5, None), "REFUSED");
+        let r = ask(&shared, &www(Some((1, 24, &[198, 18, 2, 0]))), resolver);
+        assert_eq!((r.2, r.1), (1, None), "FORMERR");
+
+        // Off: ignored and not echoed.
+        let shared = run("[ecs]\nenabled = false\n");
+        let r = ask(&shared, &www(Some((1, 24, &[198, 18, 2]))), resolver);
+        assert!(us(&r) && r.1.is_none(), "{r:?}");
+        // Listed resolvers only.
+        let shared = run("[ecs]\nresolvers = [\"198.18.2.0/24\"]\n");
+        let r = ask(&shared, &www(Some((1, 24, &[198, 18, 2]))), resolver);
+        assert!(us(&r) && r.1.is_none(), "an unlisted resolver: {r:?}");
+        let from_listed: SocketAddr = "198.18.2.9:5300".parse().unwrap();
+        let r = ask(&shared, &www(Some((1, 24, &[198, 18, 1]))), from_listed);
+        assert!(
+            us(&r) && r.1.as_ref().is_some_and(|e| e[7] == 23),
+            "a listed resolver's ECS decides: us (198.18.0.0/23 is one us block) {r:?}"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

@@ -17,13 +17,13 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, HotBucket, HotKey32,
-        HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX, MAP_ANSWER_SETS,
-        MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE, MAP_GEO_V4,
-        MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STATS,
-        MAX_REGIONS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS,
-        SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, geo_value,
-        name_class, slot_is_inline, slot_is_steered,
+        AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, CFG_ECS, CFG_ECS_PASS,
+        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX,
+        MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE,
+        MAP_GEO_V4, MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH,
+        MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW,
+        PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB,
+        XdpConfig, name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -502,11 +502,7 @@ impl Dataplane {
         let want = if steering.regions.is_empty() {
             std::collections::BTreeMap::new()
         } else {
-            steering
-                .map
-                .networks()
-                .map(|(n, r)| (n, geo_value(r, n.prefix_len())))
-                .collect()
+            steering.map.entries().collect()
         };
         self.set_geo(want)?;
         self.set_default_region(steering.default_region)
@@ -549,6 +545,17 @@ impl Dataplane {
         }
         let mut cfg = self.config_written;
         cfg.default_region = u32::from(region);
+        self.set_config(&cfg)
+    }
+
+    /// Sets the ECS policy flags (`CFG_ECS`, `CFG_ECS_PASS`), keeping the rest.
+    pub fn set_ecs_flags(&mut self, flags: u32) -> Result<()> {
+        let mut cfg = self.config_written;
+        let want = (cfg.flags & !(CFG_ECS | CFG_ECS_PASS)) | flags;
+        if want == cfg.flags {
+            return Ok(());
+        }
+        cfg.flags = want;
         self.set_config(&cfg)
     }
 

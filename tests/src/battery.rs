@@ -49,9 +49,9 @@ pub struct Case {
     pub hot: bool,
 }
 
-/// Queries the XDP program passes up (it does not hold the NSID) that the daemon answers with
-/// the hot builder, on both transports.
-pub const DAEMON_HOT: &[&str] = &["www A +nsid"];
+/// Queries the XDP program passes up (it does not hold the NSID; it leaves Client Subnet to the
+/// daemon for now) that the daemon answers with the hot builder, on both transports.
+pub const DAEMON_HOT: &[&str] = &["www A +nsid", "www A +ecs"];
 
 /// Queries that are hot but whose answer may need more room than a veth frame has (448 bytes
 /// more than the query): passed up with `pass_no_room` when it lacks, answered by the daemon.

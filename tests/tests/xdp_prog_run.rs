@@ -66,6 +66,7 @@ fn snapshot() -> Snapshot {
         hot,
         steering: dnsfast::steering::Compiled::default(),
         identity: Identity::default(),
+        ecs: dnsfast::config::EcsPolicy::Any,
         compiled_at: SystemTime::now(),
     }
 }
@@ -842,7 +843,7 @@ fn built_answer(
     let mut msg = MsgBuf::new(&mut buf, query.len(), &mut cell);
     let q = parse_query::<FullLimits, _>(&mut msg).unwrap();
     // The draw's order is the answer's: no rotation.
-    let n = build_hot_answer(&mut msg, &q, &answer, &[], 0, q.udp_limit()).unwrap();
+    let n = build_hot_answer(&mut msg, &q, &answer, &[], None, 0, q.udp_limit()).unwrap();
     msg.as_bytes()[..n].to_vec()
 }
 

@@ -258,6 +258,7 @@ fn ecs_validation() {
         Some(Ecs {
             family: 1,
             source_prefix: 24,
+            scope: 0,
             address: [198, 18, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         })
     );
@@ -364,7 +365,7 @@ fn build_with(
     let mut cell = 0;
     let mut msg = MsgBuf::new(&mut buf, m.len(), &mut cell);
     let q = parse_query::<XdpLimits, _>(&mut msg).unwrap();
-    let n = build_hot_answer(&mut msg, &q, ans, options, rotation, limit)?;
+    let n = build_hot_answer(&mut msg, &q, ans, options, None, rotation, limit)?;
     assert_eq!(msg.as_bytes().len(), n);
     Ok(msg.as_bytes().to_vec())
 }
@@ -461,6 +462,7 @@ fn response_opt_bytes() {
         rcode: 16,
         dnssec_ok: true,
         options: &[],
+        ecs: None,
     };
     assert_eq!(opt.wire_len(), OPT_RR_LEN);
     assert_eq!(opt.write(&mut w, 5), Some(5 + OPT_RR_LEN));
@@ -475,8 +477,33 @@ fn response_opt_bytes() {
         rcode: 0,
         dnssec_ok: false,
         options: &many,
+        ecs: None,
     };
     assert_eq!(opt.wire_len(), OPT_RR_LEN + MAX_RESPONSE_OPTIONS * 5);
+    // The Client Subnet echo goes last: FAMILY, SOURCE, our SCOPE, ADDRESS as received.
+    let mut address = [0u8; 16];
+    address[..3].copy_from_slice(&[198, 18, 7]);
+    let ecs = Ecs {
+        family: 1,
+        source_prefix: 22,
+        scope: 24,
+        address,
+    };
+    let opt = ResponseOpt {
+        rcode: 0,
+        dnssec_ok: false,
+        options: &[o],
+        ecs: Some(&ecs),
+    };
+    assert_eq!(opt.wire_len(), OPT_RR_LEN + 5 + 11);
+    let mut buf = [0xEEu8; MSG_BUF_LEN];
+    let mut w = MsgBuf::new(&mut buf, 0, &mut cell);
+    assert_eq!(opt.write(&mut w, 0), Some(OPT_RR_LEN + 16));
+    assert_eq!(
+        &buf[OPT_RR_LEN..OPT_RR_LEN + 17],
+        &[0, 1, 0, 1, 9, 0, 8, 0, 7, 0, 1, 22, 24, 198, 18, 7, 0xEE]
+    );
+    assert_eq!(&buf[9..11], &[0, 16], "RDLENGTH");
 }
 
 #[test]
@@ -531,6 +558,7 @@ fn the_hot_decision() {
     let n = ch.len();
     ch[n - 2..].copy_from_slice(&CLASS_CH.to_be_bytes());
     assert_eq!(hot(&ch), Err(NotHot::Shape), "class CH");
+    // Client Subnet does not keep a query from the hot builder: it echoes the option.
     let ecs = ecs_option(1, 24, 0, &[198, 18, 7]);
     assert_eq!(
         hot(&query(
@@ -538,7 +566,7 @@ fn the_hot_decision() {
             TYPE_A,
             Some(opt(1232, 0, 0, &ecs))
         )),
-        Err(NotHot::ClientSubnet)
+        Ok(())
     );
 }
 

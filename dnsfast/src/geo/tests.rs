@@ -121,7 +121,7 @@ fn policy(rng: &mut Rng, subnets: Vec<(IpNet, u16)>) -> Policy {
 }
 
 /// The rule read for one address with no index at all: linear scans.
-fn naive(bits: u32, db: &[Network], p: &Policy, a: u128) -> u16 {
+fn naive(bits: u32, db: &[Network], p: &Policy, a: u128) -> (u16, bool) {
     let ip = addr(bits, a);
     if let Some((_, r)) = p
         .subnets
@@ -129,8 +129,15 @@ fn naive(bits: u32, db: &[Network], p: &Policy, a: u128) -> u16 {
         .filter(|(n, _)| n.contains(&ip))
         .max_by_key(|(n, _)| n.prefix_len())
     {
-        return *r;
+        return (*r, false);
     }
+    if special_nets().iter().any(|n| n.contains(&ip)) {
+        return (p.default_region, true);
+    }
+    (naive_db(bits, db, p, a), false)
+}
+
+fn naive_db(bits: u32, db: &[Network], p: &Policy, a: u128) -> u16 {
     let Some(n) = db
         .iter()
         .find(|n| n.start <= a && a <= (n.start | host_mask(bits, n.len)))
@@ -169,16 +176,19 @@ fn check_shape(bits: u32, fam: &Family) {
     }
     let last = b.last().unwrap();
     assert_eq!(last.start | host_mask(bits, last.len), max);
-    let changes = b.windows(2).filter(|w| w[0].region != w[1].region).count();
+    let changes = b
+        .windows(2)
+        .filter(|w| (w[0].region, w[0].special) != (w[1].region, w[1].special))
+        .count();
     assert_eq!(fam.runs, changes + 1);
     // Runs as intervals, to test maximality.
-    let mut runs: Vec<(u128, u128, u16)> = Vec::new();
+    let mut runs: Vec<(u128, u128, u32)> = Vec::new();
     for x in b {
         push(
             &mut runs,
             x.start,
             x.start | host_mask(bits, x.len),
-            x.region,
+            x.value() & !0x00FF_0000,
         );
     }
     for x in b {
@@ -258,16 +268,24 @@ fn blocks_agree_with_a_naive_lookup_at_every_boundary_and_at_random() {
             }
             for a in probes.into_iter().filter(|a| *a <= host_mask(bits, 0)) {
                 let ip = addr(bits, a);
+                if ip.to_canonical() != ip {
+                    // IPv4-mapped: placed as IPv4 (tested below).
+                    continue;
+                }
                 let want = naive(bits, nets, &p, a);
-                let (net, got) = map.lookup(ip);
+                let (net, got) = map.block(ip).unwrap();
                 assert!(
                     net.contains(&ip),
                     "case {case}: {ip} not in its block {net}"
                 );
-                assert_eq!(got, want, "case {case}: {ip} (block {net})");
+                assert_eq!(
+                    (got.region, got.special),
+                    want,
+                    "case {case}: {ip} (block {net})"
+                );
                 assert_eq!(
                     p.decide(d.as_ref(), ip).0,
-                    want,
+                    want.0,
                     "case {case}: decide({ip})"
                 );
             }
@@ -309,21 +327,33 @@ fn ipv4_mapped_clients_are_placed_as_ipv4() {
 }
 
 #[test]
-fn no_database_and_no_subnets_is_one_block_per_family() {
+fn without_database_or_subnets_only_special_use_space_stands_apart() {
     let p = Policy {
         default_region: 2,
         ..Policy::default()
     };
     let map = RegionMap::build(None, &p);
-    for f in &map.families {
-        assert_eq!(
-            f.blocks,
-            vec![Block {
-                start: 0,
-                len: 0,
-                region: 2
-            }]
+    let mut special: Vec<String> = Vec::new();
+    for (f, bits) in map.families.iter().zip([32, 128]) {
+        assert!(f.blocks.iter().all(|b| b.region == 2));
+        special.extend(
+            f.blocks
+                .iter()
+                .filter(|b| b.special)
+                .map(|b| to_net(bits, b.start, b.len).to_string()),
         );
-        assert_eq!(f.runs, 1);
     }
+    // ::/128 and ::1/128 are one block.
+    let mut want: Vec<&str> = SPECIAL.to_vec();
+    want.splice(8..10, ["::/127"]);
+    assert_eq!(special, want);
+    // A subnet inside special space takes it back from the flag.
+    let p = Policy {
+        subnets: vec![("10.1.0.0/16".parse().unwrap(), 1)],
+        ..p
+    };
+    let map = RegionMap::build(None, &p);
+    let at = |a: &str| map.block(a.parse().unwrap()).unwrap().1;
+    assert_eq!((at("10.1.2.3").region, at("10.1.2.3").special), (1, false));
+    assert_eq!((at("10.2.0.1").region, at("10.2.0.1").special), (2, true));
 }
