@@ -115,6 +115,48 @@ pub struct Status {
     /// TCP connections (absent from an older daemon's answer).
     #[serde(default)]
     pub tcp: TcpStatus,
+    /// Steering: regions, answer sets, the GeoIP database and the region map (absent from an
+    /// older daemon's answer, or without regions).
+    #[serde(default)]
+    pub steering: Option<SteeringStatus>,
+}
+
+/// The GeoIP database in use.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct GeoipStatus {
+    /// The file.
+    pub path: String,
+    /// Its schema.
+    pub schema: String,
+    /// The metadata's database type.
+    pub database_type: String,
+    /// Build date (UTC).
+    pub built: String,
+    /// Networks per family (IPv4, IPv6).
+    pub networks: [usize; 2],
+    /// How long reading it took, in milliseconds.
+    pub load_ms: u64,
+}
+
+/// What `dnsfast status` shows of steering.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct SteeringStatus {
+    /// Region names, in index order.
+    pub regions: Vec<String>,
+    /// The default region.
+    pub default_region: String,
+    /// Steered names.
+    pub services: usize,
+    /// Answer sets.
+    pub answer_sets: usize,
+    /// The region map: runs and blocks per family (IPv4, IPv6).
+    pub runs: [usize; 2],
+    /// Blocks per family.
+    pub blocks: [usize; 2],
+    /// The GeoIP database, if configured.
+    pub geoip: Option<GeoipStatus>,
+    /// Whose Client Subnet is honoured: "any", "off" or the listed prefixes.
+    pub ecs: String,
 }
 
 /// Serves `status()` on the Unix socket `path` until the task is dropped.
@@ -195,6 +237,29 @@ pub fn render(s: &Status) -> String {
         "hot        {} answers compiled, {} reloads",
         s.hot_answers, s.reloads
     );
+    if let Some(st) = &s.steering {
+        let _ = writeln!(
+            o,
+            "steering   regions {} (default {}), {} steered names, {} answer sets, ECS from {}",
+            st.regions.join(" "),
+            st.default_region,
+            st.services,
+            st.answer_sets,
+            st.ecs
+        );
+        if let Some(g) = &st.geoip {
+            let _ = writeln!(
+                o,
+                "geoip      {} ({}, {}, built {}): {} IPv4 + {} IPv6 networks, read in {} ms",
+                g.path, g.schema, g.database_type, g.built, g.networks[0], g.networks[1], g.load_ms
+            );
+        }
+        let _ = writeln!(
+            o,
+            "region map IPv4 {} runs in {} blocks, IPv6 {} runs in {} blocks",
+            st.runs[0], st.blocks[0], st.runs[1], st.blocks[1]
+        );
+    }
     if let Some(e) = &s.last_reload_error {
         let _ = writeln!(
             o,

@@ -190,6 +190,7 @@ impl Daemon {
                     accept_errors: st.accept_errors.load(Ordering::Relaxed),
                 }
             },
+            steering: snap.steering.status(&snap.ecs),
         }
     }
 

@@ -287,6 +287,41 @@ impl Compiled {
         })
     }
 
+    /// What `dnsfast status` shows (`None`: no regions).
+    #[must_use]
+    pub fn status(&self, ecs: &crate::config::EcsPolicy) -> Option<crate::control::SteeringStatus> {
+        use crate::config::EcsPolicy;
+        if self.regions.is_empty() {
+            return None;
+        }
+        let [v4, v6] = &self.map.families;
+        Some(crate::control::SteeringStatus {
+            regions: self.regions.clone(),
+            default_region: self.regions[usize::from(self.default_region)].clone(),
+            services: self.services.len(),
+            answer_sets: self.sets.len(),
+            runs: [v4.runs, v6.runs],
+            blocks: [v4.blocks.len(), v6.blocks.len()],
+            geoip: self.db.as_ref().map(|d| crate::control::GeoipStatus {
+                path: d.path.display().to_string(),
+                schema: d.schema.to_string(),
+                database_type: d.database_type.clone(),
+                built: crate::geoip::date(d.build_epoch),
+                networks: [d.v4.len(), d.v6.len()],
+                load_ms: u64::try_from(d.load_time.as_millis()).unwrap_or(u64::MAX),
+            }),
+            ecs: match ecs {
+                EcsPolicy::Any => "any resolver".into(),
+                EcsPolicy::Off => "nobody (off)".into(),
+                EcsPolicy::Listed(l) => l
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            },
+        })
+    }
+
     /// Number of steered names.
     #[must_use]
     pub fn service_count(&self) -> usize {

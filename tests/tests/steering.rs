@@ -1,7 +1,8 @@
 //! Steered names over the wire: clients at different addresses of a test host get their
 //! region's endpoints, drawn by weight, in the order the shared draw gives their query, from
 //! the XDP program over UDP and from the daemon over TCP; the zone keeps answering everything
-//! else. Needs root; runs serially (test host 38).
+//! else; regions by GeoIP country and continent from a crafted database of either schema, the
+//! same in the kernel and the daemon. Needs root; runs serially (test hosts 38 and 39).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
@@ -206,4 +207,153 @@ fn clients_get_their_regions_endpoints_in_the_shared_draws_order() {
         daemon.status().unwrap()["xdp"]["counters"]
     );
     assert_eq!(daemon.server_counter("steered_answers").unwrap(), 1);
+}
+
+/// A database of `schema` ("geoip2" or "flat") placing the test host's clients.
+fn geoip_db(path: &std::path::Path, schema: &str) {
+    use serde_json::json;
+    let rec = |country: Option<&str>, continent: Option<&str>| match schema {
+        "geoip2" => {
+            let mut m = serde_json::Map::new();
+            if let Some(c) = country {
+                m.insert("country".into(), json!({"iso_code": c, "names": {"en": c}}));
+            }
+            if let Some(k) = continent {
+                m.insert("continent".into(), json!({"code": k}));
+            }
+            serde_json::Value::Object(m)
+        }
+        // The flat schema has no continent: EU stands for Europe without a country.
+        _ => json!({"country_code": country.or(continent).unwrap()}),
+    };
+    let mut w = mmdb_writer::Writer::new("dnsfast-test-country");
+    for (net, country, continent) in [
+        ("198.18.39.0/30", Some("US"), Some("NA")),
+        ("198.18.39.3/32", Some("DE"), Some("EU")),
+        ("198.18.39.4/32", Some("JP"), Some("AS")),
+        ("198.18.39.5/32", None, Some("EU")),
+        ("2001:2:0:27::3/128", Some("DE"), Some("EU")),
+    ] {
+        w.insert(
+            net.parse::<ipnet::IpNet>().unwrap(),
+            &rec(country, continent),
+        )
+        .unwrap();
+    }
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+#[test]
+fn geoip_places_clients_by_country_and_continent_in_xdp_as_in_the_daemon() {
+    use std::fmt::Write as _;
+    let host = TestHost::new(39, "geo").unwrap();
+    let _pass = pass_program(&host);
+    let v4 = |n: u8| Ipv4Addr::new(198, 18, 39, n);
+    let v6_3 = Ipv6Addr::new(0x2001, 2, 0, 39, 0, 0, 0, 3);
+    for n in 3..=5 {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", v4(n)),
+            "dev",
+            &host.host_if,
+        ])
+        .unwrap();
+    }
+    ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6_3}/64"),
+        "dev",
+        &host.host_if,
+        "nodad",
+    ])
+    .unwrap();
+    let zdir = tempfile::tempdir().unwrap();
+    let zone = zdir.path().join("example.com.zone");
+    std::fs::write(&zone, ZONE.replace("198.18.38.", "198.18.39.")).unwrap();
+    for schema in ["geoip2", "flat"] {
+        let db = zdir.path().join(format!("{schema}.mmdb"));
+        geoip_db(&db, schema);
+        let (config, dir) = write_config(
+            &host,
+            "geo",
+            "native",
+            &[("example.com.", zone.as_path())],
+            "",
+        )
+        .unwrap();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        write!(
+            text,
+            "[geoip]\ndatabase = \"{}\"\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\ncontinents = [\"NA\", \"SA\"]\n\
+             [[region]]\nname = \"eu\"\ncontinents = [\"EU\", \"AF\"]\n\
+             [[region]]\nname = \"apac\"\ncountries = [\"JP\"]\n\
+             [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.40.1\"\nipv6 = \"2001:2:0:40::1\"\n\
+             [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.41.1\"\nipv6 = \"2001:2:0:41::1\"\n\
+             [[endpoint]]\nname = \"apac-1\"\nipv4 = \"198.18.42.1\"\n\
+             [[service]]\nname = \"www.example.com\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n\
+             [[service.pool]]\nregion = \"apac\"\nendpoints = [{{ endpoint = \"apac-1\" }}]\n",
+            db.display()
+        )
+        .unwrap();
+        std::fs::write(&config, &text).unwrap();
+        let cfg = Config::load(&config).unwrap();
+        let shared = Shared::new(compile(&cfg).unwrap());
+        let daemon = TestDaemon::start_with(&host, "geo", config, dir).unwrap();
+        let answered_before = daemon.xdp_counter("answered").unwrap();
+        let server4: SocketAddr = (host.v4, 53).into();
+        let server6: SocketAddr = (host.v6, 53).into();
+        let mut asked = 0;
+        for (client, server, qtype, want) in [
+            (IpAddr::V4(v4(2)), server4, RecordType::A, "198.18.40.1"),
+            (IpAddr::V4(v4(3)), server4, RecordType::A, "198.18.41.1"),
+            (IpAddr::V4(v4(4)), server4, RecordType::A, "198.18.42.1"),
+            (IpAddr::V4(v4(5)), server4, RecordType::A, "198.18.41.1"),
+            (
+                IpAddr::V6(v6_3),
+                server6,
+                RecordType::AAAA,
+                "2001:2:0:41::1",
+            ),
+            (
+                IpAddr::V6(host.v6_peer),
+                server6,
+                RecordType::AAAA,
+                "2001:2:0:40::1",
+            ),
+        ] {
+            let sock = UdpSocket::bind((client, 0)).unwrap();
+            let port = sock.local_addr().unwrap().port();
+            for id in 0..50u16 {
+                let q = dns::query(id, "www.example.com.", qtype, Some((1232, false)));
+                let reply = dns::udp_exchange_on(&sock, server, &q, TIMEOUT).unwrap();
+                asked += 1;
+                let got: Vec<String> = addresses(&reply).iter().map(ToString::to_string).collect();
+                assert_eq!(got, [want], "{schema}: {client} {qtype} query {id}");
+                let user = handle(&shared, &q, false, (client, port).into()).unwrap();
+                assert_eq!(
+                    reply, user,
+                    "{schema}: {client} query {id}: XDP and the daemon differ"
+                );
+            }
+        }
+        assert!(
+            daemon.xdp_counter("answered").unwrap() - answered_before >= asked,
+            "{schema}: every steered query answered in XDP"
+        );
+        let st = daemon.status().unwrap();
+        // The writer splits 198.18.39.0/30 around the /32 inside it: 0/31, 2/32, 3/32.
+        assert_eq!(
+            st["steering"]["geoip"]["networks"],
+            serde_json::json!([5, 1]),
+            "{st}"
+        );
+        drop(daemon);
+    }
 }

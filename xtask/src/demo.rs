@@ -298,6 +298,14 @@ fn seed_checks(lines: &[String]) -> Result<()> {
         apac.contains("region apac (continent OC"),
         "explain: {apac}"
     );
+    let text = output(&lines[9])?;
+    ensure!(
+        text.contains("steering   regions us eu apac (default us), 1 steered names, 6 answer sets")
+            && text.contains("geoip      ")
+            && text.contains("flat (country_code)")
+            && text.contains("region map IPv4 "),
+        "status: {text}"
+    );
     let st = output(&format!("{} --json", lines[9]))?;
     let answered = st
         .split("\"name\": \"answered\",")
