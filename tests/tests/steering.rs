@@ -50,6 +50,39 @@ fn steering(eu4: Ipv4Addr, apac4: Ipv4Addr, eu6: Ipv6Addr) -> String {
     )
 }
 
+/// A configuration serving `zone` on the test host, with the steering tables `extra`.
+fn steered_config(
+    host: &TestHost,
+    tag: &str,
+    zone: &std::path::Path,
+    extra: &str,
+) -> (std::path::PathBuf, tempfile::TempDir) {
+    let (config, dir) = write_config(host, tag, "native", &[("example.com.", zone)], "").unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    std::fs::write(&config, &text).unwrap();
+    (config, dir)
+}
+
+/// More client addresses on the host's side, in the test host's subnet.
+fn add_clients(host: &TestHost, addrs: &[IpAddr]) {
+    for a in addrs {
+        match a {
+            IpAddr::V4(_) => ip(&["addr", "add", &format!("{a}/24"), "dev", &host.host_if]),
+            IpAddr::V6(_) => ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                &host.host_if,
+                "nodad",
+            ]),
+        }
+        .unwrap();
+    }
+}
+
 fn addresses(reply: &[u8]) -> Vec<IpAddr> {
     let m = Message::from_vec(reply).unwrap();
     m.answers
@@ -70,34 +103,15 @@ fn clients_get_their_regions_endpoints_in_the_shared_draws_order() {
     let eu4 = Ipv4Addr::new(198, 18, 38, 3);
     let apac4 = Ipv4Addr::new(198, 18, 38, 4);
     let eu6 = Ipv6Addr::new(0x2001, 2, 0, 38, 0, 0, 0, 3);
-    for a in [format!("{eu4}/24"), format!("{apac4}/24")] {
-        ip(&["addr", "add", &a, "dev", &host.host_if]).unwrap();
-    }
-    ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{eu6}/64"),
-        "dev",
-        &host.host_if,
-        "nodad",
-    ])
-    .unwrap();
+    add_clients(
+        &host,
+        &[IpAddr::V4(eu4), IpAddr::V4(apac4), IpAddr::V6(eu6)],
+    );
 
     let zdir = tempfile::tempdir().unwrap();
     let zone = zdir.path().join("example.com.zone");
     std::fs::write(&zone, ZONE).unwrap();
-    let (config, dir) = write_config(
-        &host,
-        "steer",
-        "native",
-        &[("example.com.", zone.as_path())],
-        "",
-    )
-    .unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&steering(eu4, apac4, eu6));
-    std::fs::write(&config, &text).unwrap();
+    let (config, dir) = steered_config(&host, "steer", &zone, &steering(eu4, apac4, eu6));
     // What the daemon must answer, from the same configuration through the library.
     let cfg = Config::load(&config).unwrap();
     let snap = compile(&cfg).unwrap();
@@ -245,48 +259,26 @@ fn geoip_db(path: &std::path::Path, schema: &str) {
 
 #[test]
 fn geoip_places_clients_by_country_and_continent_in_xdp_as_in_the_daemon() {
-    use std::fmt::Write as _;
     let host = TestHost::new(39, "geo").unwrap();
     let _pass = pass_program(&host);
     let v4 = |n: u8| Ipv4Addr::new(198, 18, 39, n);
     let v6_3 = Ipv6Addr::new(0x2001, 2, 0, 39, 0, 0, 0, 3);
-    for n in 3..=5 {
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", v4(n)),
-            "dev",
-            &host.host_if,
-        ])
-        .unwrap();
-    }
-    ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{v6_3}/64"),
-        "dev",
-        &host.host_if,
-        "nodad",
-    ])
-    .unwrap();
+    add_clients(
+        &host,
+        &[
+            IpAddr::V4(v4(3)),
+            IpAddr::V4(v4(4)),
+            IpAddr::V4(v4(5)),
+            IpAddr::V6(v6_3),
+        ],
+    );
     let zdir = tempfile::tempdir().unwrap();
     let zone = zdir.path().join("example.com.zone");
     std::fs::write(&zone, ZONE.replace("198.18.38.", "198.18.39.")).unwrap();
     for schema in ["geoip2", "flat"] {
         let db = zdir.path().join(format!("{schema}.mmdb"));
         geoip_db(&db, schema);
-        let (config, dir) = write_config(
-            &host,
-            "geo",
-            "native",
-            &[("example.com.", zone.as_path())],
-            "",
-        )
-        .unwrap();
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        write!(
-            text,
+        let extra = format!(
             "[geoip]\ndatabase = \"{}\"\n\
              [steering]\ndefault_region = \"us\"\n\
              [[region]]\nname = \"us\"\ncontinents = [\"NA\", \"SA\"]\n\
@@ -300,9 +292,8 @@ fn geoip_places_clients_by_country_and_continent_in_xdp_as_in_the_daemon() {
              [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n\
              [[service.pool]]\nregion = \"apac\"\nendpoints = [{{ endpoint = \"apac-1\" }}]\n",
             db.display()
-        )
-        .unwrap();
-        std::fs::write(&config, &text).unwrap();
+        );
+        let (config, dir) = steered_config(&host, "geo", &zone, &extra);
         let cfg = Config::load(&config).unwrap();
         let shared = Shared::new(compile(&cfg).unwrap());
         let daemon = TestDaemon::start_with(&host, "geo", config, dir).unwrap();

@@ -211,6 +211,17 @@ fn seed_lines(b: &str, host: &TestHost) -> Vec<String> {
     lines
 }
 
+/// The XDP program's `answered` counter, from the status command `status` with `--json`.
+fn xdp_answered(status: &str) -> Result<u64> {
+    let st = output(&format!("{status} --json"))?;
+    st.split("\"name\": \"answered\",")
+        .nth(1)
+        .and_then(|s| s.split("\"value\": ").nth(1))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("no answered counter in the status")
+}
+
 /// Runs the printed commands and checks what they print.
 fn smoke_checks(lines: &[String]) -> Result<()> {
     let a = output(&format!("{} +short", lines[0]))?;
@@ -230,14 +241,7 @@ fn smoke_checks(lines: &[String]) -> Result<()> {
     );
     let nx = output(&lines[3])?;
     ensure!(nx.contains("status: NXDOMAIN"), "nope A: {nx}");
-    let st = output(&format!("{} --json", lines[4]))?;
-    let answered = st
-        .split("\"name\": \"answered\",")
-        .nth(1)
-        .and_then(|s| s.split("\"value\": ").nth(1))
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .context("no answered counter in the status")?;
+    let answered = xdp_answered(&lines[4])?;
     ensure!(
         answered >= 2,
         "the XDP program answered {answered} queries, expected the two UDP ones"
@@ -306,14 +310,7 @@ fn seed_checks(lines: &[String]) -> Result<()> {
             && text.contains("region map IPv4 "),
         "status: {text}"
     );
-    let st = output(&format!("{} --json", lines[9]))?;
-    let answered = st
-        .split("\"name\": \"answered\",")
-        .nth(1)
-        .and_then(|s| s.split("\"value\": ").nth(1))
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .context("no answered counter in the status")?;
+    let answered = xdp_answered(&lines[9])?;
     ensure!(
         answered >= 6,
         "the XDP program answered {answered} queries, expected the six steered UDP ones"
