@@ -82,7 +82,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawEcs {
     enabled: Option<bool>,
-    resolvers: Option<Vec<Spanned<String>>>,
+    resolvers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Whose EDNS Client Subnet (RFC 7871) options are honoured: decide steered answers and are
@@ -472,9 +472,9 @@ impl Config {
             ));
         }
         let ecs = match (raw.ecs.enabled, raw.ecs.resolvers) {
-            (Some(false), Some(r)) if !r.is_empty() => {
+            (Some(false), Some(r)) if !r.get_ref().is_empty() => {
                 return Err(err(
-                    r[0].span(),
+                    r.span(),
                     "ecs.resolvers",
                     "ecs.enabled is false: no resolver's Client Subnet is honoured".into(),
                 ));
@@ -482,8 +482,9 @@ impl Config {
             (Some(false), _) => EcsPolicy::Off,
             (_, None) => EcsPolicy::Any,
             (_, Some(list)) => {
+                let span = list.span();
                 let mut out = Vec::new();
-                for s in &list {
+                for s in list.get_ref() {
                     let net: ipnet::IpNet = s
                         .get_ref()
                         .parse()
@@ -499,11 +500,25 @@ impl Config {
                                 ),
                             )
                         })?;
+                    if let ipnet::IpNet::V6(n) = net
+                        && n.addr().to_ipv4_mapped().is_some()
+                        && n.prefix_len() >= 96
+                    {
+                        return Err(err(
+                            s.span(),
+                            "ecs.resolvers",
+                            format!(
+                                "{:?} is IPv4-mapped: write it as IPv4 (resolvers at \
+                                 ::ffff:a.b.c.d are matched as a.b.c.d)",
+                                s.get_ref()
+                            ),
+                        ));
+                    }
                     out.push(net.trunc());
                 }
                 if out.is_empty() {
                     return Err(err(
-                        0..0,
+                        span,
                         "ecs.resolvers",
                         "empty: to honour nobody's Client Subnet set ecs.enabled = false".into(),
                     ));
@@ -845,6 +860,52 @@ mod tests {
             a.restart_only_changes(&c),
             ["xdp.max_hot_names", "xdp.max_answers"]
         );
+    }
+
+    #[test]
+    fn client_subnet_policy() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().ecs,
+            EcsPolicy::Any,
+            "honoured by default"
+        );
+        let off = parse(&format!("[ecs]\nenabled = false\n{MINIMAL}")).unwrap();
+        assert_eq!(off.ecs, EcsPolicy::Off);
+        let listed = parse(&format!(
+            "[ecs]\nresolvers = [\"198.18.0.0/15\", \"2001:2::1\"]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            listed.ecs,
+            EcsPolicy::Listed(vec![
+                "198.18.0.0/15".parse().unwrap(),
+                "2001:2::1/128".parse().unwrap()
+            ])
+        );
+        assert!(listed.ecs.honours("::ffff:198.19.1.1".parse().unwrap()));
+        assert!(!listed.ecs.honours("198.20.0.1".parse().unwrap()));
+        for (text, line, says) in [
+            ("[ecs]\nresolvers = []\n", 2, "empty"),
+            (
+                "[ecs]\nresolvers = [\"resolver\"]\n",
+                2,
+                "not an address or prefix",
+            ),
+            (
+                "[ecs]\nresolvers = [\"::ffff:198.18.0.0/112\"]\n",
+                2,
+                "IPv4-mapped",
+            ),
+            (
+                "[ecs]\nenabled = false\nresolvers = [\"198.18.0.0/15\"]\n",
+                3,
+                "ecs.enabled is false",
+            ),
+        ] {
+            let e = parse(&format!("{text}{MINIMAL}")).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (line, "ecs.resolvers"), "{text}");
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
     }
 
     #[test]

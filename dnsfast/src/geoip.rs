@@ -150,26 +150,44 @@ pub fn place_of(country: Option<&str>, continent: Option<&str>) -> Place {
 }
 
 #[derive(Deserialize)]
-struct IsoCode<'a> {
-    #[serde(borrow, default)]
-    iso_code: Option<&'a str>,
+struct IsoCode {
+    #[serde(default)]
+    iso_code: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct ContinentCode<'a> {
-    #[serde(borrow, default)]
-    code: Option<&'a str>,
+struct ContinentCode {
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// A field that is a map in one schema and may be something else (a name, in some flat
+/// databases) in another: anything but the map is skipped.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Map(T),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn map(&self) -> Option<&T> {
+        match self {
+            Self::Map(t) => Some(t),
+            Self::Other(_) => None,
+        }
+    }
 }
 
 /// The fields of a record either schema uses; the rest is skipped.
 #[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow, default)]
-    country: Option<IsoCode<'a>>,
-    #[serde(borrow, default)]
-    continent: Option<ContinentCode<'a>>,
-    #[serde(borrow, default)]
-    country_code: Option<&'a str>,
+struct Record {
+    #[serde(default)]
+    country: Option<Lenient<IsoCode>>,
+    #[serde(default)]
+    continent: Option<Lenient<ContinentCode>>,
+    #[serde(default)]
+    country_code: Option<String>,
 }
 
 /// One network of a database: `start` is the address as an integer (IPv4 in the low 32 bits).
@@ -238,12 +256,20 @@ impl Database {
             let place = if let Some(p) = places.get(&offset) {
                 *p
             } else {
-                let rec: Option<Record<'_>> = item
+                let rec: Option<Record> = item
                     .decode()
                     .map_err(|e| format!("bad record for {net}: {e}"))?;
                 let Some(rec) = rec else { continue };
-                let country = rec.country.as_ref().and_then(|c| c.iso_code);
-                let continent = rec.continent.as_ref().and_then(|c| c.code);
+                let country = rec
+                    .country
+                    .as_ref()
+                    .and_then(Lenient::map)
+                    .and_then(|c| c.iso_code.as_deref());
+                let continent = rec
+                    .continent
+                    .as_ref()
+                    .and_then(Lenient::map)
+                    .and_then(|c| c.code.as_deref());
                 if schema.is_none() {
                     if country.is_some() || continent.is_some() {
                         schema = Some(Schema::GeoIp2);
@@ -253,7 +279,7 @@ impl Database {
                 }
                 let p = match schema {
                     Some(Schema::GeoIp2) => place_of(country, continent),
-                    Some(Schema::Flat) => place_of(rec.country_code, None),
+                    Some(Schema::Flat) => place_of(rec.country_code.as_deref(), None),
                     None => Place::default(),
                 };
                 places.insert(offset, p);
@@ -383,6 +409,18 @@ mod tests {
                 ("2001:2:0:b::/64", json!({"country_code": "ZZ"})),
             ],
         );
+        // A flat database whose `country` is a name, not GeoIP2's map.
+        let named = craft(
+            "named",
+            &[(
+                "198.18.1.0/24",
+                json!({"country_code": "DE", "country": "Germany", "continent": "Europe"}),
+            )],
+        );
+        let n = Database::open(&named).unwrap();
+        assert_eq!(n.schema, Schema::Flat);
+        assert_eq!(at(&n, "198.18.1.1").unwrap().1.as_deref(), Some("DE"));
+        let _ = std::fs::remove_file(named);
         let g = Database::open(&geoip2).unwrap();
         let f = Database::open(&flat).unwrap();
         assert_eq!(g.schema, Schema::GeoIp2);

@@ -227,12 +227,15 @@ fn answer_message(
             q.qtype,
             REGION_ANY,
         );
-        if let Some(svc) = snap.steering.service(&key[4..])
-            && let Some((answer, scope)) =
-                snap.steering
-                    .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id)
-        {
-            let q = with_scope(q, scope);
+        let steered = snap.steering.service(&key[4..]).map(|svc| {
+            snap.steering
+                .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id)
+        });
+        if let Some((_, scope)) = steered {
+            // A steered name's answer depends on the region, its NODATA too.
+            q = with_scope(q, scope);
+        }
+        if let Some((Some(answer), _)) = steered {
             // The draw's order is the answer's: no rotation.
             if hot_reply(msg, &q, &answer, options, 0, limit, out) {
                 shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
@@ -363,9 +366,13 @@ fn steered_cname_target(
         return None;
     };
     let target = target.0.clone();
-    let (a, scope) = steering
-        .service(&crate::steering::wire_lower(&target))
-        .and_then(|svc| steering.answer_for(svc, qtype, client, ecs, id))?;
+    let svc = steering.service(&crate::steering::wire_lower(&target))?;
+    let (a, scope) = steering.answer_for(svc, qtype, client, ecs, id);
+    let Some(a) = a else {
+        // The target has no address of this family in the client's region: NODATA, which
+        // depends on the region.
+        return Some(scope);
+    };
     let records = steered_records(&target, &a);
     ans.answer.extend(records.answer);
     // The negative answer's SOA goes: the chain now ends in data.

@@ -385,8 +385,8 @@ impl Compiled {
     }
 
     /// What `service` answers a `qtype` query with ID `id` from `client` with the (honoured)
-    /// Client Subnet `ecs`: the records its region's set draws for the query, in answer order,
-    /// and the SCOPE of the decision (`None`: no set, NODATA).
+    /// Client Subnet `ecs`: the records its region's set draws for the query, in answer order
+    /// (`None`: no set, NODATA), and the SCOPE of the decision (which a NODATA depends on too).
     #[must_use]
     pub fn answer_for(
         &self,
@@ -395,13 +395,12 @@ impl Compiled {
         client: SocketAddr,
         ecs: Option<&Ecs>,
         id: u16,
-    ) -> Option<(AnswerLarge, u8)> {
+    ) -> (Option<AnswerLarge>, u8) {
         let (region, scope) = self.place_query(client.ip(), ecs);
-        let set = self.set(service, qtype, region)?;
-        Some((
-            Self::answer(set, answer_rotation(id, client.port())).0,
-            scope,
-        ))
+        let answer = self
+            .set(service, qtype, region)
+            .map(|set| Self::answer(set, answer_rotation(id, client.port())).0);
+        (answer, scope)
     }
 
     /// The records of `set` an answer to the query with hash `seed` carries (every record
@@ -872,6 +871,23 @@ mod tests {
         // the default region's pool: us's endpoints), SCOPE 16.
         let r = ask(&shared, &www(Some((1, 24, &[10, 9, 1]))), from_eu);
         assert!(us(&r) && r.1.as_ref().unwrap()[7] == 16, "{r:?}");
+        // A CNAME to the steered name: the target's records for the ECS's region, its SCOPE.
+        let r = ask(
+            &shared,
+            &ecs_query(
+                8,
+                "alias.example.com.",
+                TYPE_A,
+                Some((1, 24, &[198, 18, 2])),
+            ),
+            resolver,
+        );
+        assert!(eu(&r) && !r.0.is_empty(), "{r:?}");
+        assert_eq!(
+            r.1.unwrap()[7],
+            24,
+            "CNAME to a steered name: the block's SCOPE"
+        );
         // Every other answer from the zone echoes SCOPE 0: a hot name, NXDOMAIN, another type.
         for (name, qtype, rcode) in [
             ("fixed.example.com.", TYPE_A, 0),

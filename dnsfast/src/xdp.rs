@@ -504,28 +504,51 @@ impl Dataplane {
         } else {
             steering.map.entries().collect()
         };
-        self.set_geo(want)?;
+        self.set_geo(&want)?;
         self.set_default_region(steering.default_region)
     }
 
-    fn set_geo(&mut self, want: std::collections::BTreeMap<ipnet::IpNet, u32>) -> Result<()> {
-        for (net, v) in &want {
-            if self.geo_written.get(net) == Some(v) {
-                continue;
-            }
-            let len = u32::from(net.prefix_len());
-            match net {
-                ipnet::IpNet::V4(n) => self.geo4.insert(&Key::new(len, n.addr().octets()), v, 0),
-                ipnet::IpNet::V6(n) => self.geo6.insert(&Key::new(len, n.addr().octets()), v, 0),
-            }
-            .with_context(|| format!("write {net} to the client region table"))?;
-        }
+    fn set_geo(&mut self, want: &std::collections::BTreeMap<ipnet::IpNet, u32>) -> Result<()> {
+        let put: Vec<(ipnet::IpNet, u32)> = want
+            .iter()
+            .filter(|(n, v)| self.geo_written.get(n) != Some(v))
+            .map(|(n, v)| (*n, *v))
+            .collect();
         let gone: Vec<ipnet::IpNet> = self
             .geo_written
             .keys()
             .filter(|n| !want.contains_key(n))
             .copied()
             .collect();
+        // Between the writes and the removals the tries hold old and new blocks; when that
+        // does not fit, the removals go first (for that moment a client in a removed block
+        // meets the default region).
+        let cap = self.capacity.geo as usize;
+        let fits = [false, true].iter().all(|&v6| {
+            want.keys().filter(|n| n.addr().is_ipv6() == v6).count()
+                + gone.iter().filter(|n| n.addr().is_ipv6() == v6).count()
+                <= cap
+        });
+        if !fits {
+            self.geo_remove(&gone)?;
+        }
+        for (net, v) in put {
+            let len = u32::from(net.prefix_len());
+            match net {
+                ipnet::IpNet::V4(n) => self.geo4.insert(&Key::new(len, n.addr().octets()), v, 0),
+                ipnet::IpNet::V6(n) => self.geo6.insert(&Key::new(len, n.addr().octets()), v, 0),
+            }
+            .with_context(|| format!("write {net} to the client region table"))?;
+            // What the tries hold, op by op: a later call diffs against the truth.
+            self.geo_written.insert(net, v);
+        }
+        if fits {
+            self.geo_remove(&gone)?;
+        }
+        Ok(())
+    }
+
+    fn geo_remove(&mut self, gone: &[ipnet::IpNet]) -> Result<()> {
         for net in gone {
             let len = u32::from(net.prefix_len());
             match net {
@@ -533,8 +556,8 @@ impl Dataplane {
                 ipnet::IpNet::V6(n) => self.geo6.remove(&Key::new(len, n.addr().octets())),
             }
             .with_context(|| format!("remove {net} from the client region table"))?;
+            self.geo_written.remove(net);
         }
-        self.geo_written = want;
         Ok(())
     }
 
