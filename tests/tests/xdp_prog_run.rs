@@ -1152,3 +1152,47 @@ fn weighted_answers_lead_by_weight_share_within_two_points() {
         }
     }
 }
+
+/// A region map replaced by one of about the same size in tries sized for one of them: the old
+/// and new blocks together do not fit, so the removals go first, and every replacement succeeds
+/// (a reload near `xdp.max_geo_blocks` must not fail for room).
+#[test]
+fn a_region_map_replaced_near_the_tries_capacity_is_written() {
+    let compiled = |subnet: &str| {
+        let text = format!(
+            "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
+             [steering]\ndefault_region = \"a\"\n[[region]]\nname = \"a\"\n\
+             [[region]]\nname = \"b\"\nsubnets = [\"{subnet}\"]\n"
+        );
+        let cfg = dnsfast::config::Config::parse(std::path::Path::new("/x.toml"), &text).unwrap();
+        dnsfast::steering::Compiled::new(&cfg.steering.unwrap(), None)
+    };
+    // /128s far apart: each cuts the default region's IPv6 blocks around it differently (the
+    // IPv6 map is the larger of the two families).
+    let a = compiled("2001:2:0:50::7/128");
+    let b = compiled("2001:2:f:60::9/128");
+    let blocks = |c: &dnsfast::steering::Compiled| {
+        c.map
+            .entries()
+            .filter(|(n, _)| n.addr().is_ipv6())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (ba, bb) = (blocks(&a), blocks(&b));
+    let cap = ba.len().max(bb.len());
+    assert!(a.map.families[0].blocks.len() <= cap);
+    assert!(
+        ba.union(&bb).count() > cap,
+        "the old and new maps together exceed the tries"
+    );
+    let mut dp = answering(Capacity {
+        entries: 16,
+        small: 16,
+        large: 2,
+        sets: 16,
+        steered: 4,
+        geo: cap as u32,
+    });
+    for c in [&a, &b, &a, &b] {
+        dp.set_regions(c).unwrap();
+    }
+}
