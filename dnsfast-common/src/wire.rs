@@ -449,8 +449,7 @@ impl QueryError {
 }
 
 /// A validated Client Subnet option.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ecs {
     /// 1 = IPv4, 2 = IPv6.
     pub family: u16,

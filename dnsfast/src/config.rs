@@ -500,10 +500,7 @@ impl Config {
                                 ),
                             )
                         })?;
-                    if let ipnet::IpNet::V6(n) = net
-                        && n.addr().to_ipv4_mapped().is_some()
-                        && n.prefix_len() >= 96
-                    {
+                    if steering::is_ipv4_mapped(&net) {
                         return Err(err(
                             s.span(),
                             "ecs.resolvers",

@@ -217,6 +217,35 @@ pub fn query(socket: &Path) -> Result<Status> {
     serde_json::from_str(&line).context("parse status")
 }
 
+/// The steering lines of `dnsfast status` (`check` and the start-up log print them too).
+#[must_use]
+pub fn render_steering(st: &SteeringStatus) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "steering   regions {} (default {}), {} steered names, {} answer sets, ECS from {}",
+        st.regions.join(" "),
+        st.default_region,
+        st.services,
+        st.answer_sets,
+        st.ecs
+    );
+    if let Some(g) = &st.geoip {
+        let _ = writeln!(
+            o,
+            "geoip      {} ({}, {}, built {}): {} IPv4 + {} IPv6 networks, read in {} ms",
+            g.path, g.schema, g.database_type, g.built, g.networks[0], g.networks[1], g.load_ms
+        );
+    }
+    let _ = writeln!(
+        o,
+        "region map IPv4 {} runs in {} blocks, IPv6 {} runs in {} blocks",
+        st.runs[0], st.blocks[0], st.runs[1], st.blocks[1]
+    );
+    o
+}
+
 /// Human-readable status.
 #[must_use]
 pub fn render(s: &Status) -> String {
@@ -238,27 +267,7 @@ pub fn render(s: &Status) -> String {
         s.hot_answers, s.reloads
     );
     if let Some(st) = &s.steering {
-        let _ = writeln!(
-            o,
-            "steering   regions {} (default {}), {} steered names, {} answer sets, ECS from {}",
-            st.regions.join(" "),
-            st.default_region,
-            st.services,
-            st.answer_sets,
-            st.ecs
-        );
-        if let Some(g) = &st.geoip {
-            let _ = writeln!(
-                o,
-                "geoip      {} ({}, {}, built {}): {} IPv4 + {} IPv6 networks, read in {} ms",
-                g.path, g.schema, g.database_type, g.built, g.networks[0], g.networks[1], g.load_ms
-            );
-        }
-        let _ = writeln!(
-            o,
-            "region map IPv4 {} runs in {} blocks, IPv6 {} runs in {} blocks",
-            st.runs[0], st.blocks[0], st.runs[1], st.blocks[1]
-        );
+        o.push_str(&render_steering(st));
     }
     if let Some(e) = &s.last_reload_error {
         let _ = writeln!(

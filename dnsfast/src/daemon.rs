@@ -422,8 +422,9 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
         st.skipped,
         t.elapsed()
     );
-    if let Some(geo) = snap.steering.geo_summary() {
-        tracing::info!("{}", geo.replace('\n', "; "));
+    if let Some(st) = snap.steering.status(&snap.ecs) {
+        let text = control::render_steering(&st);
+        tracing::info!("{}", text.trim_end().replace('\n', "; "));
     }
     let how = dp.attach(iface, cfg.xdp.mode)?;
     tracing::info!(

@@ -254,8 +254,8 @@ fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
         snap.steering.regions.len(),
         snap.steering.sets.len()
     );
-    if let Some(geo) = snap.steering.geo_summary() {
-        println!("{geo}");
+    if let Some(st) = snap.steering.status(&snap.ecs) {
+        print!("{}", control::render_steering(&st));
     }
     Ok(())
 }

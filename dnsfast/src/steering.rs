@@ -258,35 +258,6 @@ impl Compiled {
         out
     }
 
-    /// The GeoIP database and the region map, in one line each (`None`: no regions).
-    #[must_use]
-    pub fn geo_summary(&self) -> Option<String> {
-        if self.regions.is_empty() {
-            return None;
-        }
-        let [v4, v6] = &self.map.families;
-        let map = format!(
-            "region map: IPv4 {} runs in {} blocks, IPv6 {} runs in {} blocks",
-            v4.runs,
-            v4.blocks.len(),
-            v6.runs,
-            v6.blocks.len()
-        );
-        Some(match &self.db {
-            None => format!("no GeoIP database; {map}"),
-            Some(d) => format!(
-                "GeoIP {}: {} ({}), built {}, {} IPv4 + {} IPv6 networks, read in {} ms\n{map}",
-                d.path.display(),
-                d.schema,
-                d.database_type,
-                crate::geoip::date(d.build_epoch),
-                d.v4.len(),
-                d.v6.len(),
-                d.load_time.as_millis()
-            ),
-        })
-    }
-
     /// What `dnsfast status` shows (`None`: no regions).
     #[must_use]
     pub fn status(&self, ecs: &crate::config::EcsPolicy) -> Option<crate::control::SteeringStatus> {

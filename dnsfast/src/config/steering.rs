@@ -224,6 +224,12 @@ fn check_ident(s: &Spanned<String>, key: &str, err: ErrFn<'_>) -> Result<String,
     }
 }
 
+/// Whether `net` lies in `::ffff:0:0/96` (IPv4-mapped), which the configuration writes as IPv4:
+/// addresses there are matched as IPv4.
+pub(super) fn is_ipv4_mapped(net: &IpNet) -> bool {
+    matches!(net, IpNet::V6(n) if n.prefix_len() >= 96 && n.addr().to_ipv4_mapped().is_some())
+}
+
 /// A subnet in CIDR form without host bits; IPv4-mapped IPv6 subnets are written as IPv4.
 fn subnet(s: &Spanned<String>, err: ErrFn<'_>) -> Result<IpNet, ConfigError> {
     let v = s.get_ref();
@@ -241,10 +247,7 @@ fn subnet(s: &Spanned<String>, err: ErrFn<'_>) -> Result<IpNet, ConfigError> {
             format!("{v:?} has host bits set: the subnet is {}", net.trunc()),
         ));
     }
-    if let IpNet::V6(n) = net
-        && n.addr().to_ipv4_mapped().is_some()
-        && n.prefix_len() >= 96
-    {
+    if is_ipv4_mapped(&net) {
         return Err(err(
             s.span(),
             "region.subnets",
