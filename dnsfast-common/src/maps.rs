@@ -51,7 +51,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -64,6 +64,8 @@ pub const PROG_REFLECT_MISS: &str = "dnsfast_reflect_miss";
 /// Name of the XDP program that passes every packet (for the far end of a veth pair: native XDP
 /// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
 pub const PROG_PASS: &str = "dnsfast_pass";
+/// The Client Subnet stage, reached from [`PROG_DNSFAST`] by a tail call through [`MAP_STAGES`].
+pub const PROG_ECS: &str = "dnsfast_ecs";
 
 /// Two `XdpConfig` entries: the daemon writes the one not in use, then flips
 /// [`MAP_CONFIG_ACTIVE`] to it with one store, so no reader sees a half-written configuration.
@@ -74,6 +76,8 @@ pub const MAP_CONFIG_ACTIVE: &str = "CONFIG_ACTIVE";
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU scratch space for the message and the key (the BPF stack holds 512 bytes).
 pub const MAP_SCRATCH: &str = "SCRATCH";
+/// The program array of the stages [`PROG_DNSFAST`] hands queries to (slot 0: [`PROG_ECS`]).
+pub const MAP_STAGES: &str = "STAGES";
 /// Open-addressing table of the names of at most 32 octets.
 pub const MAP_HOT_TABLE: &str = "HOT_TABLE";
 /// Hot-name hash maps for names over 32 octets, one per size class after the first, in the order
@@ -99,13 +103,14 @@ pub const MAP_GEO_V6: &str = "GEO_V6";
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
     MAP_CONFIG_ACTIVE,
     MAP_STATS,
     MAP_SCRATCH,
+    MAP_STAGES,
     MAP_HOT[0],
     MAP_HOT[1],
     MAP_HOT[2],
@@ -429,11 +434,12 @@ pub const CFG_ANSWER: u32 = 1;
 pub const CFG_ANY_V4: u32 = 1 << 1;
 /// `XdpConfig::flags`: accept any IPv6 destination (listen on `::`).
 pub const CFG_ANY_V6: u32 = 1 << 2;
-/// `XdpConfig::flags`: EDNS Client Subnet is honoured (from any or from listed resolvers).
-/// The program passes every query with the option up to the daemon, which decides and echoes
-/// it (deciding it in XDP is still to do: the verifier's budget).
+/// `XdpConfig::flags`: EDNS Client Subnet is honoured from any resolver: the program hands
+/// queries with the option to its ECS stage, which decides and echoes it. Clear: they go to
+/// the daemon (which ignores the option, or checks the resolver list).
 pub const CFG_ECS: u32 = 1 << 3;
-/// `XdpConfig::flags`: ECS is honoured only from listed resolvers.
+/// `XdpConfig::flags`: ECS is honoured only from listed resolvers (the program holds no list:
+/// it passes the queries up).
 pub const CFG_ECS_PASS: u32 = 1 << 4;
 /// Most explicit addresses per family the XDP program matches.
 pub const MAX_LISTEN_ADDRS: usize = 8;

@@ -22,6 +22,9 @@ counters! {
     Seen = "seen",
     /// Answered from the hot maps with `XDP_TX`.
     Answered = "answered",
+    /// Answered with `XDP_TX` by the Client Subnet stage: a query with the option, its echo
+    /// in the answer.
+    AnsweredEcs = "answered_ecs",
     /// Neither IPv4 nor IPv6 (ARP, LLDP, ...).
     PassNotIp = "pass_not_ip",
     /// 802.1Q/802.1ad tagged frame.
@@ -50,7 +53,8 @@ counters! {
     PassNotHot = "pass_not_hot",
     /// Malformed or unusual question/EDNS: the daemon decides the rcode.
     PassMalformed = "pass_malformed",
-    /// EDNS the XDP path does not answer (version > 0, client subnet).
+    /// EDNS the XDP path does not answer (version > 0, NSID, Client Subnet when it is off or
+    /// honoured only from listed resolvers).
     PassEdns = "pass_edns",
     /// Name/type not in the hot maps.
     PassMiss = "pass_miss",

@@ -350,6 +350,11 @@ pub trait Limits {
     /// Whether a Client Subnet option is recorded in [`Edns::ecs`] (both paths answer it);
     /// without it the option stops the walk with [`QueryError::ClientSubnet`].
     const RECORD_ECS: bool;
+    /// Whether the option is validated once, after the walk, from where the walk saw it (the
+    /// XDP program: validating inside the walk multiplies the verifier's states by the options
+    /// before and after it). A second Client Subnet option then stops the walk with
+    /// [`QueryError::ClientSubnet`] (the daemon validates each one and keeps the last).
+    const DEFER_ECS: bool;
     /// Whether additional records other than OPT (TSIG, stray records) are accepted and
     /// reported in [`Query::tsig`], instead of failing with [`QueryError::OtherAdditional`].
     const OTHER_ADDITIONAL: bool;
@@ -363,6 +368,20 @@ impl Limits for XdpLimits {
     const WALK_NAMES: bool = false;
     const RECORD_OPTIONS: bool = false;
     const RECORD_ECS: bool = false;
+    const DEFER_ECS: bool = false;
+    const OTHER_ADDITIONAL: bool = false;
+}
+
+/// The XDP program's Client Subnet stage (`dnsfast_ecs`, reached by a tail call from the main
+/// program when a query carries the option): as [`XdpLimits`], with the option recorded.
+pub struct XdpEcsLimits;
+impl Limits for XdpEcsLimits {
+    const MAX_ADDITIONAL: usize = 1;
+    const MAX_OPTIONS: usize = 8;
+    const WALK_NAMES: bool = false;
+    const RECORD_OPTIONS: bool = false;
+    const RECORD_ECS: bool = true;
+    const DEFER_ECS: bool = true;
     const OTHER_ADDITIONAL: bool = false;
 }
 
@@ -374,6 +393,7 @@ impl Limits for FullLimits {
     const WALK_NAMES: bool = true;
     const RECORD_OPTIONS: bool = true;
     const RECORD_ECS: bool = true;
+    const DEFER_ECS: bool = false;
     const OTHER_ADDITIONAL: bool = true;
 }
 
@@ -817,9 +837,27 @@ fn additional_record<L: Limits, W: Wire>(
 #[inline(always)]
 fn options<L: Limits, W: Wire>(
     msg: &mut W,
+    off: usize,
+    end: usize,
+    e: &mut Edns,
+) -> Result<(), QueryError> {
+    // Where the walk saw the Client Subnet option (data offset, length; 0: none), under
+    // `L::DEFER_ECS`: opaque to the verifier, so every walk ends in one state.
+    let mut deferred = (0, 0);
+    walk_options::<L, W>(msg, off, end, e, &mut deferred)?;
+    if L::DEFER_ECS && deferred.0 != 0 {
+        e.ecs = Some(ecs(msg, deferred.0, deferred.1)?);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn walk_options<L: Limits, W: Wire>(
+    msg: &mut W,
     mut off: usize,
     end: usize,
     e: &mut Edns,
+    deferred: &mut (usize, usize),
 ) -> Result<(), QueryError> {
     for _ in 0..L::MAX_OPTIONS {
         if off == end {
@@ -836,6 +874,12 @@ fn options<L: Limits, W: Wire>(
         }
         match code {
             OPTION_ECS if !L::RECORD_ECS => return Err(QueryError::ClientSubnet),
+            OPTION_ECS if L::DEFER_ECS => {
+                if deferred.0 != 0 {
+                    return Err(QueryError::ClientSubnet);
+                }
+                *deferred = (msg.launder(data), msg.launder(olen));
+            }
             OPTION_ECS => e.ecs = Some(ecs(msg, data, olen)?),
             OPTION_COOKIE => {
                 // A client cookie alone is 8 bytes; with a server cookie 16 to 40.
@@ -863,7 +907,7 @@ fn options<L: Limits, W: Wire>(
 
 /// Validates a Client Subnet option per RFC 7871 §6 and §7.1.2.
 #[inline(always)]
-fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
+fn ecs<W: Wire>(msg: &mut W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
     if olen < 4 {
         return Err(QueryError::BadEcs);
     }
@@ -905,9 +949,15 @@ fn ecs<W: Wire>(msg: &W, data: usize, olen: usize) -> Result<Ecs, QueryError> {
             return Err(QueryError::BadEcs);
         }
     }
+    // The values as such, whichever way the checks went (in XDP, one verifier state for every
+    // valid option: what follows is verified once, not once per family and length).
+    let hi = msg.launder(hi as usize) as u64;
+    let lo = msg.launder(lo as usize) as u64;
+    address[..8].copy_from_slice(&hi.to_le_bytes());
+    address[8..].copy_from_slice(&lo.to_le_bytes());
     Ok(Ecs {
-        family,
-        source_prefix: source,
+        family: (msg.launder(usize::from(family)) & 3) as u16,
+        source_prefix: (msg.launder(usize::from(source)) & 0xFF) as u8,
         scope: 0,
         address,
     })

@@ -13,7 +13,7 @@
 //! answered from ([`steer`]).
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, ProgramArray, lpm_trie::Key},
     macros::btf_map,
     programs::XdpContext,
 };
@@ -60,6 +60,59 @@ static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Arra
 static GEO_V4: LpmTrie<[u8; 4], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
 #[btf_map]
 static GEO_V6: LpmTrie<[u8; 16], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+
+/// An LPM trie key (`Key<[u8; 4 * N]>`'s layout) held as 32-bit words: the address sits at
+/// offset 4, and the verifier refuses the 8-byte stack stores the compiler would use to copy
+/// a byte array there ("misaligned stack access").
+#[repr(C)]
+struct WordKey<const N: usize> {
+    prefix_len: u32,
+    data: [u32; N],
+}
+
+/// The `GEO_V4` value of an IPv4 address (region | block length << 16 | `GEO_SPECIAL`).
+#[inline(always)]
+pub fn geo_v4(addr: [u8; 4]) -> Option<u32> {
+    let key = WordKey {
+        prefix_len: 32,
+        data: [u32::from_ne_bytes(addr)],
+    };
+    // SAFETY: same size and layout as Key<[u8; 4]> (repr(C): u32, then 4 bytes), stricter
+    // alignment.
+    GEO_V4
+        .get(unsafe { &*(&raw const key).cast::<Key<[u8; 4]>>() })
+        .copied()
+}
+
+/// The `GEO_V6` value of an IPv6 address.
+#[inline(always)]
+pub fn geo_v6(a: [u8; 16]) -> Option<u32> {
+    let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let key = WordKey {
+        prefix_len: 128,
+        data: [word(0), word(4), word(8), word(12)],
+    };
+    // SAFETY: as in `geo_v4`, for Key<[u8; 16]>.
+    GEO_V6
+        .get(unsafe { &*(&raw const key).cast::<Key<[u8; 16]>>() })
+        .copied()
+}
+
+/// The programs the main one hands a query to: slot [`STAGE_ECS`] is `dnsfast_ecs`, which
+/// answers queries that carry a Client Subnet option (the daemon fills the slot at load).
+#[btf_map]
+static STAGES: ProgramArray<1> = ProgramArray::new();
+
+/// `STAGES` slot of the Client Subnet stage.
+const STAGE_ECS: u32 = 0;
+
+/// Hands the query to the Client Subnet stage. Returns only if the stage is not there.
+#[inline(always)]
+pub fn to_ecs_stage(ctx: &XdpContext) {
+    // SAFETY: a tail call into a program the daemon placed in the slot, with this context;
+    // nothing of this program runs after it succeeds, and on failure it simply returns.
+    unsafe { STAGES.tail_call(ctx, STAGE_ECS) };
+}
 
 /// The region of the client that sent the frame (IPv6 if `v6`): the longest `GEO_*` subnet
 /// that covers its source address, else the default region. Called only for a steered name.

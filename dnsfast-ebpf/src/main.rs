@@ -21,11 +21,12 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dnsfast_common::{
-    maps::{CFG_ANSWER, MSG_AREA, REGION_ANY, Scratch},
+    maps::{CFG_ANSWER, CFG_ECS, CFG_ECS_PASS, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
+    steer::ecs_region,
     wire::{
-        BuildError, MsgBuf, QueryError, Wire, XdpLimits, answer_rotation, build_key, parse_query,
-        plan_hot_answer,
+        BuildError, Ecs, MsgBuf, QueryError, Wire, XdpEcsLimits, XdpLimits, answer_rotation,
+        build_key, parse_query, plan_hot_answer,
     },
 };
 
@@ -36,6 +37,9 @@ pub enum Verdict {
     Pass(Counter),
     /// Discard the packet.
     Drop(Counter),
+    /// The query carries a Client Subnet option the program honours: the main program hands it
+    /// to the Client Subnet stage (`dnsfast_ecs`), which answers it.
+    ClientSubnet,
 }
 
 /// Answers hot DNS queries; passes everything else.
@@ -46,10 +50,35 @@ pub enum Verdict {
 )]
 pub fn dnsfast(ctx: XdpContext) -> u32 {
     stats::bump(Counter::Seen);
-    let (action, counter) = match try_answer(&ctx) {
-        Ok(()) => (xdp_action::XDP_TX, Counter::Answered),
+    let verdict = try_answer::<false>(&ctx);
+    if let Err(Verdict::ClientSubnet) = verdict {
+        // Returns only if the stage is missing (then the daemon answers).
+        lookup::to_ecs_stage(&ctx);
+    }
+    finish(verdict, Counter::Answered)
+}
+
+/// The Client Subnet stage: the main program's tail call for a query with the option, which
+/// it answers (region from the option, the echo with its SCOPE) or passes up. Two programs
+/// because one holding both paths exceeds the verifier's budget; each has its own. The main
+/// program counted the packet in `seen` already.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
+pub fn dnsfast_ecs(ctx: XdpContext) -> u32 {
+    finish(try_answer::<true>(&ctx), Counter::AnsweredEcs)
+}
+
+/// Counts the outcome and returns its XDP action.
+#[inline(always)]
+fn finish(verdict: Result<(), Verdict>, answered: Counter) -> u32 {
+    let (action, counter) = match verdict {
+        Ok(()) => (xdp_action::XDP_TX, answered),
         Err(Verdict::Pass(c)) => (xdp_action::XDP_PASS, c),
         Err(Verdict::Drop(c)) => (xdp_action::XDP_DROP, c),
+        Err(Verdict::ClientSubnet) => (xdp_action::XDP_PASS, Counter::PassEdns),
     };
     stats::bump(counter);
     action
@@ -93,7 +122,10 @@ pub fn dnsfast_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
+/// The whole answer: `ECS` is the Client Subnet stage (the option is recorded, decides a steered
+/// name's region and is echoed), else the main program (the option hands the query over).
+#[inline(always)]
+fn try_answer<const ECS: bool>(ctx: &XdpContext) -> Result<(), Verdict> {
     let cfg = config::get().ok_or(Verdict::Pass(Counter::PassDisabled))?;
     if cfg.flags & CFG_ANSWER == 0 {
         return Err(Verdict::Pass(Counter::PassDisabled));
@@ -116,10 +148,26 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
     frame.dns_len = packet::launder(cell, frame.dns_len) & (MSG_AREA - 1);
     stage::cut(2)?;
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
-    let q = parse_query::<XdpLimits, _>(&mut msg).map_err(query_verdict)?;
-    // The daemon takes the same decision (`Query::hot`). A Client Subnet option stopped the
-    // validator already (`XdpLimits::RECORD_ECS`): the daemon decides and echoes it.
+    let q = if ECS {
+        parse_query::<XdpEcsLimits, _>(&mut msg)
+    } else {
+        parse_query::<XdpLimits, _>(&mut msg)
+    };
+    let q = q.map_err(|e| query_verdict(e, cfg.flags))?;
+    // The daemon takes the same decision (`Query::hot`).
     q.hot().map_err(|_| Verdict::Pass(Counter::PassNotHot))?;
+    // The Client Subnet stage answers only queries with the option (the main program sent it
+    // those); its echo, SCOPE set below once the answer is known.
+    let mut ecs = match q.edns.and_then(|e| e.ecs) {
+        Some(e) if ECS => e,
+        _ if ECS => return Err(Verdict::Pass(Counter::PassEdns)),
+        _ => Ecs {
+            family: 0,
+            source_prefix: 0,
+            scope: 0,
+            address: [0; 16],
+        },
+    };
 
     // The order the daemon would give this query too (and a steered answer's draw).
     let mut rotation = answer_rotation(q.id, frame.client_port);
@@ -143,34 +191,50 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Verdict> {
         steered,
         rotation: &mut rotation,
     };
-    // A steered name's region, from the client's address (asked only for a steered name).
+    // A steered name's region (asked only for a steered name): the Client Subnet's when it
+    // decides (RFC 7871 §7.2.1; SCOPE its block's length), else the client address's (SCOPE 0,
+    // as for every answer that does not depend on the region).
     let v6 = frame.v6;
-    let region = || lookup::client_region(ctx, v6, cfg);
+    let mut scope = 0;
+    let region = || {
+        if ECS && let Some((r, s)) = ecs_region(&ecs, lookup::geo_v4, lookup::geo_v6) {
+            scope = s;
+            return u32::from(r);
+        }
+        lookup::client_region(ctx, v6, cfg)
+    };
     let answer = lookup::find(cfg, class, key, found, region, |v| msg.launder(v))
         .ok_or(Verdict::Pass(Counter::PassMiss))?;
+    ecs.scope = scope;
+    let echo = if ECS { Some(&ecs) } else { None };
     stage::cut(5)?;
     match answer {
         lookup::Answer::Small(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, &[], None, limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], echo, limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
-            respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
+            respond::answer(ctx, &frame, work, &q, a, &plan, echo, rotation)
         }
         lookup::Answer::Large(a) => {
-            let plan = plan_hot_answer(&mut msg, &q, a, &[], None, limit).map_err(plan_err)?;
+            let plan = plan_hot_answer(&mut msg, &q, a, &[], echo, limit).map_err(plan_err)?;
             stage::cut(6)?;
             let work = respond::Work { area, cell, hint };
-            respond::answer(ctx, &frame, work, &q, a, &plan, rotation)
+            respond::answer(ctx, &frame, work, &q, a, &plan, echo, rotation)
         }
     }
 }
 
 /// The counter and action for a query the validator rejected.
 #[inline(always)]
-fn query_verdict(e: QueryError) -> Verdict {
+fn query_verdict(e: QueryError, flags: u32) -> Verdict {
     match e {
         QueryError::Response => Verdict::Drop(Counter::DropResponse),
         QueryError::ShortHeader => Verdict::Drop(Counter::DropShortHeader),
+        // Honoured from any resolver: the Client Subnet stage answers. Off, or only from listed
+        // resolvers (the program holds no list): the daemon.
+        QueryError::ClientSubnet if flags & (CFG_ECS | CFG_ECS_PASS) == CFG_ECS => {
+            Verdict::ClientSubnet
+        }
         QueryError::BadVersion | QueryError::ClientSubnet | QueryError::NsidRequest => {
             Verdict::Pass(Counter::PassEdns)
         }

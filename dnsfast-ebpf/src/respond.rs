@@ -18,7 +18,7 @@ use aya_ebpf::{
 use dnsfast_common::{
     maps::{HINT_HEAD_FIRST, MSG_AREA},
     stats::Counter,
-    wire::{AnswerData, HotPlan, MSG_BUF_LEN, MsgBuf, Query, write_hot_answer},
+    wire::{AnswerData, Ecs, HotPlan, MSG_BUF_LEN, MsgBuf, Query, write_hot_answer},
 };
 
 use crate::{
@@ -158,8 +158,13 @@ pub struct Work<'a> {
     pub hint: &'a mut u32,
 }
 
-/// Rewrites the frame into the hot answer `answer` to `q` laid out as `plan`.
+/// Rewrites the frame into the hot answer `answer` to `q` laid out as `plan`, with the Client
+/// Subnet echo `ecs` if any.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one answer, each borrowed"
+)]
 pub fn answer<A: AnswerData>(
     ctx: &XdpContext,
     frame: &Frame,
@@ -167,13 +172,14 @@ pub fn answer<A: AnswerData>(
     q: &Query,
     answer: &A,
     plan: &HotPlan,
+    ecs: Option<&Ecs>,
     rotation: u32,
 ) -> Result<(), Verdict> {
     let Work { area, cell, hint } = work;
     let saved = save(ctx, frame.v6).ok_or(Verdict::Pass(Counter::PassRewrite))?;
     let total = plan.total & (MSG_AREA - 1);
     let mut msg = MsgBuf::new(area, frame.dns_len, cell);
-    write_hot_answer(&mut msg, q, answer, plan, &[], None, rotation)
+    write_hot_answer(&mut msg, q, answer, plan, &[], ecs, rotation)
         .ok_or(Verdict::Pass(Counter::PassRewrite))?;
     crate::stage::cut(7)?;
     // The frame changes from here on.

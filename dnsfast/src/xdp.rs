@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray,
+        lpm_trie::Key,
+    },
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use dnsfast_common::{
@@ -21,9 +24,9 @@ use dnsfast_common::{
         HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX,
         MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE,
         MAP_GEO_V4, MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH,
-        MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW,
-        PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB,
-        XdpConfig, name_class, slot_is_inline, slot_is_steered,
+        MAP_STAGES, MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_ECS, PROG_PASS, PROG_REFLECT,
+        PROG_REFLECT_GROW, PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE,
+        SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -200,6 +203,9 @@ pub struct Dataplane {
     stats: PerCpuArray<MapData, u64>,
     grace: ArrayOfMaps<MapData, Array<MapData, u32>>,
     grace_inner: Array<MapData, u32>,
+    /// `STAGES`, holding the Client Subnet stage. Kept open: the kernel empties a program
+    /// array when its last user reference goes.
+    _stages: ProgramArray<MapData>,
     sync: MapSync,
     capacity: Capacity,
     pin_dir: Option<PathBuf>,
@@ -341,7 +347,7 @@ impl Dataplane {
             .map_max_entries(MAP_GEO_V4, capacity.geo.max(1))
             .map_max_entries(MAP_GEO_V6, capacity.geo.max(1));
         let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
-        for name in [PROG_DNSFAST, PROG_PASS] {
+        for name in [PROG_DNSFAST, PROG_ECS, PROG_PASS] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
@@ -363,6 +369,11 @@ impl Dataplane {
         {
             m.pin(dir.join(MAP_SCRATCH)).context("pin SCRATCH")?;
         }
+        let mut stages: ProgramArray<MapData> = take(&mut ebpf, MAP_STAGES, pin_dir)?;
+        let ecs: &Xdp = ebpf.program(PROG_ECS).expect("loaded above").try_into()?;
+        stages
+            .set(0, ecs.fd()?, 0)
+            .context("place the Client Subnet stage in STAGES")?;
         // A seed per start: nobody can prepare names that pile up in one probe run.
         let seed =
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64);
@@ -416,6 +427,7 @@ impl Dataplane {
             stats: take(&mut ebpf, MAP_STATS, pin_dir)?,
             grace: take(&mut ebpf, MAP_GRACE, pin_dir)?,
             grace_inner,
+            _stages: stages,
             ebpf,
             sync: MapSync::new(capacity, seed),
             capacity,
@@ -445,11 +457,16 @@ impl Dataplane {
 
     /// The answering program's size and verification cost.
     pub fn program_size(&self) -> Result<ProgramSize> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROG_DNSFAST)
-            .expect("loaded")
-            .try_into()?;
+        self.size_of(PROG_DNSFAST)
+    }
+
+    /// The Client Subnet stage's size and verification cost (its own budget).
+    pub fn ecs_stage_size(&self) -> Result<ProgramSize> {
+        self.size_of(PROG_ECS)
+    }
+
+    fn size_of(&self, name: &str) -> Result<ProgramSize> {
+        let prog: &Xdp = self.ebpf.program(name).expect("loaded").try_into()?;
         let info = prog.info().context("program info")?;
         Ok(ProgramSize {
             instructions: info.size_translated().unwrap_or(0) / 8,

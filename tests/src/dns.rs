@@ -23,6 +23,18 @@ pub fn query(id: u16, name: &str, qtype: RecordType, edns: Option<(u16, bool)>) 
     query_class(id, name, qtype, DNSClass::IN, edns)
 }
 
+/// A Client Subnet option (RFC 7871 §6) as it goes on the wire: code, length, FAMILY, SOURCE
+/// and SCOPE PREFIX-LENGTH, ADDRESS as given (tests make malformed ones too).
+#[must_use]
+pub fn ecs_option(family: u16, source: u8, scope: u8, address: &[u8]) -> Vec<u8> {
+    let mut o = vec![0, 8];
+    o.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+    o.extend_from_slice(&family.to_be_bytes());
+    o.extend_from_slice(&[source, scope]);
+    o.extend_from_slice(address);
+    o
+}
+
 /// Like [`query`] with a class.
 #[must_use]
 pub fn query_class(

@@ -4,7 +4,7 @@
 pub use dnsfast_common::wire::rcode;
 use hickory_proto::rr::RecordType;
 
-use crate::dns;
+use crate::dns::{self, ecs_option as ecs};
 
 /// What a row must get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,17 +85,6 @@ fn opt(version: u8, flags: u16, options: &[u8], rdlen: Option<u16>) -> Vec<u8> {
     o.extend_from_slice(&flags.to_be_bytes());
     o.extend_from_slice(&rdlen.unwrap_or(options.len() as u16).to_be_bytes());
     o.extend_from_slice(options);
-    o
-}
-
-/// A Client Subnet option.
-fn ecs(family: u16, source: u8, scope: u8, address: &[u8]) -> Vec<u8> {
-    let mut d = family.to_be_bytes().to_vec();
-    d.extend_from_slice(&[source, scope]);
-    d.extend_from_slice(address);
-    let mut o = 8u16.to_be_bytes().to_vec();
-    o.extend_from_slice(&(d.len() as u16).to_be_bytes());
-    o.extend_from_slice(&d);
     o
 }
 

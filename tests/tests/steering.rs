@@ -348,3 +348,260 @@ fn geoip_places_clients_by_country_and_continent_in_xdp_as_in_the_daemon() {
         drop(daemon);
     }
 }
+
+/// What a Client Subnet query should get: the region whose endpoints answer (the first octets
+/// of their addresses) and the SCOPE echoed.
+struct EcsCase {
+    what: &'static str,
+    /// FAMILY, SOURCE, ADDRESS of the option.
+    ecs: (u16, u8, Vec<u8>),
+    /// The resolver: the host's default client (`false`) or the one in eu's subnet.
+    from_eu: bool,
+    qtype: RecordType,
+    /// The answer's addresses start with this (the region's endpoints).
+    want: &'static str,
+    scope: u8,
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases and two configurations"
+)]
+fn client_subnet_decides_the_region_in_xdp_as_in_the_daemon() {
+    use RecordType::{A, AAAA};
+    use hickory_proto::rr::rdata::opt::EdnsCode;
+    use serde_json::json;
+    let host = TestHost::new(44, "ecs").unwrap();
+    let _pass = pass_program(&host);
+    let eu4 = Ipv4Addr::new(198, 18, 44, 3);
+    let eu6 = Ipv6Addr::new(0x2001, 2, 0, 44, 0, 0, 0, 3);
+    add_clients(&host, &[IpAddr::V4(eu4), IpAddr::V6(eu6)]);
+    let zdir = tempfile::tempdir().unwrap();
+    let zone = zdir.path().join("example.com.zone");
+    std::fs::write(&zone, ZONE.replace("198.18.38.", "198.18.44.")).unwrap();
+    // Public networks in the crafted database (data in ECS options: nothing is sent there).
+    let db = zdir.path().join("flat.mmdb");
+    let mut w = mmdb_writer::Writer::new("dnsfast-test-country");
+    for (net, country) in [
+        ("81.0.0.0/8", "DE"),
+        ("126.0.0.0/8", "JP"),
+        ("2a02::/16", "DE"),
+    ] {
+        let rec = json!({ "country_code": country });
+        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &rec)
+            .unwrap();
+    }
+    std::fs::write(&db, w.to_bytes().unwrap()).unwrap();
+    let tables = |ecs: &str| {
+        format!(
+            "{ecs}[geoip]\ndatabase = \"{}\"\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\n\
+             [[region]]\nname = \"eu\"\ncontinents = [\"EU\"]\n\
+             subnets = [\"{eu4}/32\", \"{eu6}/128\", \"2001:2:0:2::/64\"]\n\
+             [[region]]\nname = \"apac\"\ncountries = [\"JP\"]\nsubnets = [\"10.9.0.0/16\"]\n\
+             [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.40.1\"\nipv6 = \"2001:2:0:40::1\"\n\
+             [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.41.1\"\nipv6 = \"2001:2:0:41::1\"\n\
+             [[endpoint]]\nname = \"apac-1\"\nipv4 = \"198.18.42.1\"\nipv6 = \"2001:2:0:42::1\"\n\
+             [[service]]\nname = \"www.example.com\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}]\n\
+             [[service.pool]]\nregion = \"apac\"\nendpoints = [{{ endpoint = \"apac-1\" }}]\n",
+            db.display()
+        )
+    };
+    let mut mapped = vec![0u8; 10];
+    mapped.extend_from_slice(&[0xFF, 0xFF, 81, 2, 3]);
+    let case = |what, ecs: (u16, u8, &[u8]), from_eu, qtype, want, scope| EcsCase {
+        what,
+        ecs: (ecs.0, ecs.1, ecs.2.to_vec()),
+        from_eu,
+        qtype,
+        want,
+        scope,
+    };
+    let cases = [
+        // The database's 81.0.0.0/8 (DE, Europe): a block wider than SOURCE, SCOPE 8 < 24.
+        case("GeoIP /24", (1, 24, &[81, 2, 3]), false, A, "198.18.41.", 8),
+        case(
+            "GeoIP country",
+            (1, 24, &[126, 1, 2]),
+            false,
+            A,
+            "198.18.42.",
+            8,
+        ),
+        // 198.18.0.0 lies in the default region's 198.18.0.0/19 (eu's /32 at 198.18.44.3
+        // splits the /16): a block narrower than SOURCE, SCOPE 19 > 16.
+        case(
+            "narrower block",
+            (1, 16, &[198, 18]),
+            true,
+            A,
+            "198.18.40.",
+            19,
+        ),
+        case(
+            "eu's /32",
+            (1, 32, &[198, 18, 44, 3]),
+            false,
+            A,
+            "198.18.41.",
+            32,
+        ),
+        // Looked up as IPv4: SCOPE 96 + 8.
+        case("v4-mapped", (2, 120, &mapped), false, A, "198.18.41.", 104),
+        case(
+            "IPv6 /56",
+            (2, 56, &[0x2a, 2, 0, 0, 0, 0, 1]),
+            false,
+            AAAA,
+            "2001:2:0:41::",
+            16,
+        ),
+        case(
+            "IPv6 /64 subnet",
+            (2, 64, &[0x20, 1, 0, 2, 0, 0, 0, 2]),
+            false,
+            AAAA,
+            "2001:2:0:41::",
+            64,
+        ),
+        // The resolver decides with SCOPE 0: SOURCE 0, private space no subnet covers.
+        case("SOURCE 0", (1, 0, &[]), true, A, "198.18.41.", 0),
+        case("private", (1, 24, &[192, 168, 1]), true, A, "198.18.41.", 0),
+        case(
+            "private, us resolver",
+            (1, 24, &[192, 168, 1]),
+            false,
+            A,
+            "198.18.40.",
+            0,
+        ),
+        case(
+            "private IPv6",
+            (2, 8, &[0xFD]),
+            true,
+            AAAA,
+            "2001:2:0:41::",
+            0,
+        ),
+        // Private space a region's subnet covers decides.
+        case(
+            "covered private",
+            (1, 24, &[10, 9, 1]),
+            true,
+            A,
+            "198.18.42.",
+            16,
+        ),
+    ];
+
+    let listed = format!("[ecs]\nresolvers = [\"{eu4}/32\", \"{eu6}/128\"]\n");
+    for (ecs_conf, in_xdp) in [
+        ("", true),
+        (listed.as_str(), false),
+        ("[ecs]\nenabled = false\n", false),
+    ] {
+        let (config, dir) = steered_config(&host, "ecs", &zone, &tables(ecs_conf));
+        let cfg = Config::load(&config).unwrap();
+        let shared = Shared::new(compile(&cfg).unwrap());
+        let daemon = TestDaemon::start_with(&host, "ecs", config, dir).unwrap();
+        let counters =
+            |d: &TestDaemon| ["answered_ecs", "pass_edns"].map(|c| d.xdp_counter(c).unwrap());
+        let before = counters(&daemon);
+        let mut asked = 0;
+        let mut steered = 0;
+        let hot_case = EcsCase {
+            what: "hot name",
+            ecs: (1, 24, vec![81, 2, 3]),
+            from_eu: false,
+            qtype: A,
+            want: "198.18.44.50",
+            scope: 0,
+        };
+        for c in cases.iter().chain([&hot_case]) {
+            let v6 = c.ecs.0 == 2 && c.what != "v4-mapped";
+            let client = match (c.from_eu, v6) {
+                (false, false) => IpAddr::V4(host.v4_peer),
+                (true, false) => IpAddr::V4(eu4),
+                (false, true) => IpAddr::V6(host.v6_peer),
+                (true, true) => IpAddr::V6(eu6),
+            };
+            let server: SocketAddr = match client {
+                IpAddr::V4(_) => (host.v4, 53).into(),
+                IpAddr::V6(_) => (host.v6, 53).into(),
+            };
+            let name = if c.what == "hot name" {
+                "fixed.example.com."
+            } else {
+                "www.example.com."
+            };
+            let option = dns::ecs_option(c.ecs.0, c.ecs.1, 0, &c.ecs.2);
+            let mut echo = option.clone();
+            echo[7] = c.scope;
+            // Who is honoured: everyone, only eu's resolver, nobody.
+            let honoured = match ecs_conf {
+                "" => true,
+                _ if ecs_conf.contains("resolvers") => c.from_eu,
+                _ => false,
+            };
+            let sock = UdpSocket::bind((client, 0)).unwrap();
+            let port = sock.local_addr().unwrap().port();
+            for id in 0..20u16 {
+                let q = dnsfast_tests::battery::with_option(
+                    dns::query(id, name, c.qtype, Some((1232, false))),
+                    &option,
+                );
+                let reply = dns::udp_exchange_on(&sock, server, &q, TIMEOUT).unwrap();
+                asked += 1;
+                let user = handle(&shared, &q, false, (client, port).into()).unwrap();
+                assert_eq!(
+                    reply, user,
+                    "{ecs_conf:?} {}: query {id} from {client}: XDP and the daemon differ",
+                    c.what
+                );
+                if !honoured {
+                    // Ignored, as by a server without ECS: no echo.
+                    let m = Message::from_vec(&reply).unwrap();
+                    let e = m.edns.as_ref().expect("an OPT");
+                    assert!(e.option(EdnsCode::Subnet).is_none(), "{}: no echo", c.what);
+                    continue;
+                }
+                let got: Vec<String> = addresses(&reply).iter().map(ToString::to_string).collect();
+                assert!(
+                    got.len() == 1 && got[0].starts_with(c.want),
+                    "{}: {got:?}, want {}",
+                    c.what,
+                    c.want
+                );
+                assert!(
+                    reply.ends_with(&echo),
+                    "{}: the echo with SCOPE {} ends the reply: {:02x?}",
+                    c.what,
+                    c.scope,
+                    &reply[reply.len() - echo.len()..]
+                );
+            }
+            steered += 1;
+        }
+        let after = counters(&daemon);
+        if in_xdp {
+            assert_eq!(
+                (after[0] - before[0], after[1] - before[1]),
+                (asked, 0),
+                "every Client Subnet query answered by the ECS stage: {}",
+                daemon.status().unwrap()["xdp"]["counters"]
+            );
+        } else {
+            assert_eq!(
+                (after[0] - before[0], after[1] - before[1]),
+                (0, asked),
+                "{ecs_conf:?}: every one passed up to the daemon"
+            );
+        }
+        assert_eq!(steered, cases.len() + 1);
+        drop(daemon);
+    }
+}

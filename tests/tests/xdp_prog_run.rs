@@ -22,7 +22,7 @@ use dnsfast::{
     zone::Zone,
 };
 use dnsfast_common::{
-    maps::{AnswerLarge, CFG_ANSWER, MAX_SET_RECORDS, XdpConfig},
+    maps::{AnswerLarge, CFG_ANSWER, CFG_ECS, CFG_ECS_PASS, MAX_SET_RECORDS, XdpConfig},
     stats::{COUNTER_NAMES, Counter},
     steer::draw,
     wire::{FullLimits, MSG_BUF_LEN, MsgBuf, answer_rotation, build_hot_answer, parse_query},
@@ -251,11 +251,15 @@ fn program_size_and_verifier_cost_are_reported() {
     let f = fixture().lock().unwrap();
     let size = f.dp.program_size().unwrap();
     println!("XDP program: {size}");
-    assert!(size.instructions > 1000 && size.jited_bytes > 0, "{size}");
-    assert!(
-        (1..1_000_000).contains(&size.verifier_processed),
-        "within the verifier's limit: {size}"
-    );
+    let ecs = f.dp.ecs_stage_size().unwrap();
+    println!("Client Subnet stage: {ecs}");
+    for size in [size, ecs] {
+        assert!(size.instructions > 1000 && size.jited_bytes > 0, "{size}");
+        assert!(
+            (1..1_000_000).contains(&size.verifier_processed),
+            "within the verifier's limit: {size}"
+        );
+    }
 }
 
 #[test]
@@ -455,18 +459,109 @@ fn queries_the_daemon_must_judge_are_passed_up() {
     q[11] = 2;
     q.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
     run(&v4_frame(&q), XDP_PASS, Counter::PassNotHot);
-    // Client subnet (steering will answer it in XDP; until then the daemon does).
-    let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
-    let ecs = [0u8, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7];
-    let n = q.len();
-    q[n - 2..].copy_from_slice(&(ecs.len() as u16).to_be_bytes());
-    q.extend_from_slice(&ecs);
+    // Client Subnet while the daemon has not switched ECS on (the fixture's CONFIG; see
+    // `client_subnet_queries_are_answered_by_the_ecs_stage`).
+    let q = ecs_query(9, "www.example.com.", RecordType::A, &[198, 18, 7]);
     run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
     // An NSID request: the daemon adds the configured identifier.
     let mut q = dns::query(9, "www.example.com.", RecordType::A, Some((1232, false)));
     let n = q.len();
     q[n - 2..].copy_from_slice(&4u16.to_be_bytes());
     q.extend_from_slice(&[0, 3, 0, 0]);
+    run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
+}
+
+/// `name` `qtype` with EDNS and an IPv4 Client Subnet option of `address`'s bytes (SOURCE the
+/// bytes' bits).
+fn ecs_query(id: u16, name: &str, qtype: RecordType, address: &[u8]) -> Vec<u8> {
+    let source = 8 * address.len() as u8;
+    let q = dns::query(id, name, qtype, Some((1232, false)));
+    dnsfast_tests::battery::with_option(q, &dns::ecs_option(1, source, 0, address))
+}
+
+/// Sets the ECS bits of the fixture's CONFIG while alive, as the daemon does for `[ecs]`; puts
+/// them back (clear) when dropped, also when an assertion fails.
+struct EcsFlags;
+impl EcsFlags {
+    fn set(flags: u32) -> Self {
+        fixture().lock().unwrap().dp.set_ecs_flags(flags).unwrap();
+        Self
+    }
+}
+impl Drop for EcsFlags {
+    fn drop(&mut self) {
+        let mut f = fixture()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.dp.set_ecs_flags(0).unwrap();
+    }
+}
+
+#[test]
+fn client_subnet_queries_are_answered_by_the_ecs_stage() {
+    let with = |q: Vec<u8>, o: &[u8]| dnsfast_tests::battery::with_option(q, o);
+    let _on = EcsFlags::set(CFG_ECS);
+    // A hot name (not steered): the answer echoes FAMILY, SOURCE and ADDRESS with SCOPE 0,
+    // byte for byte what the daemon sends, over both families; the main program handed the
+    // query to the stage, which counted it.
+    let q = ecs_query(0x5151, "www.example.com.", RecordType::A, &[198, 18, 7]);
+    let payload = check_v4_reply(
+        &v4_frame(&q),
+        &run(&v4_frame(&q), XDP_TX, Counter::AnsweredEcs),
+    );
+    assert!(
+        payload.ends_with(&[0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7]),
+        "the echo, last: {payload:02x?}"
+    );
+    same_answer(&payload, &q);
+    let v6 = with(
+        dns::query(
+            0x5152,
+            "www.example.com.",
+            RecordType::AAAA,
+            Some((1232, true)),
+        ),
+        &[
+            dnsfast_tests::battery::CLIENT_COOKIE.as_slice(),
+            &dns::ecs_option(2, 56, 0, &[0x20, 1, 0, 2, 0, 0, 1]),
+        ]
+        .concat(),
+    );
+    let payload = check_v6_reply(
+        &v6_frame(&v6),
+        &run(&v6_frame(&v6), XDP_TX, Counter::AnsweredEcs),
+    );
+    assert!(payload.ends_with(&[0, 8, 0, 11, 0, 2, 56, 0, 0x20, 1, 0, 2, 0, 0, 1]));
+    same_answer(&payload, &v6);
+    // SOURCE 0 (the resolver asks for no subnet to be used): echoed as is.
+    let q = ecs_query(0x5153, "www.example.com.", RecordType::A, &[]);
+    let payload = check_v4_reply(
+        &v4_frame(&q),
+        &run(&v4_frame(&q), XDP_TX, Counter::AnsweredEcs),
+    );
+    assert!(payload.ends_with(&[0, 8, 0, 4, 0, 1, 0, 0]));
+    same_answer(&payload, &q);
+    // What the stage leaves to the daemon: a malformed option (FORMERR is the daemon's), two
+    // Client Subnet options, a name it does not hold.
+    let bad = with(
+        dns::query(9, "www.example.com.", RecordType::A, Some((1232, false))),
+        &dns::ecs_option(1, 7, 0, &[199]),
+    );
+    run(&v4_frame(&bad), XDP_PASS, Counter::PassMalformed);
+    let twice = with(
+        dns::query(9, "www.example.com.", RecordType::A, Some((1232, false))),
+        &[
+            dns::ecs_option(1, 8, 0, &[198]),
+            dns::ecs_option(1, 8, 0, &[198]),
+        ]
+        .concat(),
+    );
+    run(&v4_frame(&twice), XDP_PASS, Counter::PassEdns);
+    let miss = ecs_query(9, "nothing-here.example.com.", RecordType::A, &[198, 18, 7]);
+    run(&v4_frame(&miss), XDP_PASS, Counter::PassMiss);
+    // Honoured only from listed resolvers: the program holds no list, the daemon decides.
+    let _listed = EcsFlags::set(CFG_ECS | CFG_ECS_PASS);
+    let q = ecs_query(9, "www.example.com.", RecordType::A, &[198, 18, 7]);
     run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
 }
 

@@ -202,6 +202,16 @@ fn seed_lines(b: &str, host: &TestHost) -> Vec<String> {
             host.v6
         ));
     }
+    // As a resolver passing its client's subnet (RFC 7871) would ask: the subnet decides.
+    lines.push(format!(
+        "kdig @{} www.example.com A +subnet=193.0.6.0/24    # ECS: a client in eu's Europe",
+        host.v4
+    ));
+    lines.push(format!(
+        "kdig @{} www.example.com AAAA +subnet=2001:dc0:2001::/48    # ECS: a client in apac's \
+         Oceania",
+        host.v6
+    ));
     lines.push(format!("kdig @{} shop.example.com A +tcp", host.v4));
     lines.push(format!(
         "{b} explain --config {c} 193.0.6.139 www.example.com"
@@ -213,13 +223,36 @@ fn seed_lines(b: &str, host: &TestHost) -> Vec<String> {
 
 /// The XDP program's `answered` counter, from the status command `status` with `--json`.
 fn xdp_answered(status: &str) -> Result<u64> {
+    xdp_counter(status, "answered")
+}
+
+/// An XDP counter, from the status command `status` with `--json`.
+fn xdp_counter(status: &str, name: &str) -> Result<u64> {
     let st = output(&format!("{status} --json"))?;
-    st.split("\"name\": \"answered\",")
+    st.split(&format!("\"name\": \"{name}\","))
         .nth(1)
         .and_then(|s| s.split("\"value\": ").nth(1))
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<u64>().ok())
-        .context("no answered counter in the status")
+        .with_context(|| format!("no {name} counter in the status"))
+}
+
+/// The answer's addresses and the Client Subnet echo's SCOPE of a kdig query with `+subnet`.
+fn with_subnet(line: &str) -> Result<(Vec<String>, u8)> {
+    let cmd = line.split('#').next().unwrap_or(line).trim();
+    let out = output(cmd)?;
+    // kdig: ";; CLIENT-SUBNET: 193.0.6.0/24/19" (address/SOURCE/SCOPE).
+    let scope = out
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches(';')
+                .trim()
+                .strip_prefix("CLIENT-SUBNET: ")
+        })
+        .and_then(|s| s.rsplit('/').next())
+        .and_then(|s| s.trim().parse().ok())
+        .with_context(|| format!("no Client Subnet echo in: {out}"))?;
+    Ok((short(line)?, scope))
 }
 
 /// Runs the printed commands and checks what they print.
@@ -286,23 +319,35 @@ fn seed_checks(lines: &[String]) -> Result<()> {
             "{region} AAAA: {aaaa:?}"
         );
     }
+    // The Client Subnet decides (the demo's own address would be us's), in XDP, and its echo
+    // carries the deciding block's length.
+    let (eu, eu_scope) = with_subnet(&lines[6])?;
+    ensure!(
+        eu.len() == 1 && eu[0].starts_with("198.18.20.") && eu_scope > 0,
+        "ECS eu A: {eu:?}, SCOPE {eu_scope}"
+    );
+    let (apac, apac_scope) = with_subnet(&lines[7])?;
+    ensure!(
+        apac.len() == 1 && apac[0].starts_with("2001:2:0:30::") && apac_scope > 0,
+        "ECS apac AAAA: {apac:?}, SCOPE {apac_scope}"
+    );
     // The demo's own address is in no region subnet and no GeoIP network: the default (us).
-    let shop = short(&lines[6])?;
+    let shop = short(&lines[8])?;
     ensure!(
         shop.len() == 2 && shop[0] == "www.example.com." && shop[1].starts_with("198.18.10."),
         "shop A over TCP: {shop:?}"
     );
-    let eu = output(&lines[7])?;
+    let eu = output(&lines[9])?;
     ensure!(
         eu.starts_with("193.0.6.139: region eu (continent EU"),
         "explain: {eu}"
     );
-    let apac = output(&lines[8])?;
+    let apac = output(&lines[10])?;
     ensure!(
         apac.contains("region apac (continent OC"),
         "explain: {apac}"
     );
-    let text = output(&lines[9])?;
+    let text = output(&lines[11])?;
     ensure!(
         text.contains("steering   regions us eu apac (default us), 1 steered names, 6 answer sets")
             && text.contains("geoip      ")
@@ -310,11 +355,16 @@ fn seed_checks(lines: &[String]) -> Result<()> {
             && text.contains("region map IPv4 "),
         "status: {text}"
     );
-    let answered = xdp_answered(&lines[9])?;
+    let answered = xdp_answered(&lines[11])?;
+    let with_ecs = xdp_counter(&lines[11], "answered_ecs")?;
     ensure!(
-        answered >= 6,
-        "the XDP program answered {answered} queries, expected the six steered UDP ones"
+        answered >= 6 && with_ecs >= 2,
+        "the XDP program answered {answered} queries and {with_ecs} with ECS, expected the six \
+         steered UDP ones and the two with ECS"
     );
-    println!("\nsmoke: every region's clients got its endpoints ({answered} answered in XDP)");
+    println!(
+        "\nsmoke: every region's clients got its endpoints ({answered} answered in XDP, {with_ecs} \
+         with ECS: SCOPE {eu_scope} and {apac_scope})"
+    );
     Ok(())
 }
