@@ -12,7 +12,7 @@
 //! both:
 //! ANSWERS_SMALL[slot] / ANSWERS_LARGE[slot & !SLOT_LARGE] ─► answer (arrays, immutable while reachable)
 //! steered names (slot = SLOT_STEERED|block, in a bucket or an ANSWER_INDEX entry):
-//! REGION_SETS[block * MAX_REGIONS + region] ─► set                  (array, mmapped)
+//! REGION_SETS[block * REGION_SLOTS + region] ─► set                 (array, mmapped)
 //! ANSWER_SETS[set] = AnswerSet{state, records, weights}             (array, mmapped)
 //!   state = eligible records | answers_from << 32: the set answers from ANSWER_SETS[answers_from]
 //!   (its failover) when that is not itself; a redirect's target is final (its own redirect is
@@ -90,7 +90,7 @@ pub const MAP_ANSWERS_SMALL: &str = "ANSWERS_SMALL";
 /// Answer slots with up to [`LARGE_RDATA`] bytes of address data.
 pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
 
-/// Steered entries' blocks: `MAX_REGIONS` answer-set ids each, one per region.
+/// Steered entries' blocks: `REGION_SLOTS` answer-set ids each, one per region and generation.
 pub const MAP_REGION_SETS: &str = "REGION_SETS";
 /// Answer sets of steered names ([`AnswerSet`]).
 pub const MAP_ANSWER_SETS: &str = "ANSWER_SETS";
@@ -182,8 +182,14 @@ pub const fn name_class(name_len: usize) -> usize {
 /// regions are its block's entries in `REGION_SETS`, not keys of their own).
 pub const REGION_ANY: u16 = 0;
 
-/// Most regions a configuration defines: the entries of one steered block.
+/// Most regions a configuration defines.
 pub const MAX_REGIONS: usize = 64;
+/// Entries of one steered name's block of `REGION_SETS`: two generations of [`MAX_REGIONS`].
+/// A region's entry is `generation * MAX_REGIONS + region`, and the `GEO_*` values and
+/// `CONFIG.default_region` carry the same number, so a reload that changes the placement or
+/// the sets writes the other generation's entries, then the tries, and a lookup meets either
+/// the old map with the old sets or the new map with the new (never one with the other).
+pub const REGION_SLOTS: usize = 2 * MAX_REGIONS;
 /// Most records (endpoints) an answer set holds: one eligibility bit each.
 pub const MAX_SET_RECORDS: usize = MAX_HOT_RECORDS;
 /// `REGION_SETS` value of a region without a set (the daemon answers it), and `ANSWER_SETS`'s

@@ -22,8 +22,8 @@ use dnsfast_common::{
         ANSWER_WORDS, AnswerLarge, AnswerSet, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
         BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, DEFAULT_ANSWER_SETS, DEFAULT_GEO_ENTRIES,
         DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES,
-        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_REGIONS,
-        MAX_SET_RECORDS, NAME_CLASSES, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch,
+        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_SET_RECORDS,
+        NAME_CLASSES, REGION_SLOTS, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch,
         XdpConfig, hot_hash, slot_is_inline, slot_is_steered,
     },
     steer::{MAX_ANSWER_COUNT, draw_with},
@@ -52,7 +52,7 @@ static ANSWERS_SMALL: Array<AnswerSmall, DEFAULT_SMALL_SLOTS> = Array::new();
 static ANSWERS_LARGE: Array<AnswerLarge, DEFAULT_LARGE_SLOTS> = Array::new();
 
 #[btf_map]
-static REGION_SETS: Array<u32, { DEFAULT_STEERED * MAX_REGIONS }, BPF_F_MMAPABLE> = Array::new();
+static REGION_SETS: Array<u32, { DEFAULT_STEERED * REGION_SLOTS }, BPF_F_MMAPABLE> = Array::new();
 #[btf_map]
 static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Array::new();
 
@@ -363,7 +363,7 @@ fn steer<'a>(
     seed: &mut u32,
     mut launder: impl FnMut(usize) -> usize,
 ) -> Option<&'a AnswerLarge> {
-    const REGIONS: u32 = MAX_REGIONS as u32;
+    const REGIONS: u32 = REGION_SLOTS as u32;
     let index = block
         .wrapping_mul(REGIONS)
         .wrapping_add(region & (REGIONS - 1));

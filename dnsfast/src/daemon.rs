@@ -199,20 +199,20 @@ impl Daemon {
     /// `new`, which the caller installs), the maps are rebuilt from `new`'s whole table, and
     /// answering comes back on. Both the failure and the recovery show in `status`. The same
     /// happens when an earlier rebuild failed, until one succeeds.
-    fn update_maps(
-        &self,
-        d: &mut Dataplane,
-        changes: &[Change],
-        steering: mapsync::Steering<'_>,
-        new: &Snapshot,
-    ) {
+    fn update_maps(&self, d: &mut Dataplane, changes: &[Change], old: &Snapshot, new: &Snapshot) {
         let mut health = self.maps.lock().expect("maps lock");
         if health.broken.is_none() {
-            // The answer sets first, then which region a client is in: a client may meet the
-            // new sets with the old regions for the moment between (a reload only).
-            let applied = d
-                .apply_with(changes, steering)
-                .and_then(|_| d.set_regions(&new.steering));
+            let applied = if new.steering.same_as(&old.steering) {
+                d.apply(changes).map(|_| ())
+            } else {
+                // One switch of generation: the new sets beside the old, the region map in
+                // the new generation (every lookup meets old placement and old sets, or new
+                // and new), then the old sets go.
+                let t = new.steering.transition(&old.steering, d.generation());
+                d.apply_with(changes, t.first.steering())
+                    .and_then(|_| d.set_regions(&new.steering, t.generation))
+                    .and_then(|()| d.apply_with(&[], t.last.steering()).map(|_| ()))
+            };
             match applied {
                 Ok(()) => return,
                 Err(e) => {
@@ -229,8 +229,11 @@ impl Daemon {
         let rebuilt = d
             .set_answering(false)
             .context("switch XDP answering off")
-            .and_then(|()| d.resync(&new.hot.as_changes(), new.steering.map_changes().steering()))
-            .and_then(|_| d.set_regions(&new.steering))
+            .and_then(|()| {
+                let steering = new.steering.map_changes(d.generation());
+                d.resync(&new.hot.as_changes(), steering.steering())
+            })
+            .and_then(|_| d.set_regions(&new.steering, d.generation()))
             .and_then(|()| d.set_answering(true));
         match rebuilt {
             Ok(()) => {
@@ -287,10 +290,8 @@ impl Daemon {
                 return;
             }
         };
-        let old = self.shared.snapshot.load();
+        let old = self.shared.snapshot.load_full();
         let changes = old.hot.diff(&new.hot);
-        let steering = new.steering.map_changes_from(&old.steering);
-        drop(old);
         let hot = new.hot.len();
         let new = Arc::new(new);
         // The daemon answers from the new configuration from here on, also while the maps
@@ -299,7 +300,7 @@ impl Daemon {
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
-                self.update_maps(d, &changes, steering.steering(), &new);
+                self.update_maps(d, &changes, &old, &new);
                 if let Err(e) = d.set_ecs_flags(ecs_flags(&new.ecs)) {
                     tracing::error!("reload: setting the XDP program's ECS policy failed: {e:#}");
                 }
@@ -338,7 +339,9 @@ pub fn steering_advice(cfg: &Config, snap: &Snapshot) -> Option<String> {
     let [v4, v6] = &s.map.families;
     let mut raise = Vec::new();
     for (key, need, have) in [
-        ("xdp.max_answer_sets", s.sets.len(), x.max_answer_sets),
+        // A reload that changes the steering writes the new sets beside the old ones (one
+        // switch of generation), so the maps hold two configurations' sets for a moment.
+        ("xdp.max_answer_sets", 2 * s.sets.len(), x.max_answer_sets),
         (
             "xdp.max_steered_names",
             s.service_count(),
@@ -358,6 +361,31 @@ pub fn steering_advice(cfg: &Config, snap: &Snapshot) -> Option<String> {
         format!(
             "the steering tables do not fit the XDP maps; raise {}",
             raise.join(", ")
+        )
+    })
+}
+
+/// A warning when the region tries cannot hold the current map and a changed one at once:
+/// a reload then removes blocks before writing their successors, and for that moment a client
+/// in a removed block meets the default region.
+#[must_use]
+pub fn geo_room_warning(cfg: &Config, snap: &Snapshot) -> Option<String> {
+    let most = snap
+        .steering
+        .map
+        .families
+        .iter()
+        .map(|f| f.blocks.len())
+        .max()
+        .unwrap_or(0);
+    (most > 0 && 2 * most > cfg.xdp.max_geo_blocks as usize).then(|| {
+        format!(
+            "xdp.max_geo_blocks = {} holds the region map ({most} blocks) but not a changed \
+             one beside it: a reload that changes the map removes blocks before writing their \
+             successors, and for that moment clients in them meet the default region; {} or \
+             more keeps every reply the old or the new configuration's",
+            cfg.xdp.max_geo_blocks,
+            2 * most
         )
     })
 }
@@ -399,6 +427,9 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     if let Some(advice) = steering_advice(cfg, snap) {
         bail!("{}: {advice}", cfg.path.display());
     }
+    if let Some(w) = geo_room_warning(cfg, snap) {
+        tracing::warn!("{w}");
+    }
     let pin_dir = inst.prepare_pin_dir()?;
     let cap = capacity(cfg);
     let t = Instant::now();
@@ -408,11 +439,11 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     let t = Instant::now();
     let st = dp.apply_with(
         &snap.hot.as_changes(),
-        snap.steering.map_changes().steering(),
+        snap.steering.map_changes(0).steering(),
     )?;
     let answers_time = t.elapsed();
     let t = Instant::now();
-    dp.set_regions(&snap.steering)?;
+    dp.set_regions(&snap.steering, 0)?;
     tracing::info!(
         "XDP program loaded in {load_time:?} ({}); {} hot answers written in {answers_time:?} \
          ({} skipped); region map written in {:?}",

@@ -38,7 +38,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use dnsfast_common::maps::{
-    AnswerSet, HOT_PROBES, HotKey32, MAX_REGIONS, MAX_SET_RECORDS, SET_NONE, SLOT_INLINE,
+    AnswerSet, HOT_PROBES, HotKey32, MAX_SET_RECORDS, REGION_SLOTS, SET_NONE, SLOT_INLINE,
     SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, hot_hash, name_class, set_state,
     slot_is_inline, slot_is_steered,
 };
@@ -194,7 +194,7 @@ pub enum Op {
     },
     /// `REGION_SETS[index] = set`, one atomic store (`SET_NONE`: the daemon answers).
     RegionSet {
-        /// Entry (`block * MAX_REGIONS + region`).
+        /// Entry (`block * REGION_SLOTS + region`).
         index: u32,
         /// Set id.
         set: u32,
@@ -342,7 +342,7 @@ pub struct MapSync {
 #[derive(Debug)]
 struct SteeredLive {
     regions: Arc<[Option<SetName>]>,
-    written: Box<[u32; MAX_REGIONS]>,
+    written: Box<[u32; REGION_SLOTS]>,
 }
 
 impl MapSync {
@@ -657,8 +657,8 @@ impl MapSync {
     }
 
     /// The block entries of `regions` as the sets stand in the model.
-    fn block_values(&self, regions: &[Option<SetName>]) -> Box<[u32; MAX_REGIONS]> {
-        let mut v = Box::new([SET_NONE; MAX_REGIONS]);
+    fn block_values(&self, regions: &[Option<SetName>]) -> Box<[u32; REGION_SLOTS]> {
+        let mut v = Box::new([SET_NONE; REGION_SLOTS]);
         for (d, r) in v.iter_mut().zip(regions) {
             *d = r.and_then(|n| self.sets.get(&n)).map_or(SET_NONE, |s| s.id);
         }
@@ -798,7 +798,7 @@ impl MapSync {
             for (r, (new, old)) in values.iter().zip(old.iter()).enumerate() {
                 if new != old {
                     ops.push(Op::RegionSet {
-                        index: block * MAX_REGIONS as u32 + r as u32,
+                        index: block * REGION_SLOTS as u32 + r as u32,
                         set: *new,
                     });
                 }
@@ -829,7 +829,7 @@ impl MapSync {
             let values = self.block_values(regions);
             for (r, set) in values.iter().enumerate() {
                 ops.push(Op::RegionSet {
-                    index: block * MAX_REGIONS as u32 + r as u32,
+                    index: block * REGION_SLOTS as u32 + r as u32,
                     set: *set,
                 });
             }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use dnsfast_common::{
-    maps::{AnswerLarge, REGION_ANY},
+    maps::{AnswerLarge, MAX_REGIONS, REGION_ANY, REGION_SLOTS},
     steer::{Draw, draw, ecs_region},
     wire::{Ecs, TYPE_A, TYPE_AAAA, answer_rotation},
 };
@@ -404,54 +404,135 @@ impl Compiled {
         (a, d)
     }
 
-    /// What the maps need to go from `old`'s steering to this one's: every set put (the
-    /// planner writes only those whose records changed), sets past this one's removed, every
-    /// steered key put, and the keys `old` had that this one lacks removed.
+    /// Whether `other` places every client and answers every steered name as this does: then
+    /// a reload has nothing to write for steering.
     #[must_use]
-    pub fn map_changes_from(&self, old: &Self) -> MapChanges {
-        let mut changes = self.map_changes();
-        changes.sets.extend(
-            (self.sets.len()..old.sets.len()).map(|i| SetChange::Remove { name: i as SetName }),
-        );
-        for wire in old.services.keys() {
-            if !self.services.contains_key(wire) {
-                for qtype in [TYPE_A, TYPE_AAAA] {
-                    changes.keys.push(SteerChange {
-                        key: HotKey::new(wire, qtype, REGION_ANY),
-                        regions: None,
-                    });
-                }
-            }
-        }
-        changes
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.regions == other.regions
+            && self.default_region == other.default_region
+            && self.map == other.map
+            && self.services == other.services
+            && self.sets == other.sets
     }
 
-    /// The answer sets and steered keys for the XDP maps (every record eligible).
+    /// The answer sets and steered keys for the XDP maps (every record eligible), in
+    /// generation `generation`: its half of every steered block, its set names.
     #[must_use]
-    pub fn map_changes(&self) -> MapChanges {
-        let sets = self
-            .sets
+    pub fn map_changes(&self, generation: u8) -> MapChanges {
+        let mut keys = Vec::new();
+        for (wire, svc) in &self.services {
+            for (f, qtype) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
+                let mut regions = vec![None; REGION_SLOTS];
+                svc.half(f, generation, &mut regions);
+                keys.push(SteerChange {
+                    key: HotKey::new(wire, qtype, REGION_ANY),
+                    regions: Some(regions.into()),
+                });
+            }
+        }
+        MapChanges {
+            sets: self.set_puts(generation),
+            keys,
+        }
+    }
+
+    fn set_puts(&self, generation: u8) -> Vec<SetChange> {
+        self.sets
             .iter()
             .enumerate()
             .map(|(i, c)| SetChange::Put {
-                name: i as SetName,
+                name: set_name(generation, i),
                 contents: Arc::clone(c),
                 state: SetState {
                     eligible: (1u32 << c.answer.count) - 1,
                     answers_from: None,
                 },
             })
-            .collect();
-        let mut keys = Vec::new();
+            .collect()
+    }
+
+    /// What the maps need to go from `old`'s steering, written in generation `old_gen`, to
+    /// this one's in the other generation, as one switch: `first` writes this one's sets and
+    /// its half of every steered block beside the old half (a steered name that is new gets
+    /// only its new half; one that is gone is removed: its answers do not depend on the
+    /// region); then the caller writes the region map in the new generation (each block a
+    /// lookup meets is then old, leading to the old half and sets, or new); `last` clears the
+    /// old halves and removes the old sets.
+    #[must_use]
+    pub fn transition(&self, old: &Self, old_gen: u8) -> Transition {
+        let new_gen = 1 - old_gen;
+        let (mut first, mut last) = (Vec::new(), Vec::new());
         for (wire, svc) in &self.services {
             for (f, qtype) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
-                keys.push(SteerChange {
-                    key: HotKey::new(wire, qtype, REGION_ANY),
-                    regions: Some(svc.sets[f].clone().into()),
+                let key = HotKey::new(wire, qtype, REGION_ANY);
+                let mut regions = vec![None; REGION_SLOTS];
+                svc.half(f, new_gen, &mut regions);
+                if let Some(was) = old.services.get(wire) {
+                    last.push(SteerChange {
+                        key: key.clone(),
+                        regions: Some(regions.clone().into()),
+                    });
+                    was.half(f, old_gen, &mut regions);
+                }
+                first.push(SteerChange {
+                    key,
+                    regions: Some(regions.into()),
                 });
             }
         }
-        MapChanges { sets, keys }
+        for wire in old.services.keys() {
+            if !self.services.contains_key(wire) {
+                for qtype in [TYPE_A, TYPE_AAAA] {
+                    first.push(SteerChange {
+                        key: HotKey::new(wire, qtype, REGION_ANY),
+                        regions: None,
+                    });
+                }
+            }
+        }
+        Transition {
+            generation: new_gen,
+            first: MapChanges {
+                sets: self.set_puts(new_gen),
+                keys: first,
+            },
+            last: MapChanges {
+                sets: (0..old.sets.len())
+                    .map(|i| SetChange::Remove {
+                        name: set_name(old_gen, i),
+                    })
+                    .collect(),
+                keys: last,
+            },
+        }
+    }
+}
+
+/// A reload's steering changes as one switch of generation ([`Compiled::transition`]).
+#[derive(Debug)]
+pub struct Transition {
+    /// The generation the new configuration is written in.
+    pub generation: u8,
+    /// Before the region map.
+    pub first: MapChanges,
+    /// After it.
+    pub last: MapChanges,
+}
+
+/// The map's name of set `i` of a configuration written in generation `generation`: the two
+/// generations' sets are different sets, even where their records are the same.
+#[must_use]
+pub fn set_name(generation: u8, i: usize) -> SetName {
+    (SetName::from(generation) << 31) | i as SetName
+}
+
+impl Service {
+    /// Writes family `f`'s sets into generation `generation`'s half of a block's entries.
+    fn half(&self, f: usize, generation: u8, out: &mut [Option<SetName>]) {
+        let base = usize::from(generation) * MAX_REGIONS;
+        for (r, set) in self.sets[f].iter().enumerate() {
+            out[base + r] = set.map(|i| set_name(generation, i as usize));
+        }
     }
 }
 
@@ -965,10 +1046,19 @@ mod tests {
             &steering("[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n"),
             None,
         );
-        let MapChanges { sets, keys } = c.map_changes();
+        let MapChanges { sets, keys } = c.map_changes(0);
         assert_eq!(sets.len(), 3);
         assert_eq!(keys.len(), 2, "A and AAAA of one name");
         let a = keys.iter().find(|k| k.key.qtype() == TYPE_A).unwrap();
-        assert_eq!(a.regions.as_deref(), Some(&[Some(0), Some(2), Some(2)][..]));
+        let regions = a.regions.as_deref().unwrap();
+        assert_eq!(regions[..3], [Some(0), Some(2), Some(2)]);
+        assert!(regions[3..].iter().all(Option::is_none));
+        // Generation 1: the upper half, other set names.
+        let MapChanges { keys, .. } = c.map_changes(1);
+        let a = keys.iter().find(|k| k.key.qtype() == TYPE_A).unwrap();
+        let regions = a.regions.as_deref().unwrap();
+        let g1 = |i| Some(set_name(1, i));
+        assert_eq!(regions[MAX_REGIONS..MAX_REGIONS + 3], [g1(0), g1(2), g1(2)]);
+        assert!(regions[..MAX_REGIONS].iter().all(Option::is_none));
     }
 }

@@ -25,8 +25,8 @@ use dnsfast_common::{
         MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE,
         MAP_GEO_V4, MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH,
         MAP_STAGES, MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_ECS, PROG_PASS, PROG_REFLECT,
-        PROG_REFLECT_GROW, PROG_REFLECT_MISS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE,
-        SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
+        PROG_REFLECT_GROW, PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE, SLOT_INLINE, SLOT_LARGE,
+        SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -195,6 +195,8 @@ pub struct Dataplane {
     geo6: LpmTrie<MapData, [u8; 16], u32>,
     /// What `GEO_*` hold.
     geo_written: std::collections::BTreeMap<ipnet::IpNet, u32>,
+    /// The generation `GEO_*` and `CONFIG.default_region` were last written in (0 or 1).
+    generation: u8,
     config: Array<MapData, XdpConfig>,
     config_active: MmapArray,
     /// The entry of `CONFIG` the program reads now, and what it holds.
@@ -279,9 +281,9 @@ fn raw_map(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> Result<MapDat
     }
 }
 
-/// Entries of `REGION_SETS` for `capacity`: a block of `MAX_REGIONS` per steered name.
+/// Entries of `REGION_SETS` for `capacity`: a block of `REGION_SLOTS` per steered name.
 fn region_entries(capacity: Capacity) -> u32 {
-    capacity.steered.max(1).saturating_mul(MAX_REGIONS as u32)
+    capacity.steered.max(1).saturating_mul(REGION_SLOTS as u32)
 }
 
 /// Removes every key of a hot-name hash map.
@@ -415,6 +417,7 @@ impl Dataplane {
             geo4: take(&mut ebpf, MAP_GEO_V4, pin_dir)?,
             geo6: take(&mut ebpf, MAP_GEO_V6, pin_dir)?,
             geo_written: std::collections::BTreeMap::new(),
+            generation: 0,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
             config_active: MmapArray::new(
                 raw_map(&mut ebpf, MAP_CONFIG_ACTIVE, pin_dir)?,
@@ -512,17 +515,32 @@ impl Dataplane {
             .context("grace period")
     }
 
-    /// Places clients as `steering` does: its region map's blocks into `GEO_V4` / `GEO_V6`
-    /// (new and changed entries first, each seen old or new by a lookup, then the ones no
-    /// longer wanted), then its default region into `CONFIG`.
-    pub fn set_regions(&mut self, steering: &crate::steering::Compiled) -> Result<()> {
+    /// Places clients as `steering` does, in generation `generation` (the half of the steered
+    /// blocks its answer sets were written to, `Compiled::map_changes`): its default region
+    /// into `CONFIG`, then its region map's blocks into `GEO_V4` / `GEO_V6` (new and changed
+    /// entries first, each seen old or new by a lookup, then the ones no longer wanted).
+    pub fn set_regions(
+        &mut self,
+        steering: &crate::steering::Compiled,
+        generation: u8,
+    ) -> Result<()> {
+        let base = u32::from(generation) * MAX_REGIONS as u32;
         let want = if steering.regions.is_empty() {
             std::collections::BTreeMap::new()
         } else {
-            steering.map.entries().collect()
+            // The region field is the value's low 16 bits.
+            steering.map.entries().map(|(n, v)| (n, v + base)).collect()
         };
+        self.set_default_region(u32::from(steering.default_region) + base)?;
         self.set_geo(&want)?;
-        self.set_default_region(steering.default_region)
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// The generation the region map was last written in.
+    #[must_use]
+    pub fn generation(&self) -> u8 {
+        self.generation
     }
 
     fn set_geo(&mut self, want: &std::collections::BTreeMap<ipnet::IpNet, u32>) -> Result<()> {
@@ -579,12 +597,12 @@ impl Dataplane {
     }
 
     /// Sets the region of clients no subnet covers, keeping the rest of the configuration.
-    fn set_default_region(&mut self, region: u16) -> Result<()> {
-        if self.config_written.default_region == u32::from(region) {
+    fn set_default_region(&mut self, region: u32) -> Result<()> {
+        if self.config_written.default_region == region {
             return Ok(());
         }
         let mut cfg = self.config_written;
-        cfg.default_region = u32::from(region);
+        cfg.default_region = region;
         self.set_config(&cfg)
     }
 

@@ -605,3 +605,169 @@ fn client_subnet_decides_the_region_in_xdp_as_in_the_daemon() {
         drop(daemon);
     }
 }
+
+/// A database of `n` IPv4 /24 networks from 81.0.0.0 up, alternating DE and JP from `phase`:
+/// two such databases with different phases place half their networks in other countries.
+fn striped_db(path: &std::path::Path, n: u32, phase: u32) {
+    let mut w = mmdb_writer::Writer::new("dnsfast-test-country");
+    for i in 0..n {
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from(0x5100_0000 + (i << 8)), 24).unwrap();
+        let country = if (i + phase).is_multiple_of(2) {
+            "DE"
+        } else {
+            "JP"
+        };
+        w.insert(
+            ipnet::IpNet::V4(net),
+            &serde_json::json!({ "country_code": country }),
+        )
+        .unwrap();
+    }
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "two configurations and the load")]
+fn a_reload_under_load_answers_every_query_as_the_old_or_the_new_configuration() {
+    const NETS: u32 = 4096;
+    let host = TestHost::new(45, "reload").unwrap();
+    let _pass = pass_program(&host);
+    let moved = Ipv4Addr::new(198, 18, 45, 3);
+    add_clients(&host, &[IpAddr::V4(moved)]);
+    let zdir = tempfile::tempdir().unwrap();
+    let zone = zdir.path().join("example.com.zone");
+    std::fs::write(&zone, ZONE.replace("198.18.38.", "198.18.45.")).unwrap();
+    let (db_a, db_b) = (zdir.path().join("a.mmdb"), zdir.path().join("b.mmdb"));
+    striped_db(&db_a, NETS, 0);
+    striped_db(&db_b, NETS, 1);
+    // A and B differ in everything a placement depends on: the database (every network
+    // changes country), the regions' order (every region's number changes), a client subnet
+    // (`moved` goes from eu to apac) and the weights.
+    let endpoints = "[[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.40.1\"\n\
+                     [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.41.1\"\n\
+                     [[endpoint]]\nname = \"eu-2\"\nipv4 = \"198.18.41.2\"\n\
+                     [[endpoint]]\nname = \"apac-1\"\nipv4 = \"198.18.42.1\"\n\
+                     [[endpoint]]\nname = \"apac-2\"\nipv4 = \"198.18.42.2\"\n";
+    let service = |eu: (u8, u8), apac: (u8, u8)| {
+        format!(
+            "[[service]]\nname = \"www.example.com\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\", weight = {} }}, \
+             {{ endpoint = \"eu-2\", weight = {} }}]\n\
+             [[service.pool]]\nregion = \"apac\"\nendpoints = [{{ endpoint = \"apac-1\", weight = {} }}, \
+             {{ endpoint = \"apac-2\", weight = {} }}]\n",
+            eu.0, eu.1, apac.0, apac.1
+        )
+    };
+    let conf_a = format!(
+        "[geoip]\ndatabase = \"{}\"\n[steering]\ndefault_region = \"us\"\n\
+         [[region]]\nname = \"us\"\n\
+         [[region]]\nname = \"eu\"\ncountries = [\"DE\"]\nsubnets = [\"{moved}/32\"]\n\
+         [[region]]\nname = \"apac\"\ncountries = [\"JP\"]\n{endpoints}{}",
+        db_a.display(),
+        service((50, 50), (50, 50))
+    );
+    let conf_b = format!(
+        "[geoip]\ndatabase = \"{}\"\n[steering]\ndefault_region = \"us\"\n\
+         [[region]]\nname = \"apac\"\ncountries = [\"JP\"]\nsubnets = [\"{moved}/32\"]\n\
+         [[region]]\nname = \"eu\"\ncountries = [\"DE\"]\n\
+         [[region]]\nname = \"us\"\n{endpoints}{}",
+        db_b.display(),
+        service((90, 10), (10, 90))
+    );
+    let (config, dir) = steered_config(&host, "reload", &zone, &conf_a);
+    let base = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&conf_a, "");
+    let shared = |extra: &str| {
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        Shared::new(compile(&Config::load(&config).unwrap()).unwrap())
+    };
+    // (A last: the daemon starts with it.)
+    let shared_b = shared(&conf_b);
+    let shared_a = shared(&conf_a);
+    let mut daemon = TestDaemon::start_with(&host, "reload", config.clone(), dir).unwrap();
+    let answered = |d: &TestDaemon| {
+        d.xdp_counter("answered").unwrap() + d.xdp_counter("answered_ecs").unwrap()
+    };
+    let answered_before = answered(&daemon);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server: SocketAddr = (host.v4, 53).into();
+    let clients = [host.v4_peer, moved];
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let socks: Vec<UdpSocket> = clients
+                .iter()
+                .map(|c| UdpSocket::bind((*c, 0)).unwrap())
+                .collect();
+            // (sent, only A's, only B's, both)
+            let mut seen = [0u64; 4];
+            let mut rng: u32 = 0x9E37_79B9;
+            // Bounded in count and time whatever the reloads do.
+            let deadline = std::time::Instant::now() + Duration::from_mins(2);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && seen[0] < 200_000
+                && std::time::Instant::now() < deadline
+            {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                let id = (rng >> 16) as u16;
+                let client = (rng & 1) as usize;
+                let mut q = dns::query(id, "www.example.com.", RecordType::A, Some((1232, false)));
+                if rng & 6 != 0 {
+                    // A network of the striped databases (ECS, data only), or next to them.
+                    let net = (rng >> 4) % (NETS + 16);
+                    let o = 0x5100_0000 + (net << 8);
+                    let addr = o.to_be_bytes();
+                    q = dnsfast_tests::battery::with_option(
+                        q,
+                        &dns::ecs_option(1, 24, 0, &addr[..3]),
+                    );
+                }
+                let port = socks[client].local_addr().unwrap().port();
+                let reply = dns::udp_exchange_on(&socks[client], server, &q, TIMEOUT).unwrap();
+                let from: SocketAddr = (clients[client], port).into();
+                let in_a = handle(&shared_a, &q, false, from).unwrap() == reply;
+                let in_b = handle(&shared_b, &q, false, from).unwrap() == reply;
+                assert!(
+                    in_a || in_b,
+                    "query {} from {from} ({q:02x?}): a reply neither A nor B gives: {reply:02x?}",
+                    seen[0]
+                );
+                seen[0] += 1;
+                seen[match (in_a, in_b) {
+                    (true, false) => 1,
+                    (false, true) => 2,
+                    _ => 3,
+                }] += 1;
+            }
+            seen
+        })
+    };
+    // Let the load reach a steady state (some replies seen), then switch four times.
+    std::thread::sleep(Duration::from_millis(300));
+    for extra in [&conf_b, &conf_a, &conf_b, &conf_a] {
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        daemon.reload().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    println!(
+        "reload under load: {} replies, {} only A's, {} only B's, {} both's",
+        seen[0], seen[1], seen[2], seen[3]
+    );
+    assert!(
+        seen[1] > 100 && seen[2] > 100,
+        "both configurations answered: {seen:?}"
+    );
+    let in_xdp = answered(&daemon) - answered_before;
+    assert!(
+        in_xdp * 10 >= seen[0] * 9,
+        "{in_xdp} of {} answered in XDP",
+        seen[0]
+    );
+    assert_eq!(daemon.status().unwrap()["reloads"], 4);
+}

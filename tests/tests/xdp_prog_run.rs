@@ -1287,7 +1287,7 @@ fn a_region_map_replaced_near_the_tries_capacity_is_written() {
         steered: 4,
         geo: cap as u32,
     });
-    for c in [&a, &b, &a, &b] {
-        dp.set_regions(c).unwrap();
+    for (c, generation) in [(&a, 0), (&b, 1), (&a, 0), (&b, 0)] {
+        dp.set_regions(c, generation).unwrap();
     }
 }

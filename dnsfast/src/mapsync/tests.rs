@@ -85,7 +85,7 @@ impl Model {
     fn set_reachable(&self, set: u32) -> bool {
         self.region_sets
             .iter()
-            .any(|(i, s)| *s == set && self.block_reachable(*i / MAX_REGIONS as u32))
+            .any(|(i, s)| *s == set && self.block_reachable(*i / REGION_SLOTS as u32))
             || self.sets.iter().any(|(id, (_, w))| {
                 *id != set && (w >> 32) as u32 == set && self.set_reachable(*id)
             })
@@ -109,7 +109,7 @@ impl Model {
         let block = slot & !SLOT_STEERED;
         let id = *self
             .region_sets
-            .get(&(block * MAX_REGIONS as u32 + region))?;
+            .get(&(block * REGION_SLOTS as u32 + region))?;
         let (_, word) = self.sets.get(&id)?;
         let from = (word >> 32) as u32;
         let (contents, word) = self.sets.get(&from)?;
@@ -234,7 +234,7 @@ impl Model {
                     }
                 }
                 Op::RegionSet { index, set } => {
-                    let block = index / MAX_REGIONS as u32;
+                    let block = index / REGION_SLOTS as u32;
                     assert!(
                         self.block_reachable(block) || !self.maybe_read_blocks.contains(&block),
                         "block {block} refilled while a reader may still use it"
