@@ -51,7 +51,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -151,7 +151,8 @@ pub const DEFAULT_GEO_ENTRIES: usize = 1_048_576;
 pub const GEO_SPECIAL: u32 = 1 << 24;
 
 /// A `GEO_*` value: the region, and the length of the block that decided it (the answer's
-/// Client Subnet SCOPE).
+/// Client Subnet SCOPE). The daemon adds `generation * MAX_REGIONS` to the region when it
+/// writes the tries ([`REGION_SLOTS`]).
 #[inline(always)]
 #[must_use]
 pub const fn geo_value(region: u16, prefix_len: u8) -> u32 {
@@ -468,7 +469,7 @@ pub struct XdpConfig {
     pub v6: [[u8; 16]; MAX_LISTEN_ADDRS],
     /// `HOT_TABLE` buckets minus one (a power of two minus one).
     pub hot_mask: u32,
-    /// The region of clients no `GEO_*` subnet covers.
+    /// The region of clients no `GEO_*` subnet covers (`generation * MAX_REGIONS + region`).
     pub default_region: u32,
     /// Seed of [`hot_hash`], chosen by the daemon at start.
     pub seed: u64,

@@ -54,7 +54,8 @@ counters! {
     /// Malformed or unusual question/EDNS: the daemon decides the rcode.
     PassMalformed = "pass_malformed",
     /// EDNS the XDP path does not answer (version > 0, NSID, Client Subnet when it is off or
-    /// honoured only from listed resolvers).
+    /// honoured only from listed resolvers, two Client Subnet options, or the ECS stage not in
+    /// `STAGES`).
     PassEdns = "pass_edns",
     /// Name/type not in the hot maps.
     PassMiss = "pass_miss",

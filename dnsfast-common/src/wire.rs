@@ -951,8 +951,8 @@ fn ecs<W: Wire>(msg: &mut W, data: usize, olen: usize) -> Result<Ecs, QueryError
     }
     // The values as such, whichever way the checks went (in XDP, one verifier state for every
     // valid option: what follows is verified once, not once per family and length).
-    let hi = msg.launder(hi as usize) as u64;
-    let lo = msg.launder(lo as usize) as u64;
+    let hi = launder_u64(msg, hi);
+    let lo = launder_u64(msg, lo);
     address[..8].copy_from_slice(&hi.to_le_bytes());
     address[8..].copy_from_slice(&lo.to_le_bytes());
     Ok(Ecs {
@@ -961,6 +961,17 @@ fn ecs<W: Wire>(msg: &mut W, data: usize, olen: usize) -> Result<Ecs, QueryError
         scope: 0,
         address,
     })
+}
+
+/// `v` through [`Wire::launder`] where a `usize` holds it (the BPF target, 64-bit hosts);
+/// unchanged elsewhere.
+#[inline(always)]
+fn launder_u64<W: Wire>(msg: &mut W, v: u64) -> u64 {
+    if usize::BITS >= 64 {
+        msg.launder(v as usize) as u64
+    } else {
+        v
+    }
 }
 
 /// Mask keeping the first `n` bytes (all eight for `n >= 8`) of a little-endian word.

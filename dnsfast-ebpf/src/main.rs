@@ -130,6 +130,11 @@ fn try_answer<const ECS: bool>(ctx: &XdpContext) -> Result<(), Verdict> {
     if cfg.flags & CFG_ANSWER == 0 {
         return Err(Verdict::Pass(Counter::PassDisabled));
     }
+    // The stage reads CONFIG again: the daemon may have narrowed the policy since the main
+    // program's look (a reload), and then the daemon decides.
+    if ECS && cfg.flags & (CFG_ECS | CFG_ECS_PASS) != CFG_ECS {
+        return Err(Verdict::Pass(Counter::PassEdns));
+    }
     let mut frame = parse::frame(ctx, cfg)?;
     stage::cut(1)?;
     let Scratch {

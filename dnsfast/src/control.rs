@@ -41,6 +41,9 @@ pub struct XdpStatus {
     /// The answering program's size and verification cost.
     #[serde(default)]
     pub program: Option<crate::xdp::ProgramSize>,
+    /// The Client Subnet stage's (its own verifier budget).
+    #[serde(default)]
+    pub ecs_stage: Option<crate::xdp::ProgramSize>,
     /// Failed map updates and the rebuilds after them.
     #[serde(default)]
     pub maps: MapStatus,
@@ -159,13 +162,18 @@ pub struct SteeringStatus {
     pub ecs: String,
 }
 
-/// Serves `status()` on the Unix socket `path` until the task is dropped.
-pub async fn serve(path: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -> Result<()> {
+/// Binds the control socket at `path` (replacing a stale one). Done before the daemon says
+/// it is ready, so that a client who waited for that finds it listening, not a dead file.
+pub fn listen(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))
+}
+
+/// Serves `status()` on `listener` until the task is dropped.
+pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send + Sync>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -305,6 +313,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(p) = &x.program {
         let _ = writeln!(o, "program    {p}");
+    }
+    if let Some(p) = &x.ecs_stage {
+        let _ = writeln!(o, "ecs stage  {p}");
     }
     if x.maps.failures > 0 {
         let _ = writeln!(

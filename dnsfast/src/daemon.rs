@@ -147,6 +147,7 @@ impl Daemon {
                     pin_dir: dp.pin_dir().map(|p| p.display().to_string()),
                     hot_keys: dp.hot_keys(),
                     program: dp.program_size().ok(),
+                    ecs_stage: dp.ecs_stage_size().ok(),
                     maps: {
                         let h = self.maps.lock().expect("maps lock");
                         MapStatus {
@@ -300,9 +301,26 @@ impl Daemon {
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
+                // A policy that honours less takes effect before the maps change (the program
+                // must not honour an option the new configuration ignores, over its maps), one
+                // that honours more after them.
+                let set_ecs = |d: &mut Dataplane| {
+                    if let Err(e) = d.set_ecs_flags(ecs_flags(&new.ecs)) {
+                        tracing::error!(
+                            "reload: setting the XDP program's ECS policy failed: {e:#}"
+                        );
+                    }
+                };
+                let narrower = new.ecs != EcsPolicy::Any;
+                if narrower {
+                    set_ecs(d);
+                }
                 self.update_maps(d, &changes, &old, &new);
-                if let Err(e) = d.set_ecs_flags(ecs_flags(&new.ecs)) {
-                    tracing::error!("reload: setting the XDP program's ECS policy failed: {e:#}");
+                if !narrower {
+                    set_ecs(d);
+                }
+                if let Some(w) = geo_room_warning(&self.cfg, &new) {
+                    tracing::warn!("reload: {w}");
                 }
             }
         }
@@ -563,13 +581,11 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
     daemon.set_answering(true);
 
     let status_daemon = Arc::clone(&daemon);
-    let socket = inst.socket();
+    let control = control::listen(&inst.socket()).context("control socket")?;
     tasks.spawn(async move {
         let status: Arc<dyn Fn() -> Status + Send + Sync> =
             Arc::new(move || status_daemon.status());
-        if let Err(e) = control::serve(&socket, status).await {
-            tracing::error!("control socket: {e:#}");
-        }
+        control::serve(control, status).await;
     });
 
     tracing::info!(

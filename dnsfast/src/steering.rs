@@ -1041,6 +1041,74 @@ mod tests {
     }
 
     #[test]
+    fn a_transition_writes_the_new_generation_beside_the_old_then_clears_the_old() {
+        let a = Compiled::new(
+            &steering(
+                "[[service]]\nname = \"old.example.com\"\n\
+                 [[service.pool]]\nregion = \"us\"\nendpoints = [{ endpoint = \"us-2\" }]\n",
+            ),
+            None,
+        );
+        let b = Compiled::new(
+            &steering(
+                "[[service]]\nname = \"new.example.com\"\n\
+                 [[service.pool]]\nregion = \"us\"\nendpoints = [{ endpoint = \"us-1\" }]\n",
+            ),
+            None,
+        );
+        assert!(a.same_as(&a) && !a.same_as(&b));
+        let t = b.transition(&a, 0);
+        assert_eq!(t.generation, 1);
+        let key = |c: &MapChanges, name: &str, qtype| {
+            let wire = wire_lower(&Name::from_ascii(name).unwrap());
+            c.keys
+                .iter()
+                .find(|k| k.key == HotKey::new(&wire, qtype, REGION_ANY))
+                .map(|k| k.regions.clone())
+        };
+        let half =
+            |r: &[Option<SetName>], g: usize| r[g * MAX_REGIONS..(g + 1) * MAX_REGIONS].to_vec();
+        // A name in both: both halves first (old names in the lower, new in the upper), the
+        // new half only last.
+        let first = key(&t.first, "www.example.com.", TYPE_A).unwrap().unwrap();
+        let old = a.map_changes(0);
+        let was = key(&old, "www.example.com.", TYPE_A).unwrap().unwrap();
+        assert_eq!(half(&first, 0), half(&was, 0));
+        let now = key(&b.map_changes(1), "www.example.com.", TYPE_A)
+            .unwrap()
+            .unwrap();
+        assert_eq!(half(&first, 1), half(&now, 1));
+        assert!(half(&first, 1).iter().flatten().all(|&n| n >> 31 == 1));
+        let last = key(&t.last, "www.example.com.", TYPE_A).unwrap().unwrap();
+        assert_eq!(&*last, &*now);
+        // A new name: only its new half, at once; a gone one: removed at once.
+        let fresh = key(&t.first, "new.example.com.", TYPE_A).unwrap().unwrap();
+        assert!(half(&fresh, 0).iter().all(Option::is_none));
+        assert!(half(&fresh, 1).iter().any(Option::is_some));
+        assert_eq!(key(&t.first, "old.example.com.", TYPE_A), Some(None));
+        assert_eq!(key(&t.last, "new.example.com.", TYPE_A), None);
+        // Sets: every new one put under a new-generation name first, every old one removed
+        // last.
+        assert_eq!(t.first.sets.len(), b.sets.len());
+        assert!(
+            t.first
+                .sets
+                .iter()
+                .all(|c| matches!(c, SetChange::Put { name, .. } if name >> 31 == 1))
+        );
+        assert_eq!(t.last.sets.len(), a.sets.len());
+        assert!(
+            t.last
+                .sets
+                .iter()
+                .all(|c| matches!(c, SetChange::Remove { name } if name >> 31 == 0))
+        );
+        // And back.
+        let back = a.transition(&b, 1);
+        assert_eq!(back.generation, 0);
+    }
+
+    #[test]
     fn map_changes_name_one_set_per_region_and_family() {
         let c = Compiled::new(
             &steering("[[service.pool]]\nregion = \"apac\"\nborrow = \"eu\"\n"),

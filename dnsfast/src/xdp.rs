@@ -516,9 +516,11 @@ impl Dataplane {
     }
 
     /// Places clients as `steering` does, in generation `generation` (the half of the steered
-    /// blocks its answer sets were written to, `Compiled::map_changes`): its default region
-    /// into `CONFIG`, then its region map's blocks into `GEO_V4` / `GEO_V6` (new and changed
-    /// entries first, each seen old or new by a lookup, then the ones no longer wanted).
+    /// blocks its answer sets were written to, `Compiled::map_changes`): its region map's
+    /// blocks into `GEO_V4` / `GEO_V6` (new and changed entries first, each seen old or new by
+    /// a lookup), then its default region into `CONFIG`, then the blocks no longer wanted go.
+    /// A lookup that misses meanwhile (the tries were empty: no steering before) meets the old
+    /// default region, whose old half has no set for a new steered name: the daemon answers.
     pub fn set_regions(
         &mut self,
         steering: &crate::steering::Compiled,
@@ -531,8 +533,7 @@ impl Dataplane {
             // The region field is the value's low 16 bits.
             steering.map.entries().map(|(n, v)| (n, v + base)).collect()
         };
-        self.set_default_region(u32::from(steering.default_region) + base)?;
-        self.set_geo(&want)?;
+        self.set_geo(&want, u32::from(steering.default_region) + base)?;
         self.generation = generation;
         Ok(())
     }
@@ -543,7 +544,11 @@ impl Dataplane {
         self.generation
     }
 
-    fn set_geo(&mut self, want: &std::collections::BTreeMap<ipnet::IpNet, u32>) -> Result<()> {
+    fn set_geo(
+        &mut self,
+        want: &std::collections::BTreeMap<ipnet::IpNet, u32>,
+        default_region: u32,
+    ) -> Result<()> {
         let put: Vec<(ipnet::IpNet, u32)> = want
             .iter()
             .filter(|(n, v)| self.geo_written.get(n) != Some(v))
@@ -577,6 +582,7 @@ impl Dataplane {
             // What the tries hold, op by op: a later call diffs against the truth.
             self.geo_written.insert(net, v);
         }
+        self.set_default_region(default_region)?;
         if fits {
             self.geo_remove(&gone)?;
         }

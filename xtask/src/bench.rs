@@ -123,9 +123,16 @@ impl Target {
         )
     }
 
-    /// Whether the target is measured on `wl` (the miss reference only matters for the big zone).
+    /// Whether the target is measured on `wl` (the miss reference only matters for the big zone;
+    /// only dnsfast steers, beside the ceiling that answers anything).
     fn runs(self, wl: Workload) -> bool {
-        self != Self::CeilingMiss || wl == Workload::Zone1m
+        match wl {
+            Workload::Steered | Workload::SteeredEcs => {
+                matches!(self, Self::Ceiling | Self::DnsfastXdp | Self::DnsfastUser)
+            }
+            Workload::Zone1m => true,
+            _ => self != Self::CeilingMiss,
+        }
     }
 }
 
@@ -140,10 +147,22 @@ pub enum Workload {
     Mixed,
     /// A million (quick: 100k) names queried at random.
     Zone1m,
+    /// A/AAAA for a steered name (the seed's regions, the GeoIP database's region map): the
+    /// client's address decides the region.
+    Steered,
+    /// The same with a Client Subnet option (a European /24) that decides it.
+    SteeredEcs,
 }
 
 impl Workload {
-    const ALL: [Self; 4] = [Self::Hot, Self::HotDoCookie, Self::Mixed, Self::Zone1m];
+    const ALL: [Self; 6] = [
+        Self::Hot,
+        Self::HotDoCookie,
+        Self::Mixed,
+        Self::Zone1m,
+        Self::Steered,
+        Self::SteeredEcs,
+    ];
 
     /// Name for the chart.
     pub fn label(self) -> &'static str {
@@ -156,6 +175,8 @@ impl Workload {
             Self::HotDoCookie => "hot-do-cookie",
             Self::Mixed => "mixed",
             Self::Zone1m => "zone-1m",
+            Self::Steered => "steered",
+            Self::SteeredEcs => "steered-ecs",
         }
     }
 
@@ -175,6 +196,14 @@ impl Workload {
             }
             Self::Mixed => vec!["-d".into(), file("mixed.txt")],
             Self::Zone1m => vec!["-d".into(), file("zone1m.txt")],
+            Self::Steered => vec!["-d".into(), file("steered.txt")],
+            // Code 8 (Client Subnet): FAMILY 1, SOURCE 24, SCOPE 0, 81.2.3.0 (data only).
+            Self::SteeredEcs => vec![
+                "-d".into(),
+                file("steered.txt"),
+                "-E".into(),
+                "8:00011800510203".into(),
+            ],
         }
     }
 }
@@ -386,11 +415,15 @@ fn dnsfast_answered(netns: &str) -> Result<u64> {
         .args(["status", "--netns", netns, "--json"])
         .output()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("dnsfast status")?;
-    v["xdp"]["counters"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == "answered"))
-        .and_then(|c| c["value"].as_u64())
-        .context("no answered counter")
+    // Queries with Client Subnet are answered by the program's ECS stage.
+    let counter = |name: &str| {
+        v["xdp"]["counters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name))
+            .and_then(|c| c["value"].as_u64())
+            .with_context(|| format!("no {name} counter"))
+    };
+    Ok(counter("answered")? + counter("answered_ecs")?)
 }
 
 /// The bench's files: zones, query lists, server configurations.
@@ -419,6 +452,10 @@ fn write_files(dir: &Path, big: usize, server: Ipv4Addr) -> Result<Work> {
         "{hot}example.com MX\nexample.com TXT\n_sip._udp.example.com SRV\nblog.example.com A\nnope.example.com A\nexample.com SOA\n"
     );
     fs::write(dir.join("mixed.txt"), mixed)?;
+    fs::write(
+        dir.join("steered.txt"),
+        "geo.example.com A\nGEO.Example.com AAAA\ngeo.example.com AAAA\nGeo.Example.Com A\n",
+    )?;
 
     // The big zone: `big` names, one A each; addresses cycle through 198.18.0.0/15.
     let mut z = String::with_capacity(big * 32);
@@ -458,15 +495,67 @@ fn hot_table_bytes(big: usize) -> usize {
     (2 * hot_names(big)).next_power_of_two() * HOT_BUCKET_BYTES
 }
 
+/// The seed's steering (examples/seed/: three regions of five dual-stack endpoints, weight 20)
+/// for `geo.example.com`, over the GeoIP database when `cargo xtask setup` fetched it.
+fn steering_config() -> String {
+    let db = crate::setup::geoip_path();
+    let mut s = String::new();
+    let (geo, [us, eu, apac]) = if db.exists() {
+        let _ = writeln!(s, "[geoip]\ndatabase = \"{}\"", db.display());
+        (
+            true,
+            [
+                "continents = [\"NA\", \"SA\"]",
+                "continents = [\"EU\", \"AF\"]",
+                "continents = [\"AS\", \"OC\"]",
+            ],
+        )
+    } else {
+        (false, ["", "subnets = [\"81.0.0.0/8\"]", ""])
+    };
+    let _ = writeln!(s, "[steering]\ndefault_region = \"us\"");
+    for (name, rule) in [("us", us), ("eu", eu), ("apac", apac)] {
+        let _ = writeln!(s, "[[region]]\nname = \"{name}\"\n{rule}");
+    }
+    for (region, n) in [("us", 1), ("eu", 2), ("apac", 3)] {
+        for i in 1..=5 {
+            let _ = writeln!(
+                s,
+                "[[endpoint]]\nname = \"{region}-{i}\"\nipv4 = \"198.18.{n}0.{i}\"\nipv6 = \"2001:2:0:{n}0::{i}\""
+            );
+        }
+    }
+    let _ = writeln!(s, "[[service]]\nname = \"geo.example.com\"\nttl = 60");
+    for region in ["us", "eu", "apac"] {
+        let eps: Vec<String> = (1..=5)
+            .map(|i| format!("{{ endpoint = \"{region}-{i}\", weight = 20 }}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "[[service.pool]]\nregion = \"{region}\"\nendpoints = [{}]",
+            eps.join(", ")
+        );
+    }
+    if !geo {
+        println!(
+            "bench: no GeoIP database at {} (cargo xtask setup fetches it): the steered \
+             workloads place clients by a subnet only",
+            db.display()
+        );
+    }
+    s
+}
+
 fn dnsfast_config(w: &Work, host: &TestHost, xdp: bool) -> Result<PathBuf> {
     let names = hot_names(w.big);
     let cfg = format!(
         "instance = \"bench\"\n[server]\nlisten = [\"{}:53\"]\n[xdp]\nmode = \"{}\"\ninterface = \"{}\"\nmax_hot_names = {names}\nmax_answers = {}\n\
-         [[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n[[zone]]\norigin = \"million.example.\"\nfile = \"million.example.zone\"\n",
+         [[zone]]\norigin = \"example.com.\"\nfile = \"example.com.zone\"\n[[zone]]\norigin = \"million.example.\"\nfile = \"million.example.zone\"\n{}",
         host.v4,
         if xdp { "native" } else { "off" },
         host.ns_if,
         names + names / 2,
+        steering_config(),
     );
     let p = w.dir.join(if xdp {
         "dnsfast-xdp.toml"
@@ -1168,6 +1257,25 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
     }
     if let Some(p) = &r.program {
         let _ = writeln!(md, "- dnsfast's XDP program: {p}");
+    }
+    if let (Some(h), Some(st)) = (
+        ns_of(Target::DnsfastXdp, Workload::Hot),
+        ns_of(Target::DnsfastXdp, Workload::Steered),
+    ) {
+        let ecs = ns_of(Target::DnsfastXdp, Workload::SteeredEcs).map_or_else(String::new, |e| {
+            format!(
+                "; steered-ecs {e:.0} ns ({:+.0} ns beside steered: the tail call into the ECS \
+                 stage, its second parse of the query, the option's lookup and the echo)",
+                e - st
+            )
+        });
+        let _ = writeln!(
+            md,
+            "- dnsfast-xdp / steered: {st:.0} ns per packet beside hot's {h:.0} ({:+.0} ns: the \
+             client's region in the LPM tries of the region map, the region's answer set and \
+             the weighted draw){ecs}",
+            st - h
+        );
     }
     let mut excess = match (
         ns_of(Target::DnsfastXdp, Workload::Hot),

@@ -60,7 +60,8 @@ enum Cmd {
         /// dnsfast-user, knot-udp, knot-xdp, nsd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m).
+        /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m, steered,
+        /// steered-ecs).
         #[arg(long, value_delimiter = ',')]
         workloads: Vec<String>,
         /// Instead: what each stage of dnsfast's XDP program adds per packet on `hot` (one
