@@ -51,7 +51,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -98,12 +98,17 @@ pub const MAP_ANSWER_SETS: &str = "ANSWER_SETS";
 pub const MAP_GEO_V4: &str = "GEO_V4";
 /// Client IPv6 subnets → region.
 pub const MAP_GEO_V6: &str = "GEO_V6";
+/// Resolver IPv4 prefixes whose Client Subnet is honoured under [`CFG_ECS_LISTED`] (an LPM
+/// trie; the value is unused).
+pub const MAP_ECS_RESOLVERS_V4: &str = "ECS_RESOLVERS_V4";
+/// Resolver IPv6 prefixes, IPv4 ones also as `::ffff:a.b.c.d/(96 + length)`.
+pub const MAP_ECS_RESOLVERS_V6: &str = "ECS_RESOLVERS_V6";
 
 /// Map-of-maps the daemon updates to wait for running programs to finish (RCU grace period).
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
@@ -121,6 +126,8 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_ANSWER_SETS,
     MAP_GEO_V4,
     MAP_GEO_V6,
+    MAP_ECS_RESOLVERS_V4,
+    MAP_ECS_RESOLVERS_V6,
 ];
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on insert, so an idle capacity costs nothing.
@@ -441,13 +448,16 @@ pub const CFG_ANSWER: u32 = 1;
 pub const CFG_ANY_V4: u32 = 1 << 1;
 /// `XdpConfig::flags`: accept any IPv6 destination (listen on `::`).
 pub const CFG_ANY_V6: u32 = 1 << 2;
-/// `XdpConfig::flags`: EDNS Client Subnet is honoured from any resolver: the program hands
-/// queries with the option to its ECS stage, which decides and echoes it. Clear: they go to
-/// the daemon (which ignores the option, or checks the resolver list).
+/// `XdpConfig::flags`: EDNS Client Subnet is honoured: the program hands queries with the
+/// option to its ECS stage, which decides and echoes it. Clear: they go to the daemon (which
+/// ignores the option).
 pub const CFG_ECS: u32 = 1 << 3;
-/// `XdpConfig::flags`: ECS is honoured only from listed resolvers (the program holds no list:
-/// it passes the queries up).
-pub const CFG_ECS_PASS: u32 = 1 << 4;
+/// `XdpConfig::flags`, beside [`CFG_ECS`]: only from resolvers in `ECS_RESOLVERS_V4/_V6`; a
+/// query with the option from any other goes to the daemon (which ignores the option).
+pub const CFG_ECS_LISTED: u32 = 1 << 4;
+/// Most resolver prefixes per family `[ecs] resolvers` may list (the size of each
+/// `ECS_RESOLVERS_*` trie).
+pub const MAX_ECS_RESOLVERS: usize = 1024;
 /// Most explicit addresses per family the XDP program matches.
 pub const MAX_LISTEN_ADDRS: usize = 8;
 

@@ -20,11 +20,12 @@ use aya_ebpf::{
 use dnsfast_common::{
     maps::{
         ANSWER_WORDS, AnswerLarge, AnswerSet, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-        BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, DEFAULT_ANSWER_SETS, DEFAULT_GEO_ENTRIES,
-        DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES,
-        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, LARGE_RDATA, MAX_SET_RECORDS,
-        NAME_CLASSES, REGION_SLOTS, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch,
-        XdpConfig, hot_hash, slot_is_inline, slot_is_steered,
+        BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, CFG_ECS_LISTED, DEFAULT_ANSWER_SETS,
+        DEFAULT_GEO_ENTRIES, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS,
+        DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
+        LARGE_RDATA, MAX_ECS_RESOLVERS, MAX_SET_RECORDS, NAME_CLASSES, REGION_SLOTS, SLOT_LARGE,
+        SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, hot_hash, slot_is_inline,
+        slot_is_steered,
     },
     steer::{MAX_ANSWER_COUNT, draw_with},
     wire::{TYPE_A, TYPE_AAAA},
@@ -60,6 +61,11 @@ static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Arra
 static GEO_V4: LpmTrie<[u8; 4], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
 #[btf_map]
 static GEO_V6: LpmTrie<[u8; 16], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+
+#[btf_map]
+static ECS_RESOLVERS_V4: LpmTrie<[u8; 4], u8, MAX_ECS_RESOLVERS> = LpmTrie::new();
+#[btf_map]
+static ECS_RESOLVERS_V6: LpmTrie<[u8; 16], u8, MAX_ECS_RESOLVERS> = LpmTrie::new();
 
 /// An LPM trie key (`Key<[u8; 4 * N]>`'s layout) held as 32-bit words: the address sits at
 /// offset 4, and the verifier refuses the 8-byte stack stores the compiler would use to copy
@@ -106,12 +112,44 @@ static STAGES: ProgramArray<1> = ProgramArray::new();
 /// `STAGES` slot of the Client Subnet stage.
 const STAGE_ECS: u32 = 0;
 
-/// Hands the query to the Client Subnet stage. Returns only if the stage is not there.
+/// Hands a query with a Client Subnet option to the Client Subnet stage if the option is
+/// honoured: from any resolver, or (`CFG_ECS_LISTED`) from one whose address is in
+/// `ECS_RESOLVERS_*`. Returns if it is not (the daemon answers, ignoring the option) or the
+/// stage is not there.
 #[inline(always)]
 pub fn to_ecs_stage(ctx: &XdpContext) {
+    let Some(cfg) = crate::config::get() else {
+        return;
+    };
+    if cfg.flags & CFG_ECS_LISTED != 0 && !resolver_listed(ctx) {
+        return;
+    }
     // SAFETY: a tail call into a program the daemon placed in the slot, with this context;
     // nothing of this program runs after it succeeds, and on failure it simply returns.
     unsafe { STAGES.tail_call(ctx, STAGE_ECS) };
+}
+
+/// Whether the frame's source address is in `ECS_RESOLVERS_*` (the parser passed up every
+/// frame but untagged IPv4 and IPv6: the `EtherType` decides the family).
+#[inline(always)]
+fn resolver_listed(ctx: &XdpContext) -> bool {
+    let Some(ethertype) = crate::packet::ptr_at::<[u8; 2]>(ctx, 12) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked the bytes are inside the packet.
+    if unsafe { core::ptr::read_unaligned(ethertype) } == [0x86, 0xDD] {
+        crate::packet::ptr_at::<[u8; 16]>(ctx, 22).is_some_and(|p| {
+            // SAFETY: as above, the 16 bytes.
+            let key = Key::new(128, unsafe { core::ptr::read_unaligned(p) });
+            ECS_RESOLVERS_V6.get(&key).is_some()
+        })
+    } else {
+        crate::packet::ptr_at::<[u8; 4]>(ctx, 26).is_some_and(|p| {
+            // SAFETY: as above, the 4 bytes.
+            let key = Key::new(32, unsafe { core::ptr::read_unaligned(p) });
+            ECS_RESOLVERS_V4.get(&key).is_some()
+        })
+    }
 }
 
 /// The region of the client that sent the frame (IPv6 if `v6`): the longest `GEO_*` subnet

@@ -21,7 +21,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dnsfast_common::{
-    maps::{CFG_ANSWER, CFG_ECS, CFG_ECS_PASS, MSG_AREA, REGION_ANY, Scratch},
+    maps::{CFG_ANSWER, CFG_ECS, MSG_AREA, REGION_ANY, Scratch},
     stats::Counter,
     steer::ecs_region,
     wire::{
@@ -52,7 +52,8 @@ pub fn dnsfast(ctx: XdpContext) -> u32 {
     stats::bump(Counter::Seen);
     let verdict = try_answer::<false>(&ctx);
     if let Err(Verdict::ClientSubnet) = verdict {
-        // Returns only if the stage is missing (then the daemon answers).
+        // Returns if the resolver is not listed or the stage is missing (then the daemon
+        // answers).
         lookup::to_ecs_stage(&ctx);
     }
     finish(verdict, Counter::Answered)
@@ -130,9 +131,10 @@ fn try_answer<const ECS: bool>(ctx: &XdpContext) -> Result<(), Verdict> {
     if cfg.flags & CFG_ANSWER == 0 {
         return Err(Verdict::Pass(Counter::PassDisabled));
     }
-    // The stage reads CONFIG again: the daemon may have narrowed the policy since the main
-    // program's look (a reload), and then the daemon decides.
-    if ECS && cfg.flags & (CFG_ECS | CFG_ECS_PASS) != CFG_ECS {
+    // The stage reads CONFIG again: the daemon may have turned ECS off since the main
+    // program's look (a reload), and then the daemon decides. (A resolver list that changed
+    // meanwhile is the old configuration's answer to a query that arrived before it.)
+    if ECS && cfg.flags & CFG_ECS == 0 {
         return Err(Verdict::Pass(Counter::PassEdns));
     }
     let mut frame = parse::frame(ctx, cfg)?;
@@ -235,11 +237,9 @@ fn query_verdict(e: QueryError, flags: u32) -> Verdict {
     match e {
         QueryError::Response => Verdict::Drop(Counter::DropResponse),
         QueryError::ShortHeader => Verdict::Drop(Counter::DropShortHeader),
-        // Honoured from any resolver: the Client Subnet stage answers. Off, or only from listed
-        // resolvers (the program holds no list): the daemon.
-        QueryError::ClientSubnet if flags & (CFG_ECS | CFG_ECS_PASS) == CFG_ECS => {
-            Verdict::ClientSubnet
-        }
+        // Honoured (from any resolver, or from listed ones: `to_ecs_stage` checks): the Client
+        // Subnet stage answers. Off: the daemon.
+        QueryError::ClientSubnet if flags & CFG_ECS != 0 => Verdict::ClientSubnet,
         QueryError::BadVersion | QueryError::ClientSubnet | QueryError::NsidRequest => {
             Verdict::Pass(Counter::PassEdns)
         }

@@ -93,7 +93,7 @@ pub enum EcsPolicy {
     /// Every resolver's (the default).
     #[default]
     Any,
-    /// Only those of resolvers in these prefixes (the daemon answers such queries).
+    /// Only those of resolvers in these prefixes (at most `MAX_ECS_RESOLVERS`).
     Listed(Vec<ipnet::IpNet>),
     /// Nobody's.
     Off,
@@ -520,6 +520,17 @@ impl Config {
                         "empty: to honour nobody's Client Subnet set ecs.enabled = false".into(),
                     ));
                 }
+                if out.len() > dnsfast_common::maps::MAX_ECS_RESOLVERS {
+                    return Err(err(
+                        span,
+                        "ecs.resolvers",
+                        format!(
+                            "{} prefixes: at most {} (the XDP program's resolver tables)",
+                            out.len(),
+                            dnsfast_common::maps::MAX_ECS_RESOLVERS
+                        ),
+                    ));
+                }
                 EcsPolicy::Listed(out)
             }
         };
@@ -903,6 +914,18 @@ mod tests {
             assert_eq!((e.line, e.key.as_str()), (line, "ecs.resolvers"), "{text}");
             assert!(e.message.contains(says), "{text}: {}", e.message);
         }
+        // As many as the program's tables hold, not one more.
+        let list = |n: u32| {
+            let l: Vec<String> = (0..n)
+                .map(|i| format!("\"198.{}.{}.0/24\"", 18 + i / 256, i % 256))
+                .collect();
+            format!("[ecs]\nresolvers = [{}]\n{MINIMAL}", l.join(", "))
+        };
+        let max = dnsfast_common::maps::MAX_ECS_RESOLVERS as u32;
+        assert!(parse(&list(max)).is_ok());
+        let e = parse(&list(max + 1)).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "ecs.resolvers"));
+        assert!(e.message.contains("at most 1024"), "{}", e.message);
     }
 
     #[test]

@@ -12,14 +12,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use dnsfast_common::{
-    maps::{CFG_ANY_V4, CFG_ANY_V6, CFG_ECS, CFG_ECS_PASS, MAX_LISTEN_ADDRS, XdpConfig},
+    maps::{CFG_ANY_V4, CFG_ANY_V6, MAX_LISTEN_ADDRS, XdpConfig},
     stats::COUNTER_NAMES,
 };
 use hickory_proto::rr::RData;
 
 use crate::{
     compile::{self, Snapshot},
-    config::{Config, EcsPolicy, XdpMode},
+    config::{Config, XdpMode},
     control::{self, Counter, MapStatus, Status, TcpStatus, XdpStatus, ZoneStatus},
     hot::Change,
     instance::{self, Instance},
@@ -90,18 +90,8 @@ pub fn xdp_config(cfg: &Config) -> Result<XdpConfig> {
             x.v4_count = addrs.len() as u8;
         }
     }
-    x.flags |= ecs_flags(&cfg.ecs);
+    // The ECS flags come with the resolver list (`Dataplane::set_ecs`).
     Ok(x)
-}
-
-/// The `CONFIG` flags of an ECS policy.
-#[must_use]
-pub fn ecs_flags(ecs: &EcsPolicy) -> u32 {
-    match ecs {
-        EcsPolicy::Any => CFG_ECS,
-        EcsPolicy::Listed(_) => CFG_ECS_PASS,
-        EcsPolicy::Off => 0,
-    }
 }
 
 impl Daemon {
@@ -301,24 +291,24 @@ impl Daemon {
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
             if let Some(d) = dp.as_mut() {
-                // A policy that honours less takes effect before the maps change (the program
-                // must not honour an option the new configuration ignores, over its maps), one
-                // that honours more after them.
-                let set_ecs = |d: &mut Dataplane| {
-                    if let Err(e) = d.set_ecs_flags(ecs_flags(&new.ecs)) {
+                // What the new ECS policy honours less takes effect before the maps change
+                // (the program must not honour an option the new configuration ignores, over
+                // its maps), what it honours more after them.
+                let ecs = |d: &mut Dataplane, narrow: bool| {
+                    let r = if narrow {
+                        d.narrow_ecs(&new.ecs)
+                    } else {
+                        d.set_ecs(&new.ecs)
+                    };
+                    if let Err(e) = r {
                         tracing::error!(
                             "reload: setting the XDP program's ECS policy failed: {e:#}"
                         );
                     }
                 };
-                let narrower = new.ecs != EcsPolicy::Any;
-                if narrower {
-                    set_ecs(d);
-                }
+                ecs(d, true);
                 self.update_maps(d, &changes, &old, &new);
-                if !narrower {
-                    set_ecs(d);
-                }
+                ecs(d, false);
                 if let Some(w) = geo_room_warning(&self.cfg, &new) {
                     tracing::warn!("reload: {w}");
                 }
@@ -462,6 +452,7 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     let answers_time = t.elapsed();
     let t = Instant::now();
     dp.set_regions(&snap.steering, 0)?;
+    dp.set_ecs(&snap.ecs)?;
     tracing::info!(
         "XDP program loaded in {load_time:?} ({}); {} hot answers written in {answers_time:?} \
          ({} skipped); region map written in {:?}",

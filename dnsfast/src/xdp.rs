@@ -20,19 +20,20 @@ use aya::{
 };
 use dnsfast_common::{
     maps::{
-        AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, CFG_ECS, CFG_ECS_PASS,
-        HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef, MAP_ANSWER_INDEX,
-        MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG, MAP_CONFIG_ACTIVE,
-        MAP_GEO_V4, MAP_GEO_V6, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH,
-        MAP_STAGES, MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_ECS, PROG_PASS, PROG_REFLECT,
-        PROG_REFLECT_GROW, PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE, SLOT_INLINE, SLOT_LARGE,
-        SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
+        AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, CFG_ECS,
+        CFG_ECS_LISTED, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
+        MAP_ANSWER_INDEX, MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
+        MAP_CONFIG_ACTIVE, MAP_ECS_RESOLVERS_V4, MAP_ECS_RESOLVERS_V6, MAP_GEO_V4, MAP_GEO_V6,
+        MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STAGES, MAP_STATS,
+        MAX_REGIONS, PROG_DNSFAST, PROG_ECS, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW,
+        PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ,
+        SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
 
 use crate::{
-    config::XdpMode,
+    config::{EcsPolicy, XdpMode},
     hot::{Change, HotAnswer, HotKey},
     mapsync::{Capacity, MapSync, Op, SetContents, Steering, key32},
 };
@@ -195,6 +196,10 @@ pub struct Dataplane {
     geo6: LpmTrie<MapData, [u8; 16], u32>,
     /// What `GEO_*` hold.
     geo_written: std::collections::BTreeMap<ipnet::IpNet, u32>,
+    ecs4: LpmTrie<MapData, [u8; 4], u8>,
+    ecs6: LpmTrie<MapData, [u8; 16], u8>,
+    /// What `ECS_RESOLVERS_*` hold.
+    ecs_written: std::collections::BTreeSet<ipnet::IpNet>,
     /// The generation `GEO_*` and `CONFIG.default_region` were last written in (0 or 1).
     generation: u8,
     config: Array<MapData, XdpConfig>,
@@ -417,6 +422,9 @@ impl Dataplane {
             geo4: take(&mut ebpf, MAP_GEO_V4, pin_dir)?,
             geo6: take(&mut ebpf, MAP_GEO_V6, pin_dir)?,
             geo_written: std::collections::BTreeMap::new(),
+            ecs4: take(&mut ebpf, MAP_ECS_RESOLVERS_V4, pin_dir)?,
+            ecs6: take(&mut ebpf, MAP_ECS_RESOLVERS_V6, pin_dir)?,
+            ecs_written: std::collections::BTreeSet::new(),
             generation: 0,
             config: take(&mut ebpf, MAP_CONFIG, pin_dir)?,
             config_active: MmapArray::new(
@@ -612,10 +620,59 @@ impl Dataplane {
         self.set_config(&cfg)
     }
 
-    /// Sets the ECS policy flags (`CFG_ECS`, `CFG_ECS_PASS`), keeping the rest.
+    /// Applies the ECS policy's narrowing half: the listed resolvers it drops leave
+    /// `ECS_RESOLVERS_*`, and the program honours no more than both the old and the new policy
+    /// would (off if the new one is; only from listed resolvers if either lists them). A
+    /// reload calls this before the maps change and [`Self::set_ecs`] after, so that the
+    /// program never honours, over new maps, an option the new configuration ignores.
+    pub fn narrow_ecs(&mut self, policy: &EcsPolicy) -> Result<()> {
+        let want = ecs_entries(policy);
+        let gone: Vec<ipnet::IpNet> = self.ecs_written.difference(&want).copied().collect();
+        let old = self.config_written.flags & (CFG_ECS | CFG_ECS_LISTED);
+        let flags = match policy {
+            EcsPolicy::Off => 0,
+            EcsPolicy::Listed(_) => old | CFG_ECS_LISTED,
+            EcsPolicy::Any => old,
+        };
+        // The flags first: a resolver leaving the list is not looked up while it goes.
+        self.set_ecs_flags(flags)?;
+        for net in gone {
+            let len = u32::from(net.prefix_len());
+            match net {
+                ipnet::IpNet::V4(n) => self.ecs4.remove(&Key::new(len, n.addr().octets())),
+                ipnet::IpNet::V6(n) => self.ecs6.remove(&Key::new(len, n.addr().octets())),
+            }
+            .with_context(|| format!("remove {net} from the ECS resolver list"))?;
+            self.ecs_written.remove(&net);
+        }
+        Ok(())
+    }
+
+    /// Sets the ECS policy: the listed resolvers into `ECS_RESOLVERS_*` (IPv4 prefixes also
+    /// IPv4-mapped in the IPv6 trie, as the daemon matches a resolver at `::ffff:a.b.c.d`),
+    /// then the flags ([`ecs_flags`]).
+    pub fn set_ecs(&mut self, policy: &EcsPolicy) -> Result<()> {
+        self.narrow_ecs(policy)?;
+        for net in ecs_entries(policy) {
+            if self.ecs_written.contains(&net) {
+                continue;
+            }
+            let len = u32::from(net.prefix_len());
+            match net {
+                ipnet::IpNet::V4(n) => self.ecs4.insert(&Key::new(len, n.addr().octets()), 1, 0),
+                ipnet::IpNet::V6(n) => self.ecs6.insert(&Key::new(len, n.addr().octets()), 1, 0),
+            }
+            .with_context(|| format!("write {net} to the ECS resolver list"))?;
+            self.ecs_written.insert(net);
+        }
+        self.set_ecs_flags(ecs_flags(policy))
+    }
+
+    /// Sets the ECS policy flags (`CFG_ECS`, `CFG_ECS_LISTED`), keeping the rest (tests set
+    /// them directly).
     pub fn set_ecs_flags(&mut self, flags: u32) -> Result<()> {
         let mut cfg = self.config_written;
-        let want = (cfg.flags & !(CFG_ECS | CFG_ECS_PASS)) | flags;
+        let want = (cfg.flags & !(CFG_ECS | CFG_ECS_LISTED)) | flags;
         if want == cfg.flags {
             return Ok(());
         }
@@ -946,6 +1003,33 @@ pub struct HelperProgram {
     _ebpf: Ebpf,
 }
 
+/// The `CONFIG` flags of an ECS policy.
+#[must_use]
+pub fn ecs_flags(ecs: &EcsPolicy) -> u32 {
+    match ecs {
+        EcsPolicy::Any => CFG_ECS,
+        EcsPolicy::Listed(_) => CFG_ECS | CFG_ECS_LISTED,
+        EcsPolicy::Off => 0,
+    }
+}
+
+/// What `ECS_RESOLVERS_*` hold for a policy: its prefixes, IPv4 ones also IPv4-mapped.
+fn ecs_entries(policy: &EcsPolicy) -> std::collections::BTreeSet<ipnet::IpNet> {
+    let EcsPolicy::Listed(list) = policy else {
+        return std::collections::BTreeSet::new();
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for net in list {
+        out.insert(*net);
+        if let ipnet::IpNet::V4(n) = net {
+            let mapped = ipnet::Ipv6Net::new(n.addr().to_ipv6_mapped(), 96 + n.prefix_len())
+                .expect("96 + an IPv4 length is at most 128");
+            out.insert(ipnet::IpNet::V6(mapped));
+        }
+    }
+    out
+}
+
 /// Loads the object and verifies `helper`. The maps it brings along are kept tiny, except what
 /// the miss reference uses: `HOT_TABLE` at the size asked for, and `CONFIG` with its mask.
 fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
@@ -961,7 +1045,9 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         .map_max_entries(MAP_REGION_SETS, 1)
         .map_max_entries(MAP_ANSWER_SETS, 1)
         .map_max_entries(MAP_GEO_V4, 1)
-        .map_max_entries(MAP_GEO_V6, 1);
+        .map_max_entries(MAP_GEO_V6, 1)
+        .map_max_entries(MAP_ECS_RESOLVERS_V4, 1)
+        .map_max_entries(MAP_ECS_RESOLVERS_V6, 1);
     if let Helper::ReflectMiss(buckets) = helper {
         ensure!(
             buckets.is_power_of_two(),

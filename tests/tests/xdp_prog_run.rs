@@ -12,7 +12,7 @@ use std::{
 use dnsfast::{
     answer::Zones,
     compile::Snapshot,
-    config::Identity,
+    config::{EcsPolicy, Identity},
     hot::{Change, HotAnswer, HotKey, HotTable},
     mapsync::{
         Capacity, SetChange, SetContents, SetName, SetState, SteerChange, Steering, bucket_hash,
@@ -22,7 +22,7 @@ use dnsfast::{
     zone::Zone,
 };
 use dnsfast_common::{
-    maps::{AnswerLarge, CFG_ANSWER, CFG_ECS, CFG_ECS_PASS, MAX_SET_RECORDS, XdpConfig},
+    maps::{AnswerLarge, CFG_ANSWER, MAX_SET_RECORDS, XdpConfig},
     stats::{COUNTER_NAMES, Counter},
     steer::draw,
     wire::{FullLimits, MSG_BUF_LEN, MsgBuf, answer_rotation, build_hot_answer, parse_query},
@@ -66,7 +66,7 @@ fn snapshot() -> Snapshot {
         hot,
         steering: dnsfast::steering::Compiled::default(),
         identity: Identity::default(),
-        ecs: dnsfast::config::EcsPolicy::Any,
+        ecs: EcsPolicy::Any,
         compiled_at: SystemTime::now(),
     }
 }
@@ -479,12 +479,12 @@ fn ecs_query(id: u16, name: &str, qtype: RecordType, address: &[u8]) -> Vec<u8> 
     dnsfast_tests::battery::with_option(q, &dns::ecs_option(1, source, 0, address))
 }
 
-/// Sets the ECS bits of the fixture's CONFIG while alive, as the daemon does for `[ecs]`; puts
-/// them back (clear) when dropped, also when an assertion fails.
+/// Sets the fixture's ECS policy (CONFIG's bits and the resolver tables) while alive, as the
+/// daemon does for `[ecs]`; turns it off when dropped, also when an assertion fails.
 struct EcsFlags;
 impl EcsFlags {
-    fn set(flags: u32) -> Self {
-        fixture().lock().unwrap().dp.set_ecs_flags(flags).unwrap();
+    fn set(policy: &EcsPolicy) -> Self {
+        fixture().lock().unwrap().dp.set_ecs(policy).unwrap();
         Self
     }
 }
@@ -493,14 +493,14 @@ impl Drop for EcsFlags {
         let mut f = fixture()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f.dp.set_ecs_flags(0).unwrap();
+        f.dp.set_ecs(&EcsPolicy::Off).unwrap();
     }
 }
 
 #[test]
 fn client_subnet_queries_are_answered_by_the_ecs_stage() {
     let with = |q: Vec<u8>, o: &[u8]| dnsfast_tests::battery::with_option(q, o);
-    let _on = EcsFlags::set(CFG_ECS);
+    let _on = EcsFlags::set(&EcsPolicy::Any);
     // A hot name (not steered): the answer echoes FAMILY, SOURCE and ADDRESS with SCOPE 0,
     // byte for byte what the daemon sends, over both families; the main program handed the
     // query to the stage, which counted it.
@@ -559,10 +559,45 @@ fn client_subnet_queries_are_answered_by_the_ecs_stage() {
     run(&v4_frame(&twice), XDP_PASS, Counter::PassEdns);
     let miss = ecs_query(9, "nothing-here.example.com.", RecordType::A, &[198, 18, 7]);
     run(&v4_frame(&miss), XDP_PASS, Counter::PassMiss);
-    // Honoured only from listed resolvers: the program holds no list, the daemon decides.
-    let _listed = EcsFlags::set(CFG_ECS | CFG_ECS_PASS);
-    let q = ecs_query(9, "www.example.com.", RecordType::A, &[198, 18, 7]);
-    run(&v4_frame(&q), XDP_PASS, Counter::PassEdns);
+    // Honoured only from listed resolvers: the program looks the packet's source up in its
+    // resolver tables; a listed one's query is answered by the stage with the echo, an
+    // unlisted one's goes to the daemon (which ignores the option).
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+    let v4 = ecs_query(0x5154, "www.example.com.", RecordType::A, &[198, 18, 7]);
+    let v6 = with(
+        dns::query(
+            0x5155,
+            "www.example.com.",
+            RecordType::AAAA,
+            Some((1232, false)),
+        ),
+        &dns::ecs_option(2, 56, 0, &[0x20, 1, 0, 2, 0, 0, 1]),
+    );
+    let listed = |p: &[&str]| EcsPolicy::Listed(p.iter().map(|s| net(s)).collect());
+    let _listed = EcsFlags::set(&listed(&["198.18.200.0/24", "2001:2:0:c9::/64"]));
+    let payload = check_v4_reply(
+        &v4_frame(&v4),
+        &run(&v4_frame(&v4), XDP_TX, Counter::AnsweredEcs),
+    );
+    assert!(payload.ends_with(&[0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 7]));
+    same_answer(&payload, &v4);
+    run(&v6_frame(&v6), XDP_PASS, Counter::PassEdns);
+    // The list changed (as on reload): the IPv4 resolver left it, the IPv6 one is in; a query
+    // without the option is answered as ever.
+    fixture()
+        .lock()
+        .unwrap()
+        .dp
+        .set_ecs(&listed(&["198.18.201.0/24", "2001:2:0:c8::/64"]))
+        .unwrap();
+    run(&v4_frame(&v4), XDP_PASS, Counter::PassEdns);
+    let payload = check_v6_reply(
+        &v6_frame(&v6),
+        &run(&v6_frame(&v6), XDP_TX, Counter::AnsweredEcs),
+    );
+    same_answer(&payload, &v6);
+    let plain = dns::query(0x5156, "www.example.com.", RecordType::A, None);
+    run(&v4_frame(&plain), XDP_TX, Counter::Answered);
 }
 
 #[test]
