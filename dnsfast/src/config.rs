@@ -16,6 +16,7 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod health;
 pub mod steering;
 
 /// How the XDP program is attached.
@@ -76,6 +77,8 @@ struct RawConfig {
     endpoints: Vec<Spanned<steering::RawEndpoint>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<steering::RawService>>,
+    #[serde(default, rename = "check")]
+    checks: Vec<Spanned<health::RawCheck>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -542,6 +545,7 @@ impl Config {
             &raw.regions,
             &raw.endpoints,
             &raw.services,
+            health::parse(base, &raw.checks, &err)?,
             &err,
         )?;
 

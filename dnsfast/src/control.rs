@@ -122,6 +122,9 @@ pub struct Status {
     /// older daemon's answer, or without regions).
     #[serde(default)]
     pub steering: Option<SteeringStatus>,
+    /// Health checks (absent from an older daemon's answer, or without steering).
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
 }
 
 /// The GeoIP database in use.
@@ -160,6 +163,34 @@ pub struct SteeringStatus {
     pub geoip: Option<GeoipStatus>,
     /// Whose Client Subnet is honoured: "any", "off" or the listed prefixes.
     pub ecs: String,
+}
+
+/// Health checks and what they did to the answers.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct HealthStatus {
+    /// Every checked address.
+    pub targets: Vec<crate::health::TargetStatus>,
+    /// Per region and family.
+    pub pools: Vec<PoolStatus>,
+    /// Map updates a health change caused.
+    pub updates: u64,
+    /// The last one: from the result that decided it to the last map store, µs.
+    pub last_update_us: Option<u64>,
+}
+
+/// A region's own pools of one family, over every service.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct PoolStatus {
+    /// The region.
+    pub region: String,
+    /// `A` or `AAAA`.
+    pub family: String,
+    /// Endpoints with a healthy address of the family.
+    pub healthy: usize,
+    /// Endpoints in its pools.
+    pub endpoints: usize,
+    /// What its clients get.
+    pub answers: String,
 }
 
 /// Binds the control socket at `path` (replacing a stale one). Done before the daemon says
@@ -254,6 +285,37 @@ pub fn render_steering(st: &SteeringStatus) -> String {
     o
 }
 
+/// The health part of `render`.
+#[must_use]
+pub fn render_health(h: &HealthStatus) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    for p in &h.pools {
+        let _ = writeln!(
+            o,
+            "pool       {} {}: {}/{} healthy, answers {}",
+            p.region, p.family, p.healthy, p.endpoints, p.answers
+        );
+    }
+    for t in &h.targets {
+        let _ = writeln!(
+            o,
+            "check      {} {} {} for {} s, last {} ({} failing, {} probes)",
+            t.check, t.addr, t.state, t.since_s, t.last, t.failures, t.probes
+        );
+    }
+    if let Some(us) = h.last_update_us {
+        let _ = writeln!(
+            o,
+            "health     {} map updates, the last {}.{:03} ms from the deciding result",
+            h.updates,
+            us / 1000,
+            us % 1000
+        );
+    }
+    o
+}
+
 /// Human-readable status.
 #[must_use]
 pub fn render(s: &Status) -> String {
@@ -276,6 +338,9 @@ pub fn render(s: &Status) -> String {
     );
     if let Some(st) = &s.steering {
         o.push_str(&render_steering(st));
+    }
+    if let Some(h) = &s.health {
+        o.push_str(&render_health(h));
     }
     if let Some(e) = &s.last_reload_error {
         let _ = writeln!(

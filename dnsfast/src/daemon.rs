@@ -7,7 +7,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -21,6 +21,7 @@ use crate::{
     compile::{self, Snapshot},
     config::{Config, XdpMode},
     control::{self, Counter, MapStatus, Status, TcpStatus, XdpStatus, ZoneStatus},
+    health,
     hot::Change,
     instance::{self, Instance},
     mapsync::{self, Capacity},
@@ -51,6 +52,11 @@ pub struct Daemon {
     maps: Mutex<MapHealth>,
     reloads: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
+    /// Health checks.
+    checker: Arc<health::Checker>,
+    /// Map updates health changes caused, and the last one's duration (from the result).
+    health_updates: AtomicU64,
+    last_health_update: Mutex<Option<Duration>>,
 }
 
 /// The program's configuration for `cfg`: port and our addresses, answering off
@@ -107,6 +113,17 @@ impl Daemon {
     /// The current status.
     pub fn status(&self) -> Status {
         let snap = self.shared.snapshot.load();
+        // Before the dataplane lock: a health update takes the table's lock, then that one.
+        let health = (!snap.steering.regions.is_empty()).then(|| control::HealthStatus {
+            targets: self.checker.table.status(),
+            pools: snap.steering.pool_status(),
+            updates: self.health_updates.load(Ordering::Relaxed),
+            last_update_us: self
+                .last_health_update
+                .lock()
+                .expect("lock")
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        });
         let mut zones: Vec<ZoneStatus> = snap
             .zones
             .iter()
@@ -182,7 +199,50 @@ impl Daemon {
                 }
             },
             steering: snap.steering.status(&snap.ecs),
+            health,
         }
+    }
+
+    /// Brings the answers to the health table: recomputes every set's state for the snapshot
+    /// served, writes the sets whose state changed (one store each) and installs the states
+    /// for the userspace path. `decided` is when the result that caused it arrived.
+    fn apply_health(&self, decided: Instant) {
+        let table = self.checker.table.lock();
+        let snap = self.shared.snapshot.load_full();
+        let new = snap.steering.health_from(&table);
+        let old = snap.steering.health.load_full();
+        if *old == new {
+            return;
+        }
+        {
+            let mut dp = self.dataplane.lock().expect("dataplane lock");
+            if let Some(d) = dp.as_mut() {
+                let sets = snap.steering.state_changes(&old, &new, d.generation());
+                let steering = mapsync::Steering {
+                    sets: &sets,
+                    keys: &[],
+                };
+                if let Err(e) = d.apply_with(&[], steering) {
+                    tracing::error!("health: writing the answer sets' states failed: {e:#}");
+                }
+            }
+            snap.steering.health.store(Arc::new(new));
+        }
+        drop(table);
+        let took = decided.elapsed();
+        self.health_updates.fetch_add(1, Ordering::Relaxed);
+        *self.last_health_update.lock().expect("lock") = Some(took);
+        for p in snap.steering.pool_status() {
+            tracing::debug!(
+                "health: {} {} {}/{} healthy, answers {}",
+                p.region,
+                p.family,
+                p.healthy,
+                p.endpoints,
+                p.answers
+            );
+        }
+        tracing::info!("health: answers updated {took:?} after the deciding result");
     }
 
     /// Brings the maps to `new`. A failed update may leave them mixing old and new answers,
@@ -281,6 +341,16 @@ impl Daemon {
                 return;
             }
         };
+        // Addresses the new configuration checks first are checked once now (each starts
+        // down, its first result decides), so its first answers are health-checked too.
+        let fresh =
+            tokio::runtime::Handle::current().block_on(self.checker.sync(&new.steering.targets()));
+        if !fresh.is_empty() {
+            tracing::info!("reload: {} new health check targets checked", fresh.len());
+        }
+        new.steering.health.store(Arc::new(
+            new.steering.health_from(&self.checker.table.lock()),
+        ));
         let old = self.shared.snapshot.load_full();
         let changes = old.hot.diff(&new.hot);
         let hot = new.hot.len();
@@ -314,6 +384,8 @@ impl Daemon {
                 }
             }
         }
+        // A result that arrived while the maps changed went to the old snapshot.
+        self.apply_health(Instant::now());
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *self.last_reload_error.lock().expect("lock") = None;
         tracing::info!(
@@ -504,6 +576,27 @@ fn stopped_while_starting(s: Signal, during: &str) {
 /// a SIGHUP reloads once serving.
 pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signals) -> Result<()> {
     let mut signals = signals;
+    // The first round of health checks before anything is served: every address starts down
+    // and its first result (or timeout) decides, so the first answers are already checked.
+    let (checker, mut reports) = health::Checker::new();
+    let checker = Arc::new(checker);
+    let targets = snapshot.steering.targets();
+    if !targets.is_empty() {
+        let t = Instant::now();
+        checker.sync(&targets).await;
+        let table = checker.table.lock();
+        let up = table.values().filter(|s| s.up).count();
+        snapshot
+            .steering
+            .health
+            .store(Arc::new(snapshot.steering.health_from(&table)));
+        tracing::info!(
+            "health: first round of {} checks in {:?}: {up} up, {} down",
+            targets.len(),
+            t.elapsed(),
+            targets.len() - up
+        );
+    }
     let dataplane = match cfg.xdp.mode {
         XdpMode::Off => None,
         _ => Some(setup_dataplane(&cfg, &inst, &snapshot).inspect_err(|_| inst.cleanup())?),
@@ -568,8 +661,38 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         maps: Mutex::new(MapHealth::default()),
         reloads: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
+        checker,
+        health_updates: AtomicU64::new(0),
+        last_health_update: Mutex::new(None),
     });
     daemon.set_answering(true);
+
+    // Health results: a change of up or down rewrites the affected answer sets.
+    let health_daemon = Arc::clone(&daemon);
+    tasks.spawn(async move {
+        while let Some(r) = reports.recv().await {
+            let changed = {
+                let mut table = health_daemon.checker.table.lock();
+                table.get_mut(&r.target).is_some_and(|s| {
+                    let changed = s.record(&r.target.check, r.outcome.clone());
+                    if changed {
+                        tracing::info!(
+                            "health: {} {} is {} ({})",
+                            r.target.check.name,
+                            r.target.addr,
+                            if s.up { "up" } else { "down" },
+                            r.outcome.detail
+                        );
+                    }
+                    changed
+                })
+            };
+            if changed {
+                let d = Arc::clone(&health_daemon);
+                let _ = tokio::task::spawn_blocking(move || d.apply_health(r.at)).await;
+            }
+        }
+    });
 
     let status_daemon = Arc::clone(&daemon);
     let control = control::listen(&inst.socket()).context("control socket")?;
@@ -636,6 +759,7 @@ fn shutdown(
 ) -> Result<()> {
     tracing::info!("shutting down");
     instance::notify("STOPPING=1");
+    daemon.checker.stop();
     daemon.set_answering(false);
     tasks.abort_all();
     stop.store(true, Ordering::Relaxed);

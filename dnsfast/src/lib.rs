@@ -25,6 +25,7 @@ pub mod control;
 pub mod daemon;
 pub mod geo;
 pub mod geoip;
+pub mod health;
 pub mod hot;
 pub mod instance;
 pub mod mapsync;

@@ -7,7 +7,15 @@
 //! query the same records in the same order.
 //!
 //! A region whose pool (own or borrowed) has no endpoint of a family answers that family from
-//! the default region's pool; if that has none either, the name has no such records (NODATA).
+//! the first region of its failover chain whose pool has some; if none has, the name has no
+//! such records (NODATA).
+//!
+//! Health ([`Compiled::health_states`]): each set's eligible records are its members whose
+//! address (of the set's family) is healthy. A set below its region's `min_healthy` answers
+//! from the first set of its owner's chain that reaches it; if none does, from the first in the
+//! chain (itself first) with any eligible record; if none has any, per service: every record
+//! as if healthy (fail open) or none (NODATA). The result is one [`Eligible`] per set, which
+//! the maps hold as each set's `state` word and the daemon reads from [`Compiled::health`].
 
 use std::{
     collections::HashMap,
@@ -15,6 +23,7 @@ use std::{
     sync::Arc,
 };
 
+use arc_swap::ArcSwap;
 use dnsfast_common::{
     maps::{AnswerLarge, MAX_REGIONS, REGION_ANY, REGION_SLOTS},
     steer::{Draw, draw, ecs_region},
@@ -24,7 +33,10 @@ use hickory_proto::rr::{Name, RData, rdata};
 use ipnet::IpNet;
 
 use crate::{
-    config::steering::{Endpoint, Steering as SteeringConfig},
+    config::{
+        health::Check,
+        steering::{AllDown, Endpoint, Steering as SteeringConfig},
+    },
     geo::{Policy, RegionMap},
     geoip::Database,
     hot::{HotAnswer, HotKey},
@@ -77,6 +89,41 @@ pub struct Compiled {
     pub sets: Vec<Arc<SetContents>>,
     /// The region whose pool each set is.
     owners: Vec<u16>,
+    /// What each set's health depends on.
+    info: Vec<SetInfo>,
+    /// Endpoints (the addresses the health checks probe).
+    pub endpoints: Vec<Endpoint>,
+    /// Health checks.
+    pub checks: Vec<Arc<Check>>,
+    /// Per set, what it answers now (swapped whole on a health change).
+    pub health: ArcSwap<Vec<Eligible>>,
+}
+
+/// What a set's health depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct SetInfo {
+    /// 0: A, 1: AAAA.
+    family: usize,
+    /// The endpoint of each record.
+    members: Vec<usize>,
+    /// The sets of the owner's failover chain for the same service and family, itself first.
+    chain: Vec<usize>,
+    /// Eligible records below which it is down.
+    needed: u32,
+    /// What it answers when nothing in its chain has an eligible record.
+    all_down: AllDown,
+}
+
+/// What one set answers now: from set `from` (itself, or its failover target), with the
+/// records in `eligible` of its own (the target's are the target's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Eligible {
+    /// Bit `i`: record `i` may be answered.
+    pub eligible: u32,
+    /// The set answered from (an index into `Compiled::sets`).
+    pub from: usize,
+    /// Records whose address is healthy (`eligible` differs when failing open).
+    pub healthy: u32,
 }
 
 /// Where a client was placed.
@@ -130,6 +177,7 @@ impl Compiled {
         let map = RegionMap::build(db.as_deref(), &policy);
         let mut sets: Vec<Arc<SetContents>> = Vec::new();
         let mut owners = Vec::new();
+        let mut info: Vec<SetInfo> = Vec::new();
         let mut services = HashMap::new();
         for svc in &s.services {
             // The sets of each region that has a pool of its own, per family.
@@ -171,14 +219,60 @@ impl Compiled {
                     }));
                 }
             }
+            // A region without endpoints of a family answers it from the first region of its
+            // (owner's) chain that has some.
             let per_family = |f: usize| -> Vec<Option<SetName>> {
                 (0..s.regions.len())
                     .map(|r| {
                         let (owner, _) = s.own_pool(svc, r);
-                        own[owner][f].or(own[s.default_region][f])
+                        std::iter::once(owner)
+                            .chain(s.regions[owner].failover.iter().copied())
+                            .chain(std::iter::once(s.default_region))
+                            .find_map(|c| own[s.own_pool(svc, c).0][f])
                     })
                     .collect()
             };
+            // Each own set's failover candidates: the sets of its owner's chain.
+            for (r, slot) in own.iter().enumerate() {
+                for (f, set) in slot.iter().enumerate() {
+                    let Some(set) = *set else { continue };
+                    let crate::config::steering::Pool::Own(members) = &svc.pools[r] else {
+                        continue;
+                    };
+                    let members: Vec<usize> = members
+                        .iter()
+                        .map(|m| m.endpoint)
+                        .filter(|&e| {
+                            let e = &s.endpoints[e];
+                            if f == 0 {
+                                e.v4.is_some()
+                            } else {
+                                e.v6.is_some()
+                            }
+                        })
+                        .collect();
+                    let mut chain = vec![set as usize];
+                    for c in &s.regions[r].failover {
+                        if let Some(t) = own[s.own_pool(svc, *c).0][f]
+                            && !chain.contains(&(t as usize))
+                        {
+                            chain.push(t as usize);
+                        }
+                    }
+                    let needed = s.regions[r].min_healthy.needed(members.len() as u32);
+                    let i = set as usize;
+                    if info.len() <= i {
+                        info.resize(i + 1, SetInfo::default());
+                    }
+                    info[i] = SetInfo {
+                        family: f,
+                        members,
+                        chain,
+                        needed,
+                        all_down: svc.all_down,
+                    };
+                }
+            }
             services.insert(
                 wire_lower(&svc.name),
                 Service {
@@ -186,6 +280,15 @@ impl Compiled {
                 },
             );
         }
+        let everyone: Vec<Eligible> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Eligible {
+                eligible: all_records(c),
+                from: i,
+                healthy: all_records(c),
+            })
+            .collect();
         Self {
             regions: s.regions.iter().map(|r| r.name.clone()).collect(),
             default_region: s.default_region as u16,
@@ -195,7 +298,190 @@ impl Compiled {
             services,
             sets,
             owners,
+            info,
+            endpoints: s.endpoints.clone(),
+            checks: s.checks.iter().cloned().map(Arc::new).collect(),
+            health: ArcSwap::from_pointee(everyone),
         }
+    }
+
+    /// What every set answers when `up(endpoint, family)` says which addresses are healthy
+    /// (and not drained): see the module's documentation.
+    #[must_use]
+    pub fn health_states(&self, up: impl Fn(usize, usize) -> bool) -> Vec<Eligible> {
+        let healthy: Vec<u32> = self
+            .info
+            .iter()
+            .map(|s| {
+                s.members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| up(**e, s.family))
+                    .fold(0, |m, (i, _)| m | 1 << i)
+            })
+            .collect();
+        let count = |i: usize| healthy[i].count_ones();
+        let is_up = |i: usize| count(i) >= self.info[i].needed;
+        // The set `i` answers from; it always answers from itself (one hop in the program).
+        let resolve = |i: usize| -> usize {
+            let mut at = i;
+            for _ in 0..=self.sets.len() {
+                let chain = &self.info[at].chain;
+                if let Some(&t) = chain.iter().find(|&&c| is_up(c)) {
+                    return t;
+                }
+                match chain.iter().find(|&&c| count(c) > 0) {
+                    Some(&t) if t == at => return t,
+                    Some(&t) => at = t,
+                    None => return at,
+                }
+            }
+            at
+        };
+        (0..self.sets.len())
+            .map(|i| {
+                let from = resolve(i);
+                let eligible = if from == i && count(i) == 0 {
+                    match self.info[i].all_down {
+                        AllDown::ServeAll => all_records(&self.sets[i]),
+                        AllDown::Nodata => 0,
+                    }
+                } else {
+                    healthy[i]
+                };
+                Eligible {
+                    eligible,
+                    from,
+                    healthy: healthy[i],
+                }
+            })
+            .collect()
+    }
+
+    /// The health targets: each endpoint address whose endpoint names a check.
+    #[must_use]
+    pub fn targets(&self) -> Vec<crate::health::Target> {
+        let mut out = Vec::new();
+        for e in &self.endpoints {
+            let Some(c) = e.check else { continue };
+            for addr in [e.v4.map(IpAddr::V4), e.v6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                let t = crate::health::Target {
+                    check: Arc::clone(&self.checks[c]),
+                    addr,
+                };
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether endpoint `e`'s address of family `f` is healthy by `table` (an endpoint
+    /// without a check always is; a target without a result is not).
+    #[must_use]
+    pub fn endpoint_up(
+        &self,
+        table: &HashMap<crate::health::Target, crate::health::State>,
+        e: usize,
+        f: usize,
+    ) -> bool {
+        let ep = &self.endpoints[e];
+        let Some(c) = ep.check else { return true };
+        let addr = if f == 0 {
+            ep.v4.map(IpAddr::V4)
+        } else {
+            ep.v6.map(IpAddr::V6)
+        };
+        let Some(addr) = addr else { return false };
+        let t = crate::health::Target {
+            check: Arc::clone(&self.checks[c]),
+            addr,
+        };
+        table.get(&t).is_some_and(|s| s.up)
+    }
+
+    /// [`Self::health_states`] by a health table.
+    #[must_use]
+    pub fn health_from(
+        &self,
+        table: &HashMap<crate::health::Target, crate::health::State>,
+    ) -> Vec<Eligible> {
+        self.health_states(|e, f| self.endpoint_up(table, e, f))
+    }
+
+    /// Per region and family, what its own pools hold and answer now (`dnsfast status`).
+    #[must_use]
+    pub fn pool_status(&self) -> Vec<crate::control::PoolStatus> {
+        let health = self.health.load();
+        let mut out = Vec::new();
+        for (r, name) in self.regions.iter().enumerate() {
+            for (f, family) in ["A", "AAAA"].into_iter().enumerate() {
+                let own: Vec<usize> = (0..self.sets.len())
+                    .filter(|&i| usize::from(self.owners[i]) == r && self.info[i].family == f)
+                    .collect();
+                if own.is_empty() {
+                    continue;
+                }
+                let mut members = std::collections::BTreeSet::new();
+                let mut healthy = std::collections::BTreeSet::new();
+                let mut to = std::collections::BTreeSet::new();
+                let (mut open, mut nodata) = (0, 0);
+                for &i in &own {
+                    let e = health[i];
+                    for (j, m) in self.info[i].members.iter().enumerate() {
+                        members.insert(*m);
+                        if e.healthy & (1 << j) != 0 {
+                            healthy.insert(*m);
+                        }
+                    }
+                    if e.from != i {
+                        to.insert(self.regions[usize::from(self.owners[e.from])].clone());
+                    } else if e.healthy == 0 {
+                        if e.eligible == 0 {
+                            nodata += 1;
+                        } else {
+                            open += 1;
+                        }
+                    }
+                }
+                let answers = if !to.is_empty() {
+                    format!(
+                        "failed over to {}",
+                        to.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                } else if open > 0 {
+                    "fail open (no healthy endpoint anywhere in its chain)".into()
+                } else if nodata > 0 {
+                    "NODATA (no healthy endpoint anywhere in its chain)".into()
+                } else {
+                    "its own endpoints".into()
+                };
+                out.push(crate::control::PoolStatus {
+                    region: name.clone(),
+                    family: family.into(),
+                    healthy: healthy.len(),
+                    endpoints: members.len(),
+                    answers,
+                });
+            }
+        }
+        out
+    }
+
+    /// The region whose pool set `i` is, and its family (0: A, 1: AAAA).
+    #[must_use]
+    pub fn set_owner(&self, i: usize) -> (u16, usize) {
+        (self.owners[i], self.info[i].family)
+    }
+
+    /// The endpoints of set `i`'s records, in record order.
+    #[must_use]
+    pub fn set_members(&self, i: usize) -> &[usize] {
+        &self.info[i].members
     }
 
     /// What `dnsfast explain` prints: the region of a client at `addr` and why, and, for
@@ -368,26 +654,30 @@ impl Compiled {
         id: u16,
     ) -> (Option<AnswerLarge>, u8) {
         let (region, scope) = self.place_query(client.ip(), ecs);
-        let answer = self
-            .set(service, qtype, region)
-            .map(|set| Self::answer(set, answer_rotation(id, client.port())).0);
+        let health = self.health.load();
+        let answer = Self::set_name(service, qtype, region)
+            .and_then(|i| health.get(i as usize))
+            .and_then(|e| Some((self.sets.get(e.from)?, health.get(e.from)?.eligible)))
+            .map(|(set, eligible)| Self::answer(set, eligible, answer_rotation(id, client.port())))
+            .filter(|(_, d)| d.len > 0)
+            .map(|(a, _)| a);
         (answer, scope)
     }
 
-    /// The records of `set` an answer to the query with hash `seed` carries (every record
-    /// eligible), in answer order, as the hot builder takes them.
+    /// The records of `set` among `eligible` an answer to the query with hash `seed` carries,
+    /// in answer order, as the hot builder takes them (none: NODATA; the XDP program passes
+    /// such a query up).
     #[must_use]
-    pub fn answer(set: &SetContents, seed: u32) -> (AnswerLarge, Draw) {
+    pub fn answer(set: &SetContents, eligible: u32, seed: u32) -> (AnswerLarge, Draw) {
         let mut weights = [0u8; dnsfast_common::maps::MAX_SET_RECORDS];
         for (d, w) in weights.iter_mut().zip(&set.weights) {
             *d = *w;
         }
         let count = usize::from(set.answer.count);
-        // Every record eligible (the draw keeps to the set's `count`).
         let d = draw(
             &weights,
             count,
-            u32::MAX,
+            eligible,
             usize::from(set.answer_count),
             seed,
         );
@@ -413,6 +703,7 @@ impl Compiled {
             && self.map == other.map
             && self.services == other.services
             && self.sets == other.sets
+            && *self.health.load_full() == *other.health.load_full()
     }
 
     /// The answer sets and steered keys for the XDP maps (every record eligible), in
@@ -437,16 +728,32 @@ impl Compiled {
     }
 
     fn set_puts(&self, generation: u8) -> Vec<SetChange> {
+        let health = self.health.load();
         self.sets
             .iter()
             .enumerate()
             .map(|(i, c)| SetChange::Put {
                 name: set_name(generation, i),
                 contents: Arc::clone(c),
-                state: SetState {
-                    eligible: (1u32 << c.answer.count) - 1,
-                    answers_from: None,
-                },
+                state: map_state(&health, i, generation),
+            })
+            .collect()
+    }
+
+    /// The state changes that take the maps (sets written in `generation`) from `old` to
+    /// `new` health.
+    #[must_use]
+    pub fn state_changes(
+        &self,
+        old: &[Eligible],
+        new: &[Eligible],
+        generation: u8,
+    ) -> Vec<SetChange> {
+        (0..new.len())
+            .filter(|&i| old.get(i) != new.get(i))
+            .map(|i| SetChange::State {
+                name: set_name(generation, i),
+                state: map_state(new, i, generation),
             })
             .collect()
     }
@@ -519,6 +826,20 @@ pub struct Transition {
     pub last: MapChanges,
 }
 
+/// Every record of a set.
+fn all_records(c: &SetContents) -> u32 {
+    (1u32 << c.answer.count.min(31)) - 1
+}
+
+/// The map state of set `i`.
+fn map_state(health: &[Eligible], i: usize, generation: u8) -> SetState {
+    let e = health[i];
+    SetState {
+        eligible: e.eligible,
+        answers_from: (e.from != i).then(|| set_name(generation, e.from)),
+    }
+}
+
 /// The map's name of set `i` of a configuration written in generation `generation`: the two
 /// generations' sets are different sets, even where their records are the same.
 #[must_use]
@@ -561,6 +882,124 @@ mod tests {
             .unwrap()
             .steering
             .unwrap()
+    }
+
+    /// Three regions of two endpoints each (us-1, us-2, eu-1, eu-2, ap-1, ap-2; IPv4 only but
+    /// us-1, which is dual-stack), chains us → eu → apac, eu → us, apac → eu → us; us needs
+    /// two healthy endpoints.
+    fn chained(all_down: &str) -> Compiled {
+        let text = format!(
+            "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\nfailover = [\"eu\", \"apac\"]\nmin_healthy = 2\n\
+             [[region]]\nname = \"eu\"\nfailover = [\"us\"]\n\
+             [[region]]\nname = \"apac\"\nfailover = [\"eu\", \"us\"]\nmin_healthy = \"50%\"\n\
+             [[endpoint]]\nname = \"us-1\"\nipv4 = \"198.18.10.1\"\nipv6 = \"2001:2:0:10::1\"\n\
+             [[endpoint]]\nname = \"us-2\"\nipv4 = \"198.18.10.2\"\n\
+             [[endpoint]]\nname = \"eu-1\"\nipv4 = \"198.18.20.1\"\n\
+             [[endpoint]]\nname = \"eu-2\"\nipv4 = \"198.18.20.2\"\n\
+             [[endpoint]]\nname = \"ap-1\"\nipv4 = \"198.18.30.1\"\n\
+             [[endpoint]]\nname = \"ap-2\"\nipv4 = \"198.18.30.2\"\n\
+             [[service]]\nname = \"www.example.com\"\nall_down = \"{all_down}\"\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n\
+             [[service.pool]]\nregion = \"apac\"\nendpoints = [{{ endpoint = \"ap-1\" }}, {{ endpoint = \"ap-2\" }}]\n"
+        );
+        let cfg = Config::parse(Path::new("/etc/dnsfast.toml"), &text).unwrap();
+        Compiled::new(&cfg.steering.unwrap(), None)
+    }
+
+    #[test]
+    fn a_region_below_min_healthy_answers_from_the_next_of_its_chain_that_is_up() {
+        let c = chained("serve-all");
+        let name = |e: usize| c.endpoints[e].name.clone();
+        let svc = c
+            .service(&wire_lower(&Name::from_ascii("www.example.com.").unwrap()))
+            .unwrap();
+        let a = |region: u16| Compiled::set_name(svc, TYPE_A, region).unwrap() as usize;
+        let aaaa = |region: u16| Compiled::set_name(svc, TYPE_AAAA, region).unwrap() as usize;
+        // What a region's clients get for A: the endpoints of the set it answers from.
+        let gets = |h: &[Eligible], set: usize| -> Vec<String> {
+            let e = h[set];
+            let from = e.from;
+            c.set_members(from)
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| h[from].eligible & (1 << i) != 0)
+                .map(|(_, m)| name(*m))
+                .collect()
+        };
+        let eps = &c.endpoints;
+        let down = |names: &'static [&'static str]| {
+            move |e: usize, _f: usize| !names.contains(&eps[e].name.as_str())
+        };
+        // Everyone up: each region its own.
+        let h = c.health_states(down(&[]));
+        assert_eq!(gets(&h, a(0)), ["us-1", "us-2"]);
+        assert_eq!(gets(&h, a(2)), ["ap-1", "ap-2"]);
+        // us-2 down: us (min 2) fails over to eu; apac (50% of 2 = 1) keeps ap-2 alone.
+        let h = c.health_states(down(&["us-2", "ap-1"]));
+        assert_eq!(gets(&h, a(0)), ["eu-1", "eu-2"]);
+        assert_eq!(h[a(0)].from, a(1));
+        assert_eq!(gets(&h, a(2)), ["ap-2"]);
+        // AAAA: only us has IPv6 (us-1), and every region answers it from us's set (the
+        // first of each chain with IPv6 endpoints): us-1 alone is below us's min of 2, and no
+        // other set exists for the family, so us answers it itself.
+        assert_eq!(aaaa(1), aaaa(0));
+        assert_eq!(gets(&h, aaaa(0)), ["us-1"]);
+        // us and eu below their thresholds, apac up: us skips eu for apac.
+        let h = c.health_states(down(&["us-2", "eu-1", "eu-2"]));
+        assert_eq!(gets(&h, a(0)), ["ap-1", "ap-2"]);
+        // eu's own chain (us) has no region up: the first with any eligible endpoint is us
+        // (eu has none), which itself answers from apac: eu follows it there, one hop in the
+        // maps.
+        assert_eq!(h[a(1)].from, a(2));
+        // Nothing reaches min anywhere, us has one: us answers with it (partial chain), and so
+        // does eu (none of its own).
+        let h = c.health_states(down(&["us-2", "eu-1", "eu-2", "ap-1", "ap-2"]));
+        assert_eq!(gets(&h, a(0)), ["us-1"]);
+        assert_eq!(gets(&h, a(1)), ["us-1"]);
+        assert_eq!(gets(&h, a(2)), ["us-1"]);
+        // Nothing at all: fail open, each set its own endpoints as if healthy.
+        let h = c.health_states(|_, _| false);
+        assert_eq!(gets(&h, a(0)), ["us-1", "us-2"]);
+        assert_eq!(gets(&h, a(1)), ["eu-1", "eu-2"]);
+        assert_eq!(h[a(0)].healthy, 0);
+        // Or NODATA where configured.
+        let c = chained("nodata");
+        let h = c.health_states(|_, _| false);
+        assert!(h.iter().all(|e| e.eligible == 0));
+        // Whatever is down, a set's target answers from itself (the program follows one hop).
+        let c = chained("serve-all");
+        for mask in 0u32..64 {
+            let h = c.health_states(|e, _| mask & (1 << e) != 0);
+            for e in &h {
+                assert_eq!(h[e.from].from, e.from, "endpoints up: {mask:06b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_change_writes_only_the_sets_whose_state_changed() {
+        let c = chained("serve-all");
+        let all = c.health_states(|_, _| true);
+        let one = c.health_states(|e, _| c.endpoints[e].name != "eu-1");
+        let changes = c.state_changes(&all, &one, 1);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let SetChange::State { name, state } = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(*name >> 31, 1, "the generation's names");
+        assert_eq!(state.eligible, 0b10);
+        assert_eq!(state.answers_from, None);
+        // A failover names the target in the same generation.
+        let us_down = c.health_states(|e, _| c.endpoints[e].name != "us-2");
+        let ch = c.state_changes(&all, &us_down, 0);
+        assert!(
+            ch.iter().any(
+                |x| matches!(x, SetChange::State { state, .. } if state.answers_from.is_some())
+            )
+        );
     }
 
     #[test]
@@ -612,7 +1051,7 @@ mod tests {
         // Draws of two records, weight 3:1.
         let mut first = [0u32; 2];
         for seed in 0..40_000u32 {
-            let (a, d) = Compiled::answer(us, seed.wrapping_mul(0x9E37_79B9));
+            let (a, d) = Compiled::answer(us, u32::MAX, seed.wrapping_mul(0x9E37_79B9));
             assert_eq!((a.count, d.len), (2, 2));
             first[usize::from(d.order[0])] += 1;
         }
@@ -703,7 +1142,7 @@ mod tests {
             let m = ask("www.example.com.", RecordType::A, "198.18.1.7:5300", id);
             // The draw the XDP program makes for this query, in its order.
             let set = snap.steering.set(svc, TYPE_A, 0).unwrap();
-            let (a, _) = Compiled::answer(set, answer_rotation(id, 5300));
+            let (a, _) = Compiled::answer(set, u32::MAX, answer_rotation(id, 5300));
             let want: Vec<String> = a.rdata[..4 * usize::from(a.count)]
                 .chunks(4)
                 .map(|c| std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]).to_string())

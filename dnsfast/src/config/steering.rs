@@ -45,7 +45,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, line_of};
+use super::{ConfigError, health::Check, line_of};
 use crate::geoip::{self, Code};
 
 #[derive(Default, Deserialize)]
@@ -70,6 +70,8 @@ pub(super) struct RawRegion {
     countries: Vec<Spanned<String>>,
     #[serde(default)]
     continents: Vec<Spanned<String>>,
+    failover: Option<Vec<Spanned<String>>>,
+    min_healthy: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +80,7 @@ pub(super) struct RawEndpoint {
     name: Spanned<String>,
     ipv4: Option<Spanned<String>>,
     ipv6: Option<Spanned<String>>,
+    check: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +89,7 @@ pub(super) struct RawService {
     name: Spanned<String>,
     ttl: Option<Spanned<i64>>,
     answer_count: Option<Spanned<i64>>,
+    all_down: Option<Spanned<String>>,
     #[serde(default)]
     pool: Vec<Spanned<RawPool>>,
 }
@@ -116,6 +120,52 @@ pub struct Region {
     pub countries: Vec<Code>,
     /// Continents (GeoIP), upper case.
     pub continents: Vec<Code>,
+    /// Where its clients go while it is down, in order (region indices; itself not among
+    /// them): `failover`, by default the default region (none for the default region).
+    pub failover: Vec<usize>,
+    /// Eligible endpoints (per family) below which it counts as down.
+    pub min_healthy: MinHealthy,
+}
+
+/// `region.min_healthy`: a count, or a fraction of the pool (rounded up, at least 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MinHealthy {
+    /// At least this many.
+    Count(u32),
+    /// At least this share of the pool's endpoints of the family, 0 < f <= 1.
+    Fraction(f64),
+}
+
+impl Eq for MinHealthy {}
+
+impl MinHealthy {
+    /// The eligible endpoints a pool of `n` needs (at least 1, at most `n` for a fraction).
+    #[must_use]
+    pub fn needed(self, n: u32) -> u32 {
+        match self {
+            Self::Count(c) => c.max(1),
+            Self::Fraction(f) => {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "0 < f <= 1 and n <= 16"
+                )]
+                let k = (f * f64::from(n)).ceil() as u32;
+                k.clamp(1, n.max(1))
+            }
+        }
+    }
+}
+
+/// `service.all_down`: what a service answers when no region of a client's chain has an
+/// eligible endpoint of the family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AllDown {
+    /// Fail open: the home region's endpoints, as if healthy (Route 53 and gdnsd do this).
+    #[default]
+    ServeAll,
+    /// NODATA, negative TTL min(SOA minimum, the service's TTL).
+    Nodata,
 }
 
 /// The GeoIP database a configuration names.
@@ -136,6 +186,9 @@ pub struct Endpoint {
     pub v4: Option<Ipv4Addr>,
     /// Its IPv6 address (AAAA answers).
     pub v6: Option<Ipv6Addr>,
+    /// The health check its addresses get (index into `Steering::checks`); none: always
+    /// healthy.
+    pub check: Option<usize>,
 }
 
 /// An endpoint in a pool, with its weight.
@@ -168,6 +221,8 @@ pub struct Service {
     /// Per region (index into `Steering::regions`): what it answers from. A region the
     /// configuration gives no pool borrows the default region's.
     pub pools: Vec<Pool>,
+    /// When no region of a chain has an eligible endpoint.
+    pub all_down: AllDown,
     /// Line of its `name`, for errors found later (against the zones).
     pub line: usize,
 }
@@ -185,6 +240,8 @@ pub struct Steering {
     pub endpoints: Vec<Endpoint>,
     /// Services.
     pub services: Vec<Service>,
+    /// Health checks.
+    pub checks: Vec<Check>,
 }
 
 impl Steering {
@@ -207,7 +264,11 @@ impl Steering {
 type ErrFn<'a> = &'a dyn Fn(Range<usize>, &str, String) -> ConfigError;
 
 /// A name of a region or an endpoint: 1-63 characters of a-z, A-Z, 0-9, '-' or '_'.
-fn check_ident(s: &Spanned<String>, key: &str, err: ErrFn<'_>) -> Result<String, ConfigError> {
+pub(super) fn check_ident(
+    s: &Spanned<String>,
+    key: &str,
+    err: ErrFn<'_>,
+) -> Result<String, ConfigError> {
     let v = s.get_ref();
     let ok = !v.is_empty()
         && v.len() <= 63
@@ -260,6 +321,35 @@ fn subnet(s: &Spanned<String>, err: ErrFn<'_>) -> Result<IpNet, ConfigError> {
     Ok(net)
 }
 
+/// `region.min_healthy`: an integer count or a percentage string (`"60%"`).
+fn min_healthy(v: &Spanned<toml::Value>, err: ErrFn<'_>) -> Result<MinHealthy, ConfigError> {
+    let bad = || {
+        err(
+            v.span(),
+            "region.min_healthy",
+            format!(
+                "{} is not a count (1..=16) or a share of the pool (\"1%\"..\"100%\")",
+                v.get_ref()
+            ),
+        )
+    };
+    match v.get_ref() {
+        toml::Value::Integer(n) => u32::try_from(*n)
+            .ok()
+            .filter(|n| (1..=MAX_SET_RECORDS as u32).contains(n))
+            .map(MinHealthy::Count)
+            .ok_or_else(bad),
+        toml::Value::String(s) => s
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<f64>().ok())
+            .filter(|p| *p > 0.0 && *p <= 100.0)
+            .map(|p| MinHealthy::Fraction(p / 100.0))
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
 /// Validates the steering tables of a configuration.
 #[expect(
     clippy::too_many_arguments,
@@ -273,6 +363,7 @@ pub(super) fn parse(
     regions: &[Spanned<RawRegion>],
     endpoints: &[Spanned<RawEndpoint>],
     services: &[Spanned<RawService>],
+    checks: Vec<Check>,
     err: ErrFn<'_>,
 ) -> Result<Option<Steering>, ConfigError> {
     if regions.is_empty() {
@@ -411,11 +502,17 @@ pub(super) fn parse(
             seen_subnets.push((net, name.clone()));
             subnets.push(net);
         }
+        let min_healthy = match &r.min_healthy {
+            None => MinHealthy::Count(1),
+            Some(v) => min_healthy(v, err)?,
+        };
         out_regions.push(Region {
             name,
             subnets,
             countries,
             continents,
+            failover: Vec::new(),
+            min_healthy,
         });
     }
     let region_index = |s: &Spanned<String>, key: &str| {
@@ -448,6 +545,39 @@ pub(super) fn parse(
             ));
         }
     };
+
+    // Failover chains, once every region is known.
+    let mut chains = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let chain = match &r.get_ref().failover {
+            None if i == default_region => Vec::new(),
+            None => vec![default_region],
+            Some(list) => {
+                let mut chain = Vec::new();
+                for s in list {
+                    let to = region_index(s, "region.failover")?;
+                    if to == i || chain.contains(&to) {
+                        return Err(err(
+                            s.span(),
+                            "region.failover",
+                            format!(
+                                "region {:?} {}",
+                                s.get_ref(),
+                                if to == i {
+                                    "is the region itself"
+                                } else {
+                                    "is listed twice"
+                                }
+                            ),
+                        ));
+                    }
+                    chain.push(to);
+                }
+                chain
+            }
+        };
+        chains.push(chain);
+    }
 
     // Endpoints.
     let mut out_endpoints: Vec<Endpoint> = Vec::new();
@@ -512,7 +642,27 @@ pub(super) fn parse(
                 ));
             }
         }
-        out_endpoints.push(Endpoint { name, v4, v6 });
+        let check = match &e.check {
+            None => None,
+            Some(c) => Some(
+                checks
+                    .iter()
+                    .position(|k| k.name == *c.get_ref())
+                    .ok_or_else(|| {
+                        err(
+                            c.span(),
+                            "endpoint.check",
+                            format!("no [[check]] named {:?}", c.get_ref()),
+                        )
+                    })?,
+            ),
+        };
+        out_endpoints.push(Endpoint {
+            name,
+            v4,
+            v6,
+            check,
+        });
     }
 
     // Services.
@@ -563,6 +713,20 @@ pub(super) fn parse(
                         format!("{} is out of range 1..={MAX_ANSWER_COUNT}", c.get_ref()),
                     )
                 })?,
+        };
+        let all_down = match &svc.all_down {
+            None => AllDown::ServeAll,
+            Some(v) => match v.get_ref().as_str() {
+                "serve-all" => AllDown::ServeAll,
+                "nodata" => AllDown::Nodata,
+                other => {
+                    return Err(err(
+                        v.span(),
+                        "service.all_down",
+                        format!("{other:?}: \"serve-all\" (fail open) or \"nodata\""),
+                    ));
+                }
+            },
         };
         let mut pools: Vec<Option<Pool>> = vec![None; out_regions.len()];
         let mut borrow_spans = vec![0..0; out_regions.len()];
@@ -697,6 +861,7 @@ pub(super) fn parse(
             ttl,
             answer_count,
             pools,
+            all_down,
             line: line_of(text, svc.name.span().start),
         });
     }
@@ -704,12 +869,16 @@ pub(super) fn parse(
         path: base.join(d.get_ref()),
         line: line_of(text, d.span().start),
     });
+    for (r, chain) in out_regions.iter_mut().zip(chains) {
+        r.failover = chain;
+    }
     Ok(Some(Steering {
         regions: out_regions,
         geoip,
         default_region,
         endpoints: out_endpoints,
         services: out_services,
+        checks,
     }))
 }
 
