@@ -126,6 +126,7 @@ struct RawServer {
     tcp_max_connections: Option<Spanned<i64>>,
     tcp_max_per_client: Option<Spanned<i64>>,
     allow_shared_port: Option<bool>,
+    state_dir: Option<Spanned<String>>,
     identity: Option<Spanned<String>>,
     version: Option<Spanned<String>>,
     nsid: Option<Spanned<String>>,
@@ -214,6 +215,8 @@ pub struct Config {
     /// Start even when sockets of other processes are bound to our addresses (with
     /// `SO_REUSEPORT` they would take a share of our queries).
     pub allow_shared_port: bool,
+    /// Where state that outlives the process is kept (the forced states of drains).
+    pub state_dir: PathBuf,
     /// Identity answers (CH TXT, NSID).
     pub identity: Identity,
     /// XDP settings.
@@ -549,6 +552,10 @@ impl Config {
             &err,
         )?;
 
+        let state_dir = raw.server.state_dir.as_ref().map_or_else(
+            || Path::new("/var/lib/dnsfast").join(&instance),
+            |d| base.join(d.get_ref()),
+        );
         Ok(Self {
             path: path.to_path_buf(),
             instance,
@@ -558,6 +565,7 @@ impl Config {
             tcp_max_connections: tcp_max as usize,
             tcp_max_per_client: tcp_per_client as usize,
             allow_shared_port: raw.server.allow_shared_port.unwrap_or(false),
+            state_dir,
             identity,
             xdp: XdpSettings {
                 mode,
@@ -610,6 +618,7 @@ impl Config {
                 "server.allow_shared_port",
                 a.allow_shared_port != b.allow_shared_port,
             ),
+            ("server.state_dir", a.state_dir != b.state_dir),
             ("xdp.mode", a.xdp.mode != b.xdp.mode),
             ("xdp.interface", a.xdp.interface != b.xdp.interface),
             (

@@ -176,6 +176,9 @@ pub struct HealthStatus {
     pub updates: u64,
     /// The last one: from the result that decided it to the last map store, µs.
     pub last_update_us: Option<u64>,
+    /// Operator-forced states in effect.
+    #[serde(default)]
+    pub forced: Vec<crate::forced::Forced>,
 }
 
 /// A region's own pools of one family, over every service.
@@ -203,8 +206,17 @@ pub fn listen(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))
 }
 
-/// Serves `status()` on `listener` until the task is dropped.
-pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send + Sync>) {
+/// What a forced-state request does: the forced states in effect afterwards, or why not.
+pub type ForceFn =
+    dyn Fn(crate::forced::Request) -> Result<Vec<crate::forced::Forced>, String> + Send + Sync;
+
+/// Serves `status()` and `force(request)` (`force <json>`) on `listener` until the task is
+/// dropped.
+pub async fn serve(
+    listener: UnixListener,
+    status: Arc<dyn Fn() -> Status + Send + Sync>,
+    force: Arc<ForceFn>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -217,6 +229,7 @@ pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send
             }
         };
         let status = Arc::clone(&status);
+        let force = Arc::clone(&force);
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut line = String::new();
@@ -231,6 +244,17 @@ pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send
                     .ok()
                     .and_then(|st| serde_json::to_string(&st).ok())
                     .unwrap_or_default(),
+                other if other.starts_with("force ") => {
+                    match serde_json::from_str::<crate::forced::Request>(&other[6..]) {
+                        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+                        Ok(req) => match tokio::task::spawn_blocking(move || force(req)).await {
+                            Ok(Ok(now)) => serde_json::json!({ "forced": now }),
+                            Ok(Err(e)) => serde_json::json!({ "error": e }),
+                            Err(e) => serde_json::json!({ "error": e.to_string() }),
+                        },
+                    }
+                    .to_string()
+                }
                 other => {
                     serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string()
                 }
@@ -239,6 +263,28 @@ pub async fn serve(listener: UnixListener, status: Arc<dyn Fn() -> Status + Send
             let _ = wr.write_all(b"\n").await;
         });
     }
+}
+
+/// Sends a forced-state request to the instance behind `socket`; the forced states in effect
+/// afterwards.
+///
+/// # Errors
+/// The instance cannot be reached, or refused the request (the error says why).
+pub fn force(socket: &Path, req: &crate::forced::Request) -> Result<Vec<crate::forced::Forced>> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect to {} (is the instance running?)", socket.display()))?;
+    let timeout = Some(std::time::Duration::from_secs(10));
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
+    s.write_all(format!("force {}\n", serde_json::to_string(req)?).as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("parse the reply")?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{e}");
+    }
+    serde_json::from_value(v["forced"].clone()).context("parse the reply")
 }
 
 /// Asks the instance behind `socket` for its status.
@@ -302,6 +348,25 @@ pub fn render_health(h: &HealthStatus) -> String {
             o,
             "check      {} {} {} for {} s, last {} ({} failing, {} probes)",
             t.check, t.addr, t.state, t.since_s, t.last, t.failures, t.probes
+        );
+    }
+    for f in &h.forced {
+        let left = f.left().map_or_else(
+            || "until cleared".to_string(),
+            |d| format!("for {} s more", d.as_secs()),
+        );
+        let _ = writeln!(
+            o,
+            "forced     {} {}{} {} {left}",
+            match f.scope {
+                crate::forced::Scope::Endpoint => "endpoint",
+                crate::forced::Scope::Region => "region",
+            },
+            f.name,
+            f.family
+                .as_ref()
+                .map_or_else(String::new, |x| format!(" ({x})")),
+            if f.up { "up" } else { "down (drained)" }
         );
     }
     if let Some(us) = h.last_update_us {

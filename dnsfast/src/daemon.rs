@@ -21,6 +21,7 @@ use crate::{
     compile::{self, Snapshot},
     config::{Config, XdpMode},
     control::{self, Counter, MapStatus, Status, TcpStatus, XdpStatus, ZoneStatus},
+    forced::{self, ForcedStates},
     health,
     hot::Change,
     instance::{self, Instance},
@@ -54,6 +55,9 @@ pub struct Daemon {
     last_reload_error: Mutex<Option<String>>,
     /// Health checks.
     checker: Arc<health::Checker>,
+    /// Operator-forced states, and the file they persist in.
+    forced: Mutex<ForcedStates>,
+    forced_file: std::path::PathBuf,
     /// Map updates health changes caused, and the last one's duration (from the result).
     health_updates: AtomicU64,
     last_health_update: Mutex<Option<Duration>>,
@@ -123,6 +127,7 @@ impl Daemon {
                 .lock()
                 .expect("lock")
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            forced: self.forced.lock().expect("forced lock").entries.clone(),
         });
         let mut zones: Vec<ZoneStatus> = snap
             .zones
@@ -203,13 +208,65 @@ impl Daemon {
         }
     }
 
+    /// A forced-state request from the control socket: checked against the configuration,
+    /// applied, persisted, and in the answers before the reply.
+    fn force(&self, req: forced::Request) -> Result<Vec<forced::Forced>, String> {
+        let t = Instant::now();
+        let snap = self.shared.snapshot.load_full();
+        let (scope, name, family) = match &req {
+            forced::Request::Set(f) => (f.scope, &f.name, &f.family),
+            forced::Request::Clear {
+                scope,
+                name,
+                family,
+            } => (*scope, name, family),
+        };
+        if let Some(f) = family
+            && f != "ipv4"
+            && f != "ipv6"
+        {
+            return Err(format!("family {f:?}: ipv4 or ipv6"));
+        }
+        let known = match scope {
+            forced::Scope::Endpoint => snap.steering.endpoints.iter().any(|e| e.name == *name),
+            forced::Scope::Region => snap.steering.regions.iter().any(|r| r == name),
+        };
+        // A clear may name what a reload removed; a set must name what is configured.
+        if !known && matches!(req, forced::Request::Set(_)) {
+            return Err(format!(
+                "no {} {name:?} in the configuration",
+                match scope {
+                    forced::Scope::Endpoint => "endpoint",
+                    forced::Scope::Region => "region",
+                }
+            ));
+        }
+        let entries = {
+            let mut f = self.forced.lock().expect("forced lock");
+            f.apply(req)?;
+            f.entries.clone()
+        };
+        self.save_forced();
+        self.apply_health(t);
+        Ok(entries)
+    }
+
+    /// Writes the forced states to their file (an error is logged: the states hold anyway).
+    fn save_forced(&self) {
+        let f = self.forced.lock().expect("forced lock").clone();
+        if let Err(e) = f.save(&self.forced_file) {
+            tracing::error!("saving the forced states failed: {e:#}");
+        }
+    }
+
     /// Brings the answers to the health table: recomputes every set's state for the snapshot
     /// served, writes the sets whose state changed (one store each) and installs the states
     /// for the userspace path. `decided` is when the result that caused it arrived.
     fn apply_health(&self, decided: Instant) {
         let table = self.checker.table.lock();
         let snap = self.shared.snapshot.load_full();
-        let new = snap.steering.health_from(&table);
+        let forced = self.forced.lock().expect("forced lock").clone();
+        let new = snap.steering.health_from(&table, &forced);
         let old = snap.steering.health.load_full();
         if *old == new {
             return;
@@ -348,8 +405,10 @@ impl Daemon {
         if !fresh.is_empty() {
             tracing::info!("reload: {} new health check targets checked", fresh.len());
         }
+        let forced = self.forced.lock().expect("forced lock").clone();
         new.steering.health.store(Arc::new(
-            new.steering.health_from(&self.checker.table.lock()),
+            new.steering
+                .health_from(&self.checker.table.lock(), &forced),
         ));
         let old = self.shared.snapshot.load_full();
         let changes = old.hot.diff(&new.hot);
@@ -578,9 +637,23 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
     let mut signals = signals;
     // The first round of health checks before anything is served: every address starts down
     // and its first result (or timeout) decides, so the first answers are already checked.
+    let forced_file = ForcedStates::file(&cfg.state_dir);
+    let forced = ForcedStates::load(&forced_file)?;
+    if !forced.entries.is_empty() {
+        tracing::info!(
+            "{} forced states (drains) from {}",
+            forced.entries.len(),
+            forced_file.display()
+        );
+    }
     let (checker, mut reports) = health::Checker::new();
     let checker = Arc::new(checker);
     let targets = snapshot.steering.targets();
+    snapshot.steering.health.store(Arc::new(
+        snapshot
+            .steering
+            .health_from(&checker.table.lock(), &forced),
+    ));
     if !targets.is_empty() {
         let t = Instant::now();
         checker.sync(&targets).await;
@@ -589,7 +662,7 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         snapshot
             .steering
             .health
-            .store(Arc::new(snapshot.steering.health_from(&table)));
+            .store(Arc::new(snapshot.steering.health_from(&table, &forced)));
         tracing::info!(
             "health: first round of {} checks in {:?}: {up} up, {} down",
             targets.len(),
@@ -662,6 +735,8 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         reloads: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
         checker,
+        forced: Mutex::new(forced),
+        forced_file,
         health_updates: AtomicU64::new(0),
         last_health_update: Mutex::new(None),
     });
@@ -693,13 +768,33 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
             }
         }
     });
+    // Forced states that expire: swept every 100 ms (an expiry takes effect that late at most).
+    let sweep_daemon = Arc::clone(&daemon);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let swept = sweep_daemon.forced.lock().expect("forced lock").sweep();
+            if swept {
+                let d = Arc::clone(&sweep_daemon);
+                let _ = tokio::task::spawn_blocking(move || {
+                    d.save_forced();
+                    tracing::info!("a forced state expired");
+                    d.apply_health(Instant::now());
+                })
+                .await;
+            }
+        }
+    });
 
     let status_daemon = Arc::clone(&daemon);
+    let force_daemon = Arc::clone(&daemon);
     let control = control::listen(&inst.socket()).context("control socket")?;
     tasks.spawn(async move {
         let status: Arc<dyn Fn() -> Status + Send + Sync> =
             Arc::new(move || status_daemon.status());
-        control::serve(control, status).await;
+        let force: Arc<control::ForceFn> = Arc::new(move |req| force_daemon.force(req));
+        control::serve(control, status, force).await;
     });
 
     tracing::info!(

@@ -23,6 +23,7 @@ pub mod compile;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod forced;
 pub mod geo;
 pub mod geoip;
 pub mod health;

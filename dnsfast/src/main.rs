@@ -71,6 +71,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain an endpoint (or one family of it, or with --region a region's own pools) of a
+    /// running instance: its addresses leave the answers, as if down, until undrained or for
+    /// a time. Persists across reload and restart.
+    Drain {
+        #[command(flatten)]
+        target: ForceTarget,
+        /// For this long only (`90s`, `10m`, `2h`).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
+    /// Force an endpoint (family, region) up: answered whatever its health checks say.
+    ForceUp {
+        #[command(flatten)]
+        target: ForceTarget,
+        /// For this long only (`90s`, `10m`, `2h`).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
+    /// Clear what drain or force-up set: health checks decide again.
+    Undrain {
+        #[command(flatten)]
+        target: ForceTarget,
+    },
     /// Every hot entry in the XDP maps of a running instance, names in presentation form.
     Maps {
         /// Instance name (default: the only one running).
@@ -109,6 +132,85 @@ enum Command {
         #[arg(long, value_name = "BUCKETS")]
         miss_table: Option<u32>,
     },
+}
+
+/// What `drain`, `force-up` and `undrain` act on.
+#[derive(clap::Args)]
+struct ForceTarget {
+    /// The endpoint's name (with --region: the region's).
+    name: String,
+    /// NAME is a region: every endpoint of its own pools, for its clients.
+    #[arg(long)]
+    region: bool,
+    /// One family only.
+    #[arg(long, value_parser = ["ipv4", "ipv6"])]
+    family: Option<String>,
+    /// Instance name (default: the only one running).
+    #[arg(short, long)]
+    instance: Option<String>,
+    /// Network namespace the instance runs in (`ip netns` name).
+    #[arg(long)]
+    netns: Option<String>,
+}
+
+/// Sends a forced-state request built from `t` and prints what is forced afterwards.
+fn force(t: ForceTarget, up: Option<bool>, duration: Option<&str>) -> Result<()> {
+    use dnsfast::forced::{Forced, Request, Scope};
+    let scope = if t.region {
+        Scope::Region
+    } else {
+        Scope::Endpoint
+    };
+    let req = match up {
+        None => Request::Clear {
+            scope,
+            name: t.name,
+            family: t.family,
+        },
+        Some(up) => {
+            let until_ms = match duration {
+                None => None,
+                Some(d) => {
+                    let d = dnsfast::config::health::parse_duration(d).ok_or_else(|| {
+                        anyhow::anyhow!("--for {d:?}: a duration such as 90s, 10m or 2h")
+                    })?;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .saturating_add(d);
+                    Some(u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+                }
+            };
+            Request::Set(Forced {
+                scope,
+                name: t.name,
+                family: t.family,
+                up,
+                until_ms,
+            })
+        }
+    };
+    let socket = find_socket(t.instance.as_deref(), t.netns.as_deref())?;
+    let states = control::force(&socket, &req)?;
+    if states.is_empty() {
+        println!("nothing is forced: health checks decide");
+    }
+    for f in states {
+        println!(
+            "{} {}{}: {}{}",
+            match f.scope {
+                Scope::Endpoint => "endpoint",
+                Scope::Region => "region",
+            },
+            f.name,
+            f.family
+                .as_ref()
+                .map_or_else(String::new, |x| format!(" ({x})")),
+            if f.up { "forced up" } else { "drained" },
+            f.left()
+                .map_or_else(String::new, |d| format!(" for {} s more", d.as_secs()))
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -172,6 +274,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Maps { instance, netns } => maps(instance.as_deref(), netns.as_deref()),
+        Command::Drain { target, duration } => force(target, Some(false), duration.as_deref()),
+        Command::ForceUp { target, duration } => force(target, Some(true), duration.as_deref()),
+        Command::Undrain { target } => force(target, None, None),
         Command::Pass { interface, netns } => {
             hold_helper(xdp::Helper::Pass, &interface, netns.as_deref())
         }

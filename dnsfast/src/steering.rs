@@ -309,16 +309,27 @@ impl Compiled {
     /// (and not drained): see the module's documentation.
     #[must_use]
     pub fn health_states(&self, up: impl Fn(usize, usize) -> bool) -> Vec<Eligible> {
-        let healthy: Vec<u32> = self
-            .info
-            .iter()
-            .map(|s| {
-                s.members
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| up(**e, s.family))
-                    .fold(0, |m, (i, _)| m | 1 << i)
-            })
+        self.health_states_with(|_, e, f| (up(e, f), false))
+    }
+
+    /// [`Self::health_states`] where `state(region, endpoint, family)` says whether the
+    /// endpoint's address may be answered in the region's pools and whether it is drained
+    /// (failing open answers only the undrained).
+    #[must_use]
+    pub fn health_states_with(
+        &self,
+        state: impl Fn(u16, usize, usize) -> (bool, bool),
+    ) -> Vec<Eligible> {
+        let mask = |i: usize, want: &dyn Fn((bool, bool)) -> bool| -> u32 {
+            let s = &self.info[i];
+            s.members
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| want(state(self.owners[i], **e, s.family)))
+                .fold(0, |m, (j, _)| m | 1 << j)
+        };
+        let healthy: Vec<u32> = (0..self.info.len())
+            .map(|i| mask(i, &|(up, _)| up))
             .collect();
         let count = |i: usize| healthy[i].count_ones();
         let is_up = |i: usize| count(i) >= self.info[i].needed;
@@ -343,7 +354,7 @@ impl Compiled {
                 let from = resolve(i);
                 let eligible = if from == i && count(i) == 0 {
                     match self.info[i].all_down {
-                        AllDown::ServeAll => all_records(&self.sets[i]),
+                        AllDown::ServeAll => mask(i, &|(_, drained)| !drained),
                         AllDown::Nodata => 0,
                     }
                 } else {
@@ -404,13 +415,20 @@ impl Compiled {
         table.get(&t).is_some_and(|s| s.up)
     }
 
-    /// [`Self::health_states`] by a health table.
+    /// [`Self::health_states`] by a health table and the forced states (which win).
     #[must_use]
     pub fn health_from(
         &self,
         table: &HashMap<crate::health::Target, crate::health::State>,
+        forced: &crate::forced::ForcedStates,
     ) -> Vec<Eligible> {
-        self.health_states(|e, f| self.endpoint_up(table, e, f))
+        self.health_states_with(|r, e, f| {
+            let region = &self.regions[usize::from(r)];
+            match forced.state(region, &self.endpoints[e].name, f) {
+                Some(up) => (up, !up),
+                None => (self.endpoint_up(table, e, f), false),
+            }
+        })
     }
 
     /// Per region and family, what its own pools hold and answer now (`dnsfast status`).

@@ -45,9 +45,15 @@ pub fn write_config(
     } else {
         "tcp_idle_timeout = 5\n"
     };
+    // Forced states (drains) in the test's own directory, not the host's.
+    let state = if server.contains("state_dir") {
+        String::new()
+    } else {
+        format!("state_dir = \"{}\"\n", dir.path().join("state").display())
+    };
     let mut cfg = format!(
         "instance = \"{instance}\"\n[server]\nlisten = [\"{}:53\", \"[{}]:53\"]\n{idle}\
-         {server}[xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
+         {state}{server}[xdp]\nmode = \"{mode}\"\ninterface = \"{}\"\n",
         host.v4, host.v6, host.ns_if
     );
     for (origin, file) in zones {

@@ -13,6 +13,7 @@
 pub mod battery;
 pub mod daemon;
 pub mod dns;
+pub mod health;
 pub mod host;
 pub mod hostile;
 pub mod knot;

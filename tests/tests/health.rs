@@ -3,24 +3,21 @@
 //! endpoint leaves its region's answers after `fall` failed checks and comes back after `rise`
 //! good ones, per family; a region below `min_healthy` fails over to the next of its chain;
 //! the partial-chain rule; everything down fails open, or answers NODATA where configured —
-//! the same from the XDP program (UDP) and the daemon (TCP). Needs root; runs serially (test
-//! host 46).
+//! the same from the XDP program (UDP) and the daemon (TCP); drains of an endpoint, a family
+//! and a region, with an expiry, surviving reload and restart, and forced up. Needs root; runs
+//! serially (test hosts 46 and 47).
 
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU16, Ordering},
-    },
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use dnsfast_tests::{
     daemon::{TestDaemon, pass_program, write_config},
     dns,
+    health::HealthServer,
     host::{TestHost, ip},
 };
 use hickory_proto::{
@@ -35,65 +32,6 @@ const CHECK_TIMEOUT_MS: u64 = 100;
 const FALL: u64 = 2;
 const RISE: u64 = 2;
 
-/// A tiny HTTP server answering every request with the status in `status` (and body `OK`).
-struct HealthEndpoint {
-    status: Arc<AtomicU16>,
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl HealthEndpoint {
-    fn start(addr: SocketAddr) -> Self {
-        let l = TcpListener::bind(addr).unwrap();
-        let status = Arc::new(AtomicU16::new(200));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (Arc::clone(&status), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if sp.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(mut c) = conn else { continue };
-                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let code = st.load(Ordering::Relaxed);
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
-                );
-            }
-        });
-        Self {
-            status,
-            stop,
-            addr,
-            thread: Some(thread),
-        }
-    }
-
-    fn set(&self, code: u16) {
-        self.status.store(code, Ordering::Relaxed);
-    }
-}
-
-impl Drop for HealthEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn addresses(reply: &[u8]) -> BTreeSet<IpAddr> {
     let m = Message::from_vec(reply).unwrap();
     m.answers
@@ -106,138 +44,211 @@ fn addresses(reply: &[u8]) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// A test host with eight health endpoints on its client side (us-1, us-2, eu-1, eu-2, each
+/// with an IPv4 and an IPv6 address and its own HTTP server), a zone, and the steering
+/// configuration: us (the host's clients; `min_healthy` as given) → eu, eu (ECS
+/// 198.51.100.0/24) → us; services `www` (fail open) and `nod` (NODATA when all are down).
+struct Rig {
+    n: u8,
+    host: TestHost,
+    _pass: dnsfast_tests::service::Service,
+    web4: Vec<HealthServer>,
+    /// Kept serving (the IPv6 checks pass throughout).
+    _web6: Vec<HealthServer>,
+    zdir: tempfile::TempDir,
+    extra: String,
+}
+
+fn v4(n: u8, i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, n, 10 + i)
+}
+
+fn v6(n: u8, i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, u16::from(n), 0, 0, 0, 0x10 + u16::from(i))
+}
+
+impl Rig {
+    fn new(n: u8, tag: &str, us_min_healthy: u32) -> Self {
+        let host = TestHost::new(n, tag).unwrap();
+        let pass = pass_program(&host);
+        for i in 1..=4 {
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", v4(n, i)),
+                "dev",
+                &host.host_if,
+            ])
+            .unwrap();
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", v6(n, i)),
+                "dev",
+                &host.host_if,
+                "nodad",
+            ])
+            .unwrap();
+        }
+        let web4 = (1..=4)
+            .map(|i| HealthServer::start((v4(n, i), 8080).into(), None).unwrap())
+            .collect();
+        let web6 = (1..=4)
+            .map(|i| HealthServer::start((v6(n, i), 8080).into(), None).unwrap())
+            .collect();
+        let zdir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            zdir.path().join("example.com.zone"),
+            format!(
+                "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 host 1 7200 3600 1209600 30\n@ NS ns1\n\
+                 ns1 A 198.18.{n}.1\n"
+            ),
+        )
+        .unwrap();
+        let mut extra = format!(
+            "[[check]]\nname = \"web\"\ntype = \"http\"\nport = 8080\npath = \"/health\"\n\
+             interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{CHECK_TIMEOUT_MS}ms\"\nfall = {FALL}\n\
+             rise = {RISE}\n\
+             [steering]\ndefault_region = \"us\"\n\
+             [[region]]\nname = \"us\"\nsubnets = [\"198.18.{n}.0/24\"]\nfailover = [\"eu\"]\n\
+             min_healthy = {us_min_healthy}\n\
+             [[region]]\nname = \"eu\"\nsubnets = [\"198.51.100.0/24\"]\nfailover = [\"us\"]\n"
+        );
+        for (i, name) in ["us-1", "us-2", "eu-1", "eu-2"].iter().enumerate() {
+            let i = i as u8 + 1;
+            let _ = write!(
+                extra,
+                "[[endpoint]]\nname = \"{name}\"\nipv4 = \"{}\"\nipv6 = \"{}\"\ncheck = \"web\"\n",
+                v4(n, i),
+                v6(n, i)
+            );
+        }
+        for (svc, all_down) in [("www", "serve-all"), ("nod", "nodata")] {
+            let _ = write!(
+                extra,
+                "[[service]]\nname = \"{svc}.example.com\"\nanswer_count = 2\nall_down = \"{all_down}\"\n\
+                 [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
+                 [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n"
+            );
+        }
+        Self {
+            n,
+            host,
+            _pass: pass,
+            web4,
+            _web6: web6,
+            zdir,
+            extra,
+        }
+    }
+
+    /// Starts a daemon (`server` added to `[server]`).
+    fn start(&self, tag: &str, server: &str) -> TestDaemon {
+        let zone = self.zdir.path().join("example.com.zone");
+        let (config, dir) = write_config(
+            &self.host,
+            tag,
+            "native",
+            &[("example.com.", &zone)],
+            server,
+        )
+        .unwrap();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&self.extra);
+        std::fs::write(&config, &text).unwrap();
+        TestDaemon::start_with(&self.host, tag, config, dir).unwrap()
+    }
+
+    fn server(&self) -> SocketAddr {
+        (self.host.v4, 53).into()
+    }
+
+    fn a4(&self, i: &[u8]) -> BTreeSet<IpAddr> {
+        i.iter().map(|&i| IpAddr::V4(v4(self.n, i))).collect()
+    }
+
+    fn a6(&self, i: &[u8]) -> BTreeSet<IpAddr> {
+        i.iter().map(|&i| IpAddr::V6(v6(self.n, i))).collect()
+    }
+}
+
+/// The answer sets a client of us (or eu: told by a Client Subnet) gets for `name` `qtype`
+/// over UDP (the XDP program) and TCP (the daemon), twice each.
+fn ask_both(server: SocketAddr, name: &str, qtype: RecordType, eu: bool) -> Vec<BTreeSet<IpAddr>> {
+    let mut got = Vec::new();
+    for id in [1u16, 2] {
+        let q = dns::query(id, name, qtype, Some((1232, false)));
+        let q = if eu {
+            dnsfast_tests::battery::with_option(q, &dns::ecs_option(1, 24, 0, &[198, 51, 100]))
+        } else {
+            q
+        };
+        let udp = dns::udp_exchange(server, &q, TIMEOUT).unwrap();
+        let tcp = dns::tcp_exchange(server, std::slice::from_ref(&q), TIMEOUT)
+            .unwrap()
+            .remove(0);
+        assert_eq!(dns::rcode(&udp).unwrap(), 0, "{name} {qtype}");
+        assert_eq!(dns::rcode(&tcp).unwrap(), 0, "{name} {qtype}");
+        got.push(addresses(&udp));
+        got.push(addresses(&tcp));
+    }
+    got
+}
+
+/// The same while nothing changes: all four must agree.
+fn ask(server: SocketAddr, name: &str, qtype: RecordType, eu: bool) -> BTreeSet<IpAddr> {
+    let got = ask_both(server, name, qtype, eu);
+    assert!(
+        got.iter().all(|g| *g == got[0]),
+        "{name} {qtype} eu={eu}: XDP (UDP) and the daemon (TCP) differ: {got:?}"
+    );
+    got[0].clone()
+}
+
+/// Waits until `name`'s answer is `want` on both paths (during a change one query may meet
+/// the old state, the next the new), returning how long it took.
+#[expect(clippy::too_many_arguments, reason = "a query and what to wait for")]
+fn until(
+    daemon: &TestDaemon,
+    server: SocketAddr,
+    what: &str,
+    name: &str,
+    qtype: RecordType,
+    eu: bool,
+    want: &BTreeSet<IpAddr>,
+    deadline: Duration,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        let got = ask_both(server, name, qtype, eu);
+        if got.iter().all(|g| g == want) {
+            let took = t.elapsed();
+            println!("{what}: {took:?}");
+            return took;
+        }
+        assert!(
+            t.elapsed() < deadline,
+            "{what}: {name} {qtype} eu={eu} still {got:?}, want {want:?} after {deadline:?}: {}",
+            daemon.status().unwrap()["health"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn answers_follow_health_with_failover_partial_chains_and_fail_open() {
-    let n = 46u8;
-    let host = TestHost::new(n, "health").unwrap();
-    let _pass = pass_program(&host);
-    // Eight health endpoints on the host's side: us-1, us-2, eu-1, eu-2, each dual-stack.
-    let v4 = |i: u8| Ipv4Addr::new(198, 18, n, 10 + i);
-    let v6 = |i: u8| Ipv6Addr::new(0x2001, 2, 0, u16::from(n), 0, 0, 0, 0x10 + u16::from(i));
-    for i in 1..=4 {
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", v4(i)),
-            "dev",
-            &host.host_if,
-        ])
-        .unwrap();
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", v6(i)),
-            "dev",
-            &host.host_if,
-            "nodad",
-        ])
-        .unwrap();
-    }
-    let web4: Vec<HealthEndpoint> = (1..=4)
-        .map(|i| HealthEndpoint::start((v4(i), 8080).into()))
-        .collect();
-    let web6: Vec<HealthEndpoint> = (1..=4)
-        .map(|i| HealthEndpoint::start((v6(i), 8080).into()))
-        .collect();
-
-    let zdir = tempfile::tempdir().unwrap();
-    let zone = zdir.path().join("example.com.zone");
-    std::fs::write(
-        &zone,
-        format!(
-            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 host 1 7200 3600 1209600 30\n@ NS ns1\n\
-             ns1 A 198.18.{n}.1\n"
-        ),
-    )
-    .unwrap();
-    let names = ["us-1", "us-2", "eu-1", "eu-2"];
-    let mut extra = format!(
-        "[[check]]\nname = \"web\"\ntype = \"http\"\nport = 8080\npath = \"/health\"\n\
-         interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{CHECK_TIMEOUT_MS}ms\"\nfall = {FALL}\n\
-         rise = {RISE}\n\
-         [steering]\ndefault_region = \"us\"\n\
-         [[region]]\nname = \"us\"\nsubnets = [\"198.18.{n}.0/24\"]\nfailover = [\"eu\"]\n\
-         min_healthy = 2\n\
-         [[region]]\nname = \"eu\"\nsubnets = [\"198.51.100.0/24\"]\nfailover = [\"us\"]\n"
-    );
-    for (i, name) in names.iter().enumerate() {
-        let i = i as u8 + 1;
-        let _ = write!(
-            extra,
-            "[[endpoint]]\nname = \"{name}\"\nipv4 = \"{}\"\nipv6 = \"{}\"\ncheck = \"web\"\n",
-            v4(i),
-            v6(i)
-        );
-    }
-    for (svc, all_down) in [("www", "serve-all"), ("nod", "nodata")] {
-        let _ = write!(
-            extra,
-            "[[service]]\nname = \"{svc}.example.com\"\nanswer_count = 2\nall_down = \"{all_down}\"\n\
-             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
-             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n"
-        );
-    }
-    let (config, dir) =
-        write_config(&host, "health", "native", &[("example.com.", &zone)], "").unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&extra);
-    std::fs::write(&config, &text).unwrap();
-    let daemon = TestDaemon::start_with(&host, "health", config, dir).unwrap();
-
-    let server4: SocketAddr = (host.v4, 53).into();
-    // The answer sets a client of us (or eu: told by a Client Subnet) gets for `name` `qtype`
-    // over UDP (the XDP program) and TCP (the daemon), twice each.
-    let ask_both = |name: &str, qtype: RecordType, eu: bool| -> Vec<BTreeSet<IpAddr>> {
-        let mut got = Vec::new();
-        for id in [1u16, 2] {
-            let q = dns::query(id, name, qtype, Some((1232, false)));
-            let q = if eu {
-                dnsfast_tests::battery::with_option(q, &dns::ecs_option(1, 24, 0, &[198, 51, 100]))
-            } else {
-                q
-            };
-            let udp = dns::udp_exchange(server4, &q, TIMEOUT).unwrap();
-            let tcp = dns::tcp_exchange(server4, std::slice::from_ref(&q), TIMEOUT)
-                .unwrap()
-                .remove(0);
-            assert_eq!(dns::rcode(&udp).unwrap(), 0, "{name} {qtype}");
-            assert_eq!(dns::rcode(&tcp).unwrap(), 0, "{name} {qtype}");
-            got.push(addresses(&udp));
-            got.push(addresses(&tcp));
-        }
-        got
+    let rig = Rig::new(46, "health", 2);
+    let daemon = rig.start("health", "");
+    let server4 = rig.server();
+    let web4 = &rig.web4;
+    let ask = |name: &str, qtype, eu| ask(server4, name, qtype, eu);
+    let until = |what: &str, name: &str, qtype, eu, want: &BTreeSet<IpAddr>, deadline| {
+        until(&daemon, server4, what, name, qtype, eu, want, deadline)
     };
-    // The same while nothing changes: all four must agree.
-    let ask = |name: &str, qtype: RecordType, eu: bool| -> BTreeSet<IpAddr> {
-        let got = ask_both(name, qtype, eu);
-        assert!(
-            got.iter().all(|g| *g == got[0]),
-            "{name} {qtype} eu={eu}: XDP (UDP) and the daemon (TCP) differ: {got:?}"
-        );
-        got[0].clone()
-    };
-    let a4 = |i: &[u8]| -> BTreeSet<IpAddr> { i.iter().map(|&i| IpAddr::V4(v4(i))).collect() };
-    let a6 = |i: &[u8]| -> BTreeSet<IpAddr> { i.iter().map(|&i| IpAddr::V6(v6(i))).collect() };
-    // Waits until `name`'s answer for the region is `want` on both paths (during a change one
-    // query may meet the old state, the next the new), returning how long it took.
-    let until = |what: &str, name: &str, qtype, eu, want: &BTreeSet<IpAddr>, deadline: Duration| {
-        let t = Instant::now();
-        loop {
-            let got = ask_both(name, qtype, eu);
-            if got.iter().all(|g| g == want) {
-                let took = t.elapsed();
-                println!("{what}: {took:?}");
-                return took;
-            }
-            assert!(
-                t.elapsed() < deadline,
-                "{what}: {name} {qtype} eu={eu} still {got:?}, want {want:?} after {deadline:?}: {}",
-                daemon.status().unwrap()["health"]
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let a4 = |i: &[u8]| rig.a4(i);
+    let a6 = |i: &[u8]| rig.a6(i);
+    let v4 = |i: u8| v4(rig.n, i);
     let www = "www.example.com.";
     // Nominal detection: fall checks one interval apart, the last one's timeout; recovery:
     // rise checks. Deadlines 3x that and more (a 2-core machine under the test's own load).
@@ -347,7 +358,7 @@ fn answers_follow_health_with_failover_partial_chains_and_fail_open() {
 
     // Back up: every region its own endpoints again (nod's NODATA ends: www's fail-open
     // answer looks the same as its healthy one).
-    for w in &web4 {
+    for w in web4 {
         w.set(200);
     }
     let nod = "nod.example.com.";
@@ -365,5 +376,143 @@ fn answers_follow_health_with_failover_partial_chains_and_fail_open() {
         last_us < 100_000,
         "a map update within 100 ms: {last_us} µs"
     );
-    drop(web6);
+}
+
+/// `dnsfast drain|undrain|force-up ARGS` against the daemon; its output.
+fn force_cli(daemon: &TestDaemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
+        .args(args)
+        .args(["--instance", &daemon.instance, "--netns", &daemon.netns])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dnsfast {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn drains_take_effect_at_once_expire_and_survive_reload_and_restart() {
+    let rig = Rig::new(47, "drain", 1);
+    let state = tempfile::tempdir().unwrap();
+    let server_extra = format!("state_dir = \"{}\"\n", state.path().display());
+    let mut daemon = rig.start("drain", &server_extra);
+    let server4 = rig.server();
+    let www = "www.example.com.";
+    let a4 = |i: &[u8]| rig.a4(i);
+    let a6 = |i: &[u8]| rig.a6(i);
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[1, 2]));
+
+    // A drain is in the answers when the command returns (the map update is part of it).
+    let mut took = Vec::new();
+    let t = Instant::now();
+    force_cli(&daemon, &["drain", "us-1", "--family", "ipv4"]);
+    took.push(t.elapsed());
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[2]));
+    assert_eq!(
+        ask(server4, www, RecordType::AAAA, false),
+        a6(&[1, 2]),
+        "IPv4 only"
+    );
+    let t = Instant::now();
+    let out = force_cli(&daemon, &["undrain", "us-1"]);
+    took.push(t.elapsed());
+    assert!(out.contains("nothing is forced"), "{out}");
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[1, 2]));
+
+    // The whole endpoint, then a region: us's clients get eu's endpoints (its chain).
+    force_cli(&daemon, &["drain", "us-1"]);
+    assert_eq!(ask(server4, www, RecordType::AAAA, false), a6(&[2]));
+    let out = force_cli(&daemon, &["drain", "--region", "us"]);
+    assert!(out.contains("region us: drained"), "{out}");
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[3, 4]));
+    assert_eq!(
+        ask(server4, www, RecordType::A, true),
+        a4(&[3, 4]),
+        "eu's own clients"
+    );
+    let st = daemon.status().unwrap();
+    assert_eq!(st["health"]["forced"].as_array().unwrap().len(), 2, "{st}");
+
+    // Both survive a reload and a restart (the state file).
+    daemon.reload().unwrap();
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[3, 4]));
+    drop(daemon);
+    let daemon = rig.start("drain", &server_extra);
+    assert_eq!(
+        ask(server4, www, RecordType::A, false),
+        a4(&[3, 4]),
+        "after restart"
+    );
+    force_cli(&daemon, &["undrain", "--region", "us"]);
+    assert_eq!(
+        ask(server4, www, RecordType::A, false),
+        a4(&[2]),
+        "us-1 still drained"
+    );
+    force_cli(&daemon, &["undrain", "us-1"]);
+
+    // With an expiry: eu-1 drained for 1 s, then back by itself.
+    force_cli(&daemon, &["drain", "eu-1", "--for", "1s"]);
+    assert_eq!(ask(server4, www, RecordType::A, true), a4(&[4]));
+    let back = until(
+        &daemon,
+        server4,
+        "drain expired",
+        www,
+        RecordType::A,
+        true,
+        &a4(&[3, 4]),
+        Duration::from_secs(5),
+    );
+    assert!(
+        back >= Duration::from_millis(500),
+        "expired early: {back:?}"
+    );
+
+    // Forced up beats a failing check.
+    rig.web4[1].set(503);
+    until(
+        &daemon,
+        server4,
+        "us-2 down",
+        www,
+        RecordType::A,
+        false,
+        &a4(&[1]),
+        Duration::from_secs(4),
+    );
+    force_cli(&daemon, &["force-up", "us-2", "--family", "ipv4"]);
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[1, 2]));
+    force_cli(&daemon, &["undrain", "us-2"]);
+    assert_eq!(ask(server4, www, RecordType::A, false), a4(&[1]));
+    // A name the configuration does not have is refused, saying so.
+    let out = std::process::Command::new(dnsfast_tests::dnsfast_bin())
+        .args([
+            "drain",
+            "nope",
+            "--instance",
+            &daemon.instance,
+            "--netns",
+            &daemon.netns,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no endpoint \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The CLI's round trip, map update included (target 10 ms; this machine's process start
+    // and socket round trip are most of it).
+    println!("drain/undrain command round trips: {took:?}");
+    let st = daemon.status().unwrap();
+    println!(
+        "last health map update {} µs after its cause",
+        st["health"]["last_update_us"]
+    );
+    assert!(st["health"]["last_update_us"].as_u64().unwrap() < 100_000);
 }

@@ -299,7 +299,7 @@ fn check_refuses_what_run_refuses_and_status_counts_in_keys() {
         assert!(!out.status.success());
         assert!(
             err.contains(
-                "dnsfast.toml:7: xdp.interface: no interface \"nosuch0\" in this network namespace"
+                "dnsfast.toml:8: xdp.interface: no interface \"nosuch0\" in this network namespace"
             ),
             "{err}"
         );

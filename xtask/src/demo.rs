@@ -8,6 +8,7 @@ use std::{process::Command, sync::mpsc, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use dnsfast_tests::{
+    health::HealthServer,
     host::{TestHost, ip},
     service::Service,
 };
@@ -37,8 +38,64 @@ pub enum Example {
     Seed,
 }
 
-/// The seed example's regions and the third octet / fourth group of their test subnets.
+/// The seed example's regions and the third octet / fourth group of their test subnets (their
+/// endpoints are in `198.18.n0.0/24` and `2001:2:0:n0::/64`).
 const SEED_REGIONS: [(&str, u8); 3] = [("us", 1), ("eu", 2), ("apac", 3)];
+
+/// The seed instance's forced states (drains): a demo starts and ends without any.
+const SEED_FORCED: &str = "/var/lib/dnsfast/seed/forced.json";
+
+/// While a file of this directory named after a seed endpoint exists, its `/health` fails.
+const FAIL_DIR: &str = "/run/dnsfast-demo/fail";
+
+/// The seed example's 15 endpoints' health servers: each endpoint's two addresses on the
+/// client side of the test host (routes to them on the server side), `/health` on port 8080
+/// answering 200, or 503 while `FAIL_DIR/<endpoint>` exists.
+fn seed_health_endpoints(host: &TestHost) -> Result<Vec<HealthServer>> {
+    let _ = std::fs::remove_dir_all(FAIL_DIR);
+    std::fs::create_dir_all(FAIL_DIR).with_context(|| format!("create {FAIL_DIR}"))?;
+    let mut servers = Vec::new();
+    for (region, n) in SEED_REGIONS {
+        ip(&[
+            "-n",
+            NETNS,
+            "route",
+            "add",
+            &format!("198.18.{n}0.0/24"),
+            "dev",
+            &host.ns_if,
+        ])?;
+        ip(&[
+            "-n",
+            NETNS,
+            "-6",
+            "route",
+            "add",
+            &format!("2001:2:0:{n}0::/64"),
+            "dev",
+            &host.ns_if,
+        ])?;
+        for i in 1..=5 {
+            let v4: std::net::IpAddr = format!("198.18.{n}0.{i}").parse()?;
+            let v6: std::net::IpAddr = format!("2001:2:0:{n}0::{i}").parse()?;
+            ip(&["addr", "add", &format!("{v4}/24"), "dev", &host.host_if])?;
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                &host.host_if,
+                "nodad",
+            ])?;
+            let fail = std::path::Path::new(FAIL_DIR).join(format!("{region}-{i}"));
+            for a in [v4, v6] {
+                servers.push(HealthServer::start((a, 8080).into(), Some(fail.clone()))?);
+            }
+        }
+    }
+    Ok(servers)
+}
 
 pub fn run(example: Example, smoke: bool) -> Result<()> {
     let bin = dnsfast_bin();
@@ -89,6 +146,12 @@ pub fn run(example: Example, smoke: bool) -> Result<()> {
             ])?;
         }
     }
+    let health = if example == Example::Seed {
+        let _ = std::fs::remove_file(SEED_FORCED);
+        seed_health_endpoints(&host)?
+    } else {
+        Vec::new()
+    };
     let mut pass = Command::new(&bin);
     pass.args(["pass", "--interface", &host.host_if]);
     let _pass = Service::start("pass program", pass, Duration::from_secs(30))?;
@@ -138,6 +201,11 @@ pub fn run(example: Example, smoke: bool) -> Result<()> {
     let status = daemon.stop()?;
     if smoke && !status.success() {
         bail!("dnsfast exited with {status}\n{}", daemon.log());
+    }
+    drop(health);
+    if example == Example::Seed {
+        let _ = std::fs::remove_dir_all("/run/dnsfast-demo");
+        let _ = std::fs::remove_file(SEED_FORCED);
     }
     drop(host);
     Ok(())
@@ -218,6 +286,20 @@ fn seed_lines(b: &str, host: &TestHost) -> Vec<String> {
     ));
     lines.push(format!("{b} explain --config {c} 2001:dc0:2001::1"));
     lines.push(format!("{b} status --netns {NETNS}"));
+    // Health: fail one server, or a whole region, and watch the answers and the status change;
+    // drain at once.
+    lines.push(format!(
+        "touch {FAIL_DIR}/us-1    # fail us-1's /health (rm to heal): it leaves the answers \
+         after 3 failed checks, about 95 s"
+    ));
+    lines.push(format!(
+        "touch {FAIL_DIR}/eu-1 {FAIL_DIR}/eu-2 {FAIL_DIR}/eu-3 {FAIL_DIR}/eu-4 {FAIL_DIR}/eu-5    \
+         # fail region eu: its clients get us's endpoints (its failover chain: us, apac)"
+    ));
+    lines.push(format!(
+        "{b} drain --netns {NETNS} --region us    # drain us now: its clients get eu's endpoints"
+    ));
+    lines.push(format!("{b} undrain --netns {NETNS} --region us"));
     lines
 }
 
@@ -355,6 +437,11 @@ fn seed_checks(lines: &[String]) -> Result<()> {
             && text.contains("region map IPv4 "),
         "status: {text}"
     );
+    let up = text
+        .lines()
+        .filter(|l| l.starts_with("check ") && l.contains(" up for "))
+        .count();
+    ensure!(up == 30, "{up} of the 30 endpoint addresses are up: {text}");
     let answered = xdp_answered(&lines[11])?;
     let with_ecs = xdp_counter(&lines[11], "answered_ecs")?;
     ensure!(
@@ -362,9 +449,23 @@ fn seed_checks(lines: &[String]) -> Result<()> {
         "the XDP program answered {answered} queries and {with_ecs} with ECS, expected the six \
          steered UDP ones and the two with ECS"
     );
+    // A drained region's clients fail over at once, and come back when it is undrained.
+    output(lines[14].split('#').next().unwrap_or_default())?;
+    let a = short(&lines[0])?;
+    ensure!(
+        a.len() == 1 && a[0].starts_with("198.18.20."),
+        "us A with us drained: {a:?}"
+    );
+    output(&lines[15])?;
+    let a = short(&lines[0])?;
+    ensure!(
+        a.len() == 1 && a[0].starts_with("198.18.10."),
+        "us A after undrain: {a:?}"
+    );
     println!(
         "\nsmoke: every region's clients got its endpoints ({answered} answered in XDP, {with_ecs} \
-         with ECS: SCOPE {eu_scope} and {apac_scope})"
+         with ECS: SCOPE {eu_scope} and {apac_scope}); 30 addresses healthy; a drained us failed \
+         over to eu and came back"
     );
     Ok(())
 }

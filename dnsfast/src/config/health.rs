@@ -113,17 +113,7 @@ fn duration(v: &Spanned<toml::Value>, key: &str, err: ErrFn<'_>) -> Result<Durat
     };
     let d = match v.get_ref() {
         toml::Value::Integer(s) => Duration::from_secs(u64::try_from(*s).map_err(|_| bad())?),
-        toml::Value::String(s) => {
-            let s = s.trim();
-            let digits = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-            let n: u64 = s[..digits].parse().map_err(|_| bad())?;
-            match s[digits..].trim() {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-                _ => return Err(bad()),
-            }
-        }
+        toml::Value::String(s) => parse_duration(s).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     if d < Duration::from_millis(10) || d > Duration::from_hours(1) {
@@ -134,6 +124,21 @@ fn duration(v: &Spanned<toml::Value>, key: &str, err: ErrFn<'_>) -> Result<Durat
         ));
     }
     Ok(d)
+}
+
+/// A number and a unit: `"200ms"`, `"30s"`, `"2m"`, `"1h"`.
+#[must_use]
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..digits].parse().ok()?;
+    Some(match s[digits..].trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
 }
 
 /// `"200-399"`, `"200,204"`, `"200-299, 301"`.
