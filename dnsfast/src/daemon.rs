@@ -289,7 +289,10 @@ impl Daemon {
         let took = decided.elapsed();
         self.health_updates.fetch_add(1, Ordering::Relaxed);
         *self.last_health_update.lock().expect("lock") = Some(took);
-        for p in snap.steering.pool_status() {
+        for p in tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| snap.steering.pool_status())
+            .unwrap_or_default()
+        {
             tracing::debug!(
                 "health: {} {} {}/{} healthy, answers {}",
                 p.region,

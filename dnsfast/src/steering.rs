@@ -422,13 +422,24 @@ impl Compiled {
         table: &HashMap<crate::health::Target, crate::health::State>,
         forced: &crate::forced::ForcedStates,
     ) -> Vec<Eligible> {
-        self.health_states_with(|r, e, f| {
-            let region = &self.regions[usize::from(r)];
-            match forced.state(region, &self.endpoints[e].name, f) {
-                Some(up) => (up, !up),
-                None => (self.endpoint_up(table, e, f), false),
+        // Each endpoint address and each (region, endpoint, family) looked up once, not once
+        // per set that holds it (a thousand services share a handful of endpoints).
+        let (ne, nr) = (self.endpoints.len(), self.regions.len());
+        let healthy: Vec<bool> = (0..ne * 2)
+            .map(|i| self.endpoint_up(table, i / 2, i % 2))
+            .collect();
+        let mut state = vec![(false, false); nr * ne * 2];
+        for (r, region) in self.regions.iter().enumerate() {
+            for (e, ep) in self.endpoints.iter().enumerate() {
+                for f in 0..2 {
+                    state[(r * ne + e) * 2 + f] = match forced.state(region, &ep.name, f) {
+                        Some(up) => (up, !up),
+                        None => (healthy[e * 2 + f], false),
+                    };
+                }
             }
-        })
+        }
+        self.health_states_with(|r, e, f| state[(usize::from(r) * ne + e) * 2 + f])
     }
 
     /// Per region and family, what its own pools hold and answer now (`dnsfast status`).

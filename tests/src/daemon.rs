@@ -130,6 +130,32 @@ impl TestDaemon {
         Ok(d)
     }
 
+    /// Like [`Self::start_with`], running the binary `bin` (a release build, for a test that
+    /// measures the daemon's own speed).
+    pub fn start_with_bin(
+        host: &TestHost,
+        instance: &str,
+        config: PathBuf,
+        dir: tempfile::TempDir,
+        bin: &Path,
+    ) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--netns", &host.netns]);
+        let service = Service::spawn(&format!("dnsfast {instance}"), cmd)?;
+        let mut d = Self {
+            service,
+            instance: instance.into(),
+            netns: host.netns.clone(),
+            config,
+            _dir: dir,
+        };
+        d.service.wait_for("READY=1", START_DEADLINE)?;
+        Ok(d)
+    }
+
     /// Starts `dnsfast run` for `config` without waiting for readiness, behind the command
     /// `wrapper` if one is given (`prlimit …`).
     pub fn spawn_with(

@@ -6,14 +6,14 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
-    rr::{DNSClass, Name, RecordType},
+    rr::{DNSClass, Name, RData, RecordType},
 };
 
 /// A query for `name`/`qtype` (class IN) with ID `id`, RD set; with `edns = Some((size, do))`
@@ -340,4 +340,21 @@ pub fn rcode(msg: &[u8]) -> Result<u16> {
     let n = normalize(msg)?;
     let high = n.edns.as_ref().map_or(0, |e| u16::from(e.ext_rcode));
     Ok((high << 4) | u16::from(msg[3] & 0x0F))
+}
+
+/// The A and AAAA addresses of a reply's answer section, in order.
+///
+/// # Panics
+/// If `reply` is not a DNS message.
+#[must_use]
+pub fn addresses(reply: &[u8]) -> Vec<IpAddr> {
+    let m = Message::from_vec(reply).expect("a DNS message");
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
 }

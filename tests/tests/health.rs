@@ -5,12 +5,14 @@
 //! the partial-chain rule; everything down fails open, or answers NODATA where configured —
 //! the same from the XDP program (UDP) and the daemon (TCP); drains of an endpoint, a family
 //! and a region, with an expiry, surviving reload and restart, and forced up. Needs root; runs
-//! serially (test hosts 46 and 47).
+//! serially (test hosts 46, 47 and 48). A region failing over with 1,000 services on its pools
+//! rewrites them within the update budget, 40 times.
 
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -20,10 +22,7 @@ use dnsfast_tests::{
     health::HealthServer,
     host::{TestHost, ip},
 };
-use hickory_proto::{
-    op::Message,
-    rr::{RData, RecordType},
-};
+use hickory_proto::rr::RecordType;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// The checks' interval, timeout, fall and rise.
@@ -33,15 +32,7 @@ const FALL: u64 = 2;
 const RISE: u64 = 2;
 
 fn addresses(reply: &[u8]) -> BTreeSet<IpAddr> {
-    let m = Message::from_vec(reply).unwrap();
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
+    dns::addresses(reply).into_iter().collect()
 }
 
 /// A test host with eight health endpoints on its client side (us-1, us-2, eu-1, eu-2, each
@@ -145,6 +136,16 @@ impl Rig {
 
     /// Starts a daemon (`server` added to `[server]`).
     fn start(&self, tag: &str, server: &str) -> TestDaemon {
+        self.start_with(tag, server, "")
+    }
+
+    /// Starts a daemon (`server` added to `[server]`, `xdp` to `[xdp]`).
+    fn start_with(&self, tag: &str, server: &str, xdp: &str) -> TestDaemon {
+        self.start_bin(tag, server, xdp, None)
+    }
+
+    /// [`Self::start_with`], running `bin` if given.
+    fn start_bin(&self, tag: &str, server: &str, xdp: &str, bin: Option<&Path>) -> TestDaemon {
         let zone = self.zdir.path().join("example.com.zone");
         let (config, dir) = write_config(
             &self.host,
@@ -154,10 +155,15 @@ impl Rig {
             server,
         )
         .unwrap();
-        let mut text = std::fs::read_to_string(&config).unwrap();
+        let mut text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[xdp]\n", &format!("[xdp]\n{xdp}"));
         text.push_str(&self.extra);
         std::fs::write(&config, &text).unwrap();
-        TestDaemon::start_with(&self.host, tag, config, dir).unwrap()
+        match bin {
+            None => TestDaemon::start_with(&self.host, tag, config, dir).unwrap(),
+            Some(b) => TestDaemon::start_with_bin(&self.host, tag, config, dir, b).unwrap(),
+        }
     }
 
     fn server(&self) -> SocketAddr {
@@ -515,4 +521,61 @@ fn drains_take_effect_at_once_expire_and_survive_reload_and_restart() {
         st["health"]["last_update_us"]
     );
     assert!(st["health"]["last_update_us"].as_u64().unwrap() < 100_000);
+}
+
+#[test]
+fn a_region_failing_over_rewrites_a_thousand_services_within_the_budget() {
+    let mut rig = Rig::new(48, "spread", 1);
+    // 1,000 more services on the same pools: a region's failover rewrites 2,000 sets' states.
+    for i in 0..1000 {
+        let _ = write!(
+            rig.extra,
+            "[[service]]\nname = \"s{i}.example.com\"\nanswer_count = 2\n\
+             [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
+             [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n"
+        );
+    }
+    // The daemon's own speed: the release build (`cargo xtask test` builds it before these
+    // tests; a debug build takes ~15x as long for this update).
+    let release = dnsfast_tests::workspace_root().join("target/release/dnsfast");
+    assert!(
+        release.exists(),
+        "{} is missing: `cargo build --release -p dnsfast` (cargo xtask test builds it)",
+        release.display()
+    );
+    let daemon = rig.start_bin("spread", "", "max_answer_sets = 8192\n", Some(&release));
+    let server4 = rig.server();
+    let last = "s999.example.com.";
+    let eu: BTreeSet<IpAddr> = [3u8, 4].iter().map(|&i| IpAddr::V4(v4(rig.n, i))).collect();
+    let mut took = Vec::new();
+    for round in 0..20 {
+        for verb in ["drain", "undrain"] {
+            force_cli(&daemon, &[verb, "--region", "us"]);
+            let st = daemon.status().unwrap();
+            took.push(st["health"]["last_update_us"].as_u64().unwrap());
+            // The last service follows at once, in XDP and in the daemon.
+            let got = ask(server4, last, RecordType::A, false);
+            if verb == "drain" {
+                assert_eq!(got, eu, "round {round}: s999 A with us drained");
+            } else {
+                assert!(
+                    got.iter().all(|a| !eu.contains(a)),
+                    "round {round}: {got:?}"
+                );
+            }
+        }
+    }
+    took.sort_unstable();
+    println!(
+        "{} region failovers and back with 1,002 services: map update min {} µs, median {} µs, \
+         max {} µs",
+        took.len(),
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert!(
+        took[took.len() - 1] < 100_000,
+        "every update within 100 ms: {took:?}"
+    );
 }

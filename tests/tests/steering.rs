@@ -23,7 +23,7 @@ use dnsfast_tests::{
 };
 use hickory_proto::{
     op::Message,
-    rr::{Name, RData, RecordType},
+    rr::{Name, RecordType},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -83,17 +83,7 @@ fn add_clients(host: &TestHost, addrs: &[IpAddr]) {
     }
 }
 
-fn addresses(reply: &[u8]) -> Vec<IpAddr> {
-    let m = Message::from_vec(reply).unwrap();
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
-}
+use dns::addresses;
 
 #[test]
 fn clients_get_their_regions_endpoints_in_the_shared_draws_order() {

@@ -42,6 +42,13 @@ pub enum Example {
 /// endpoints are in `198.18.n0.0/24` and `2001:2:0:n0::/64`).
 const SEED_REGIONS: [(&str, u8); 3] = [("us", 1), ("eu", 2), ("apac", 3)];
 
+/// Routes `v4` and `v6` on the server side to its veth end: the client side holds addresses
+/// there (no default route on the test host).
+fn on_link(host: &TestHost, v4: &str, v6: &str) -> Result<()> {
+    ip(&["-n", NETNS, "route", "add", v4, "dev", &host.ns_if])?;
+    ip(&["-n", NETNS, "-6", "route", "add", v6, "dev", &host.ns_if])
+}
+
 /// The seed instance's forced states (drains): a demo starts and ends without any.
 const SEED_FORCED: &str = "/var/lib/dnsfast/seed/forced.json";
 
@@ -56,25 +63,11 @@ fn seed_health_endpoints(host: &TestHost) -> Result<Vec<HealthServer>> {
     std::fs::create_dir_all(FAIL_DIR).with_context(|| format!("create {FAIL_DIR}"))?;
     let mut servers = Vec::new();
     for (region, n) in SEED_REGIONS {
-        ip(&[
-            "-n",
-            NETNS,
-            "route",
-            "add",
+        on_link(
+            host,
             &format!("198.18.{n}0.0/24"),
-            "dev",
-            &host.ns_if,
-        ])?;
-        ip(&[
-            "-n",
-            NETNS,
-            "-6",
-            "route",
-            "add",
             &format!("2001:2:0:{n}0::/64"),
-            "dev",
-            &host.ns_if,
-        ])?;
+        )?;
         for i in 1..=5 {
             let v4: std::net::IpAddr = format!("198.18.{n}0.{i}").parse()?;
             let v6: std::net::IpAddr = format!("2001:2:0:{n}0::{i}").parse()?;
@@ -125,25 +118,11 @@ pub fn run(example: Example, smoke: bool) -> Result<()> {
                 &host.host_if,
                 "nodad",
             ])?;
-            ip(&[
-                "-n",
-                NETNS,
-                "route",
-                "add",
+            on_link(
+                &host,
                 &format!("198.18.{n}.0/24"),
-                "dev",
-                &host.ns_if,
-            ])?;
-            ip(&[
-                "-n",
-                NETNS,
-                "-6",
-                "route",
-                "add",
                 &format!("2001:2:0:{n}::/64"),
-                "dev",
-                &host.ns_if,
-            ])?;
+            )?;
         }
     }
     let health = if example == Example::Seed {
