@@ -253,7 +253,9 @@ impl Daemon {
 
     /// Writes the forced states to their file (an error is logged: the states hold anyway).
     fn save_forced(&self) {
-        let f = self.forced.lock().expect("forced lock").clone();
+        // Saved under the lock: two saves never race on the temporary file, and the last one
+        // written is the newest.
+        let f = self.forced.lock().expect("forced lock");
         if let Err(e) = f.save(&self.forced_file) {
             tracing::error!("saving the forced states failed: {e:#}");
         }
@@ -263,29 +265,48 @@ impl Daemon {
     /// served, writes the sets whose state changed (one store each) and installs the states
     /// for the userspace path. `decided` is when the result that caused it arrived.
     fn apply_health(&self, decided: Instant) {
-        let table = self.checker.table.lock();
+        // The dataplane lock serializes updates (one computed earlier never lands later) and
+        // pairs the snapshot with the maps' generation: a reload stores its snapshot and
+        // switches the generation under it. The table and forced states are read briefly
+        // inside it (nobody takes the dataplane lock while holding either).
+        let mut dp = self.dataplane.lock().expect("dataplane lock");
         let snap = self.shared.snapshot.load_full();
         let forced = self.forced.lock().expect("forced lock").clone();
-        let new = snap.steering.health_from(&table, &forced);
+        let new = snap
+            .steering
+            .health_from(&self.checker.table.lock(), &forced);
         let old = snap.steering.health.load_full();
         if *old == new {
             return;
         }
-        {
-            let mut dp = self.dataplane.lock().expect("dataplane lock");
-            if let Some(d) = dp.as_mut() {
-                let sets = snap.steering.state_changes(&old, &new, d.generation());
-                let steering = mapsync::Steering {
-                    sets: &sets,
-                    keys: &[],
-                };
-                if let Err(e) = d.apply_with(&[], steering) {
-                    tracing::error!("health: writing the answer sets' states failed: {e:#}");
-                }
+        snap.steering.health.store(Arc::new(new));
+        if let Some(d) = dp.as_mut() {
+            let new = snap.steering.health.load_full();
+            let sets = snap.steering.state_changes(&old, &new, d.generation());
+            let steering = mapsync::Steering {
+                sets: &sets,
+                keys: &[],
+            };
+            let mut maps = self.maps.lock().expect("maps lock");
+            let failed = if maps.broken.is_some() {
+                // An earlier failure left the maps behind: rebuild them whole.
+                None
+            } else {
+                d.apply_with(&[], steering).err()
+            };
+            if let Some(e) = &failed {
+                maps.failures += 1;
+                maps.broken = Some(format!("{e:#}"));
+                tracing::error!(
+                    "health: writing the answer sets' states failed ({e:#}); XDP passes every \
+                     query up while the maps are rebuilt"
+                );
             }
-            snap.steering.health.store(Arc::new(new));
+            if maps.broken.is_some() {
+                Self::rebuild(d, &mut maps, &snap);
+            }
         }
-        drop(table);
+        drop(dp);
         let took = decided.elapsed();
         self.health_updates.fetch_add(1, Ordering::Relaxed);
         *self.last_health_update.lock().expect("lock") = Some(took);
@@ -336,6 +357,12 @@ impl Daemon {
                 }
             }
         }
+        Self::rebuild(d, &mut health, new);
+    }
+
+    /// Rebuilds the maps from `new` whole, XDP answering off meanwhile; the outcome goes to
+    /// `health` (and `status`).
+    fn rebuild(d: &mut Dataplane, health: &mut MapHealth, new: &Snapshot) {
         let t = Instant::now();
         let rebuilt = d
             .set_answering(false)
@@ -417,11 +444,13 @@ impl Daemon {
         let changes = old.hot.diff(&new.hot);
         let hot = new.hot.len();
         let new = Arc::new(new);
-        // The daemon answers from the new configuration from here on, also while the maps
-        // follow (or are rebuilt after a failed update, with XDP answering off).
-        self.shared.snapshot.store(Arc::clone(&new));
         {
             let mut dp = self.dataplane.lock().expect("dataplane lock");
+            // The daemon answers from the new configuration from here on, also while the maps
+            // follow (or are rebuilt after a failed update, with XDP answering off). Stored
+            // under the dataplane lock: a health update meets this snapshot with the new
+            // generation, or the old with the old.
+            self.shared.snapshot.store(Arc::clone(&new));
             if let Some(d) = dp.as_mut() {
                 // What the new ECS policy honours less takes effect before the maps change
                 // (the program must not honour an option the new configuration ignores, over
@@ -446,7 +475,10 @@ impl Daemon {
                 }
             }
         }
-        // A result that arrived while the maps changed went to the old snapshot.
+        // States of targets the new configuration no longer checks go only now (the old
+        // snapshot, served until the store above, still read them); a result that arrived
+        // while the maps changed went to the old snapshot: recompute for the new one.
+        self.checker.prune(&new.steering.targets());
         self.apply_health(Instant::now());
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *self.last_reload_error.lock().expect("lock") = None;
@@ -751,19 +783,20 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         while let Some(r) = reports.recv().await {
             let changed = {
                 let mut table = health_daemon.checker.table.lock();
-                table.get_mut(&r.target).is_some_and(|s| {
-                    let changed = s.record(&r.target.check, r.outcome.clone());
-                    if changed {
-                        tracing::info!(
-                            "health: {} {} is {} ({})",
-                            r.target.check.name,
-                            r.target.addr,
-                            if s.up { "up" } else { "down" },
-                            r.outcome.detail
-                        );
-                    }
-                    changed
-                })
+                // A target whose first probe was lost has no state yet: this result is its
+                // first.
+                let s = table.entry(r.target.clone()).or_default();
+                let changed = s.record(&r.target.check, r.outcome.clone());
+                if changed {
+                    tracing::info!(
+                        "health: {} {} is {} ({})",
+                        r.target.check.name,
+                        r.target.addr,
+                        if s.up { "up" } else { "down" },
+                        r.outcome.detail
+                    );
+                }
+                changed
             };
             if changed {
                 let d = Arc::clone(&health_daemon);

@@ -167,7 +167,8 @@ impl Checker {
     /// Runs every target of `targets` that has no loop yet once, at once, and records the
     /// results (every such target starts down; its first result decides): waits for all of
     /// them (each bounded by its timeout). Then starts their loops and stops the loops of
-    /// targets no longer wanted (their states go). Returns the targets that were new.
+    /// targets no longer wanted (their states stay until [`Self::prune`]: the configuration
+    /// served until a reload switches still reads them). Returns the targets that were new.
     pub async fn sync(&self, targets: &[Target]) -> Vec<Target> {
         let new: Vec<Target> = {
             let loops = self.loops.lock().expect("loops lock");
@@ -212,8 +213,13 @@ impl Checker {
             }
             keep
         });
-        self.table.lock().retain(|t, _| wanted.contains(t));
         new
+    }
+
+    /// Forgets the states of targets not in `targets`.
+    pub fn prune(&self, targets: &[Target]) {
+        let wanted: std::collections::HashSet<&Target> = targets.iter().collect();
+        self.table.lock().retain(|t, _| wanted.contains(t));
     }
 
     /// Stops every loop.
