@@ -14,9 +14,9 @@
 //! steered names (slot = SLOT_STEERED|block, in a bucket or an ANSWER_INDEX entry):
 //! REGION_SETS[block * REGION_SLOTS + region] ─► set                 (array, mmapped)
 //! ANSWER_SETS[set] = AnswerSet{state, records, weights}             (array, mmapped)
-//!   state = eligible records | answers_from << 32: the set answers from ANSWER_SETS[answers_from]
-//!   (its failover) when that is not itself; a redirect's target is final (its own redirect is
-//!   not followed)
+//!   state = eligible records | ttl_cap << 16 | answers_from << 32: the set answers from
+//!   ANSWER_SETS[answers_from] (its failover) when that is not itself; a redirect's target is
+//!   final (its own redirect is not followed), and its TTL cap (0: none) bounds the answer's TTL
 //! ```
 //!
 //! A name's key is looked up first (one cache line for an unsteered name with a small answer);
@@ -396,9 +396,11 @@ answer_slot!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct AnswerSet {
-    /// Bits 0..32: the records that may be answered (bit `i` = record `i`: healthy and not
-    /// drained); bits 32..64: the set this one answers from ([`set_state`]): its own id, or its
-    /// failover's while it is down. The daemon changes it with one aligned 64-bit store.
+    /// Bits 0..16: the records that may be answered (bit `i` = record `i`: healthy and not
+    /// drained); bits 16..32: the TTL cap, seconds (0: none), while an answered address has
+    /// failed checks but is not yet down; bits 32..64: the set this one answers from
+    /// ([`set_state`]): its own id, or its failover's while it is down. The daemon changes it
+    /// with one aligned 64-bit store.
     pub state: u64,
     /// TTL of the records, seconds.
     pub ttl: u32,
@@ -414,7 +416,7 @@ pub struct AnswerSet {
     pub rdata: [u8; LARGE_RDATA],
 }
 const _: () = assert!(size_of::<AnswerSet>() == 8 + 8 + MAX_SET_RECORDS + LARGE_RDATA);
-const _: () = assert!(MAX_SET_RECORDS <= 32);
+const _: () = assert!(MAX_SET_RECORDS <= 16);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (asserted above).
 unsafe impl aya::Pod for AnswerSet {}
@@ -435,11 +437,28 @@ impl AnswerSet {
     }
 }
 
-/// The `AnswerSet::state` word: the `eligible` records, answered from set `answers_from`.
+/// The `AnswerSet::state` word: the `eligible` records (the low 16 bits), answers no longer
+/// than `ttl_cap` seconds (0: the set's TTL), answered from set `answers_from`.
 #[inline(always)]
 #[must_use]
-pub const fn set_state(eligible: u32, answers_from: u32) -> u64 {
-    eligible as u64 | (answers_from as u64) << 32
+pub const fn set_state(eligible: u32, ttl_cap: u16, answers_from: u32) -> u64 {
+    (eligible & 0xFFFF) as u64 | (ttl_cap as u64) << 16 | (answers_from as u64) << 32
+}
+
+/// The eligible records of a `state` word.
+#[inline(always)]
+#[must_use]
+pub const fn state_eligible(state: u64) -> u32 {
+    (state & 0xFFFF) as u32
+}
+
+/// The TTL an answer from a set with TTL `ttl` and state word `state` carries: the set's,
+/// or the word's cap if that is lower.
+#[inline(always)]
+#[must_use]
+pub const fn capped_ttl(ttl: u32, state: u64) -> u32 {
+    let cap = ((state >> 16) & 0xFFFF) as u32;
+    if cap != 0 && cap < ttl { cap } else { ttl }
 }
 
 /// `XdpConfig::flags`: answer hot queries. Clear (as in a fresh map) means pass everything.

@@ -24,8 +24,8 @@ use dnsfast_common::{
         DEFAULT_GEO_ENTRIES, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS,
         DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
         LARGE_RDATA, MAX_ECS_RESOLVERS, MAX_SET_RECORDS, NAME_CLASSES, REGION_SLOTS, SLOT_LARGE,
-        SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, hot_hash, slot_is_inline,
-        slot_is_steered,
+        SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, capped_ttl, hot_hash,
+        slot_is_inline, slot_is_steered, state_eligible,
     },
     steer::{MAX_ANSWER_COUNT, draw_with},
     wire::{TYPE_A, TYPE_AAAA},
@@ -390,8 +390,9 @@ fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> P
 /// program's.
 ///
 /// Each word read here is stored whole by the daemon: the region's entry (32 bits), the set's
-/// `state` (64 bits: eligibility and redirect together). A redirect's target is final, so one
-/// hop suffices; its `state` gives the eligibility, its own redirect is not followed. Records,
+/// `state` (64 bits: eligibility, TTL cap and redirect together). A redirect's target is final,
+/// so one hop suffices; its `state` gives the eligibility and the cap, its own redirect is not
+/// followed. Records,
 /// TTL and count are immutable while a set is reachable.
 #[inline(always)]
 fn steer<'a>(
@@ -429,8 +430,7 @@ fn steer<'a>(
     if count == 0 || count > MAX_SET_RECORDS {
         return None;
     }
-    #[expect(clippy::cast_possible_truncation, reason = "the low word is the mask")]
-    let eligible = state as u32;
+    let eligible = state_eligible(state);
     let drawn = draw_with(
         &set.weights,
         count,
@@ -465,7 +465,7 @@ fn steer<'a>(
         }
         taken += 1;
     }
-    out.ttl = set.ttl;
+    out.ttl = capped_ttl(set.ttl, state);
     out.rrtype = set.rrtype;
     out.count = n as u16;
     Some(out)

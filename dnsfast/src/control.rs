@@ -176,9 +176,43 @@ pub struct HealthStatus {
     pub updates: u64,
     /// The last one: from the result that decided it to the last map store, µs.
     pub last_update_us: Option<u64>,
+    /// The same over the last [`UPDATE_HISTORY`] updates decided by a result or a request.
+    #[serde(default)]
+    pub update_spread_us: Option<Spread>,
     /// Operator-forced states in effect.
     #[serde(default)]
     pub forced: Vec<crate::forced::Forced>,
+}
+
+/// Health updates whose duration the spread covers, at most.
+pub const UPDATE_HISTORY: usize = 256;
+
+/// The spread of a series of durations, µs.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spread {
+    /// How many.
+    pub n: usize,
+    /// The shortest.
+    pub min: u64,
+    /// The median.
+    pub median: u64,
+    /// The longest.
+    pub max: u64,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` if empty).
+    #[must_use]
+    pub fn of(values: impl IntoIterator<Item = u64>) -> Option<Self> {
+        let mut v: Vec<u64> = values.into_iter().collect();
+        v.sort_unstable();
+        Some(Self {
+            n: v.len(),
+            min: *v.first()?,
+            median: v[v.len() / 2],
+            max: *v.last()?,
+        })
+    }
 }
 
 /// A region's own pools of one family, over every service.
@@ -344,9 +378,12 @@ pub fn render_health(h: &HealthStatus) -> String {
         );
     }
     for t in &h.targets {
+        let pending = t.down_in_s.map_or_else(String::new, |s| {
+            format!("; down in {s} s at the latest, answers' TTL capped to that")
+        });
         let _ = writeln!(
             o,
-            "check      {} {} {} for {} s, last {} ({} failing, {} probes)",
+            "check      {} {} {} for {} s, last {} ({} failing, {} probes{pending})",
             t.check, t.addr, t.state, t.since_s, t.last, t.failures, t.probes
         );
     }
@@ -370,12 +407,21 @@ pub fn render_health(h: &HealthStatus) -> String {
         );
     }
     if let Some(us) = h.last_update_us {
+        let ms = |us: u64| format!("{}.{:03}", us / 1000, us % 1000);
+        let spread = h.update_spread_us.map_or_else(String::new, |s| {
+            format!(
+                "; the last {}: {} / {} / {} ms (min / median / max)",
+                s.n,
+                ms(s.min),
+                ms(s.median),
+                ms(s.max)
+            )
+        });
         let _ = writeln!(
             o,
-            "health     {} map updates, the last {}.{:03} ms from the deciding result",
+            "health     {} map updates, the last {} ms from the deciding result{spread}",
             h.updates,
-            us / 1000,
-            us % 1000
+            ms(us)
         );
     }
     o

@@ -60,7 +60,7 @@ pub struct Daemon {
     forced_file: std::path::PathBuf,
     /// Map updates health changes caused, and the last one's duration (from the result).
     health_updates: AtomicU64,
-    last_health_update: Mutex<Option<Duration>>,
+    last_health_update: Mutex<std::collections::VecDeque<Duration>>,
 }
 
 /// The program's configuration for `cfg`: port and our addresses, answering off
@@ -118,16 +118,22 @@ impl Daemon {
     pub fn status(&self) -> Status {
         let snap = self.shared.snapshot.load();
         // Before the dataplane lock: a health update takes the table's lock, then that one.
-        let health = (!snap.steering.regions.is_empty()).then(|| control::HealthStatus {
-            targets: self.checker.table.status(),
-            pools: snap.steering.pool_status(),
-            updates: self.health_updates.load(Ordering::Relaxed),
-            last_update_us: self
+        let health = (!snap.steering.regions.is_empty()).then(|| {
+            let recent: Vec<u64> = self
                 .last_health_update
                 .lock()
                 .expect("lock")
-                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-            forced: self.forced.lock().expect("forced lock").entries.clone(),
+                .iter()
+                .map(|d| micros(*d))
+                .collect();
+            control::HealthStatus {
+                targets: self.checker.table.status(),
+                pools: snap.steering.pool_status(),
+                updates: self.health_updates.load(Ordering::Relaxed),
+                last_update_us: recent.last().copied(),
+                update_spread_us: control::Spread::of(recent),
+                forced: self.forced.lock().expect("forced lock").entries.clone(),
+            }
         });
         let mut zones: Vec<ZoneStatus> = snap
             .zones
@@ -247,7 +253,7 @@ impl Daemon {
             f.entries.clone()
         };
         self.save_forced();
-        self.apply_health(t);
+        self.apply_health(Some(t));
         Ok(entries)
     }
 
@@ -263,8 +269,10 @@ impl Daemon {
 
     /// Brings the answers to the health table: recomputes every set's state for the snapshot
     /// served, writes the sets whose state changed (one store each) and installs the states
-    /// for the userspace path. `decided` is when the result that caused it arrived.
-    fn apply_health(&self, decided: Instant) {
+    /// for the userspace path. `decided` is when the result (or request) that caused it
+    /// arrived; `None` for a refresh of the TTL caps, whose duration is not the one `status`
+    /// reports.
+    fn apply_health(&self, decided: Option<Instant>) {
         // The dataplane lock serializes updates (one computed earlier never lands later) and
         // pairs the snapshot with the maps' generation: a reload stores its snapshot and
         // switches the generation under it. The table and forced states are read briefly
@@ -274,7 +282,7 @@ impl Daemon {
         let forced = self.forced.lock().expect("forced lock").clone();
         let new = snap
             .steering
-            .health_from(&self.checker.table.lock(), &forced);
+            .health_from(&self.checker.table.lock(), &forced, Instant::now());
         let old = snap.steering.health.load_full();
         if *old == new {
             return;
@@ -307,9 +315,18 @@ impl Daemon {
             }
         }
         drop(dp);
-        let took = decided.elapsed();
         self.health_updates.fetch_add(1, Ordering::Relaxed);
-        *self.last_health_update.lock().expect("lock") = Some(took);
+        let Some(decided) = decided else {
+            return;
+        };
+        let took = decided.elapsed();
+        {
+            let mut recent = self.last_health_update.lock().expect("lock");
+            if recent.len() == control::UPDATE_HISTORY {
+                recent.pop_front();
+            }
+            recent.push_back(took);
+        }
         for p in tracing::enabled!(tracing::Level::DEBUG)
             .then(|| snap.steering.pool_status())
             .unwrap_or_default()
@@ -436,10 +453,11 @@ impl Daemon {
             tracing::info!("reload: {} new health check targets checked", fresh.len());
         }
         let forced = self.forced.lock().expect("forced lock").clone();
-        new.steering.health.store(Arc::new(
-            new.steering
-                .health_from(&self.checker.table.lock(), &forced),
-        ));
+        new.steering.health.store(Arc::new(new.steering.health_from(
+            &self.checker.table.lock(),
+            &forced,
+            Instant::now(),
+        )));
         let old = self.shared.snapshot.load_full();
         let changes = old.hot.diff(&new.hot);
         let hot = new.hot.len();
@@ -479,7 +497,7 @@ impl Daemon {
         // snapshot, served until the store above, still read them); a result that arrived
         // while the maps changed went to the old snapshot: recompute for the new one.
         self.checker.prune(&new.steering.targets());
-        self.apply_health(Instant::now());
+        self.apply_health(Some(Instant::now()));
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *self.last_reload_error.lock().expect("lock") = None;
         tracing::info!(
@@ -684,11 +702,14 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
     let (checker, mut reports) = health::Checker::new();
     let checker = Arc::new(checker);
     let targets = snapshot.steering.targets();
-    snapshot.steering.health.store(Arc::new(
-        snapshot
-            .steering
-            .health_from(&checker.table.lock(), &forced),
-    ));
+    snapshot
+        .steering
+        .health
+        .store(Arc::new(snapshot.steering.health_from(
+            &checker.table.lock(),
+            &forced,
+            Instant::now(),
+        )));
     if !targets.is_empty() {
         let t = Instant::now();
         checker.sync(&targets).await;
@@ -697,7 +718,11 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         snapshot
             .steering
             .health
-            .store(Arc::new(snapshot.steering.health_from(&table, &forced)));
+            .store(Arc::new(snapshot.steering.health_from(
+                &table,
+                &forced,
+                Instant::now(),
+            )));
         tracing::info!(
             "health: first round of {} checks in {:?}: {up} up, {} down",
             targets.len(),
@@ -773,20 +798,22 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         forced: Mutex::new(forced),
         forced_file,
         health_updates: AtomicU64::new(0),
-        last_health_update: Mutex::new(None),
+        last_health_update: Mutex::new(std::collections::VecDeque::new()),
     });
     daemon.set_answering(true);
 
-    // Health results: a change of up or down rewrites the affected answer sets.
+    // Health results: a change of up or down rewrites the affected answer sets, and so does
+    // a failed check of an address that stays up (its answers' TTL cap).
     let health_daemon = Arc::clone(&daemon);
     tasks.spawn(async move {
         while let Some(r) = reports.recv().await {
-            let changed = {
+            let (changed, pending) = {
                 let mut table = health_daemon.checker.table.lock();
                 // A target whose first probe was lost has no state yet: this result is its
                 // first.
                 let s = table.entry(r.target.clone()).or_default();
-                let changed = s.record(&r.target.check, r.outcome.clone());
+                let was = s.pending_until;
+                let changed = s.record(&r.target.check, r.outcome.clone(), r.started);
                 if changed {
                     tracing::info!(
                         "health: {} {} is {} ({})",
@@ -796,27 +823,38 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
                         r.outcome.detail
                     );
                 }
-                changed
+                (changed, was != s.pending_until)
             };
-            if changed {
+            if changed || pending {
                 let d = Arc::clone(&health_daemon);
-                let _ = tokio::task::spawn_blocking(move || d.apply_health(r.at)).await;
+                let at = changed.then_some(r.at);
+                let _ = tokio::task::spawn_blocking(move || d.apply_health(at)).await;
             }
         }
     });
     // Forced states that expire: swept every 100 ms (an expiry takes effect that late at most).
+    // The TTL caps of addresses with failed checks count down on the same tick (a cap is
+    // rounded up to the second, so each set's changes once a second).
     let sweep_daemon = Arc::clone(&daemon);
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             let swept = sweep_daemon.forced.lock().expect("forced lock").sweep();
-            if swept {
+            let pending = sweep_daemon
+                .checker
+                .table
+                .lock()
+                .values()
+                .any(|s| s.pending_until.is_some());
+            if swept || pending {
                 let d = Arc::clone(&sweep_daemon);
                 let _ = tokio::task::spawn_blocking(move || {
-                    d.save_forced();
-                    tracing::info!("a forced state expired");
-                    d.apply_health(Instant::now());
+                    if swept {
+                        d.save_forced();
+                        tracing::info!("a forced state expired");
+                    }
+                    d.apply_health(swept.then(Instant::now));
                 })
                 .await;
             }
@@ -902,4 +940,9 @@ fn shutdown(
     }
     inst.cleanup();
     Ok(())
+}
+
+/// `d` in whole microseconds.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

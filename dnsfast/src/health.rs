@@ -64,6 +64,9 @@ pub struct State {
     pub since: SystemTime,
     /// Probes run.
     pub probes: u64,
+    /// While it is up with failed checks: when it could be marked down, at the latest (the
+    /// remaining `fall` probes, one interval apart, each taking its timeout).
+    pub pending_until: Option<Instant>,
 }
 
 impl Default for State {
@@ -76,13 +79,15 @@ impl Default for State {
             last: None,
             since: SystemTime::now(),
             probes: 0,
+            pending_until: None,
         }
     }
 }
 
 impl State {
-    /// Records a result under `check`'s fall and rise; whether `up` changed.
-    pub fn record(&mut self, check: &Check, o: Outcome) -> bool {
+    /// Records a result of the probe that started (was due) at `started` under `check`'s fall
+    /// and rise; whether `up` changed.
+    pub fn record(&mut self, check: &Check, o: Outcome, started: Instant) -> bool {
         self.probes += 1;
         if o.ok {
             self.passes += 1;
@@ -105,6 +110,8 @@ impl State {
             self.up = up;
             self.since = SystemTime::now();
         }
+        self.pending_until = (self.up && self.failures > 0)
+            .then(|| started + check.interval * (check.fall - self.failures) + check.timeout);
         changed
     }
 }
@@ -132,6 +139,8 @@ pub struct Report {
     pub target: Target,
     /// What.
     pub outcome: Outcome,
+    /// When the probe was due (its place in the target's schedule).
+    pub started: Instant,
     /// When the probe ended.
     pub at: Instant,
 }
@@ -183,17 +192,18 @@ impl Checker {
         for t in &new {
             let (t, permits) = (t.clone(), Arc::clone(&self.permits));
             first.spawn(async move {
+                let started = Instant::now();
                 let _p = permits.acquire_owned().await;
                 let o = probe(&t).await;
-                (t, o)
+                (t, o, started)
             });
         }
         let started = Instant::now();
         while let Some(r) = first.join_next().await {
-            let Ok((t, o)) = r else { continue };
+            let Ok((t, o, at)) = r else { continue };
             let mut table = self.table.lock();
             let st = table.entry(t.clone()).or_default();
-            st.record(&t.check, o);
+            st.record(&t.check, o, at);
         }
         let mut loops = self.loops.lock().expect("loops lock");
         for t in &new {
@@ -269,6 +279,7 @@ async fn probe_loop(
         let report = Report {
             target: t.clone(),
             outcome,
+            started: next,
             at: Instant::now(),
         };
         if reports.send(report).is_err() {
@@ -403,6 +414,10 @@ pub struct TargetStatus {
     pub failures: u32,
     /// Probes run.
     pub probes: u64,
+    /// While up with failed checks: seconds until it could be marked down, the longest TTL
+    /// its answers carry meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_in_s: Option<u64>,
 }
 
 impl Table {
@@ -429,6 +444,9 @@ impl Table {
                 since_s: s.since.elapsed().map_or(0, |d| d.as_secs()),
                 failures: s.failures,
                 probes: s.probes,
+                down_in_s: s
+                    .pending_until
+                    .map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
             })
             .collect();
         out.sort_by(|a, b| (&a.check, &a.addr).cmp(&(&b.check, &b.addr)));
@@ -470,26 +488,54 @@ mod tests {
     #[test]
     fn the_first_result_decides_then_fall_and_rise_count() {
         let c = check(3, 2);
+        let now = Instant::now();
         let mut s = State::default();
         assert!(!s.up && !s.decided, "down until a result");
         assert!(
-            s.record(&c, outcome(true)),
+            s.record(&c, outcome(true), now),
             "the first pass marks it up at once"
         );
-        assert!(!s.record(&c, outcome(false)));
-        assert!(!s.record(&c, outcome(false)));
+        assert!(!s.record(&c, outcome(false), now));
+        assert!(!s.record(&c, outcome(false), now));
         assert!(s.up, "two of three failures");
-        assert!(s.record(&c, outcome(false)), "the third marks it down");
+        assert!(s.record(&c, outcome(false), now), "the third marks it down");
         assert!(!s.up);
-        assert!(!s.record(&c, outcome(true)), "one of two passes");
-        assert!(!s.record(&c, outcome(false)), "the run restarts");
-        assert!(!s.record(&c, outcome(true)));
-        assert!(s.record(&c, outcome(true)), "two in a row");
+        assert!(!s.record(&c, outcome(true), now), "one of two passes");
+        assert!(!s.record(&c, outcome(false), now), "the run restarts");
+        assert!(!s.record(&c, outcome(true), now));
+        assert!(s.record(&c, outcome(true), now), "two in a row");
         assert!(s.up);
         let mut first_fails = State::default();
-        assert!(!first_fails.record(&c, outcome(false)), "stays down");
+        assert!(!first_fails.record(&c, outcome(false), now), "stays down");
         assert!(first_fails.decided && !first_fails.up);
         assert_eq!(first_fails.probes, 1);
+    }
+
+    #[test]
+    fn an_address_up_with_failed_checks_says_when_it_could_be_marked_down() {
+        // fall 3, interval 1 s, timeout 500 ms.
+        let c = check(3, 1);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = State::default();
+        s.record(&c, outcome(true), at(0));
+        assert_eq!(s.pending_until, None);
+        // The two probes left, one interval apart, the last taking its timeout.
+        s.record(&c, outcome(false), at(1));
+        assert_eq!(s.pending_until, Some(at(3) + Duration::from_millis(500)));
+        s.record(&c, outcome(false), at(2));
+        assert_eq!(s.pending_until, Some(at(3) + Duration::from_millis(500)));
+        assert!(s.record(&c, outcome(false), at(3)), "down");
+        assert_eq!(s.pending_until, None, "down is no longer pending");
+        s.record(&c, outcome(true), at(4));
+        s.record(&c, outcome(false), at(5));
+        assert!(s.pending_until.is_some());
+        s.record(&c, outcome(true), at(6));
+        assert_eq!(s.pending_until, None, "a pass ends it");
+        // A first result that fails is down at once: nothing pending.
+        let mut first = State::default();
+        first.record(&c, outcome(false), at(0));
+        assert_eq!(first.pending_until, None);
     }
 
     #[test]

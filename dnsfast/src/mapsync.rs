@@ -79,13 +79,16 @@ impl SetContents {
     }
 }
 
-/// What changes with health: the records that may be answered (bit `i` = record `i`), and the
-/// set answered from instead while this one is down (`None`: itself). A redirect names a set
+/// What changes with health: the records that may be answered (bit `i` = record `i`), the TTL
+/// cap while one of them has failed checks, and the set answered from instead while this one
+/// is down (`None`: itself). A redirect names a set
 /// that answers from itself: the XDP program follows one hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetState {
     /// Eligible records.
     pub eligible: u32,
+    /// The longest TTL its answers may carry, seconds (0: the set's own).
+    pub ttl_cap: u16,
     /// The failover target, if the set is down.
     pub answers_from: Option<SetName>,
 }
@@ -653,7 +656,7 @@ impl MapSync {
             .answers_from
             .and_then(|t| self.sets.get(&t))
             .map_or(s.id, |t| t.id);
-        Some(set_state(s.state.eligible, from))
+        Some(set_state(s.state.eligible, s.state.ttl_cap, from))
     }
 
     /// The block entries of `regions` as the sets stand in the model.

@@ -219,6 +219,8 @@ fn answer_message(
     // XDP program (which passes NSID requests up, as it does not hold the identifier: here the
     // builder carries it). A Client Subnet is echoed with SCOPE 0 unless a steered answer set
     // it.
+    // A steered name's NODATA: its negative TTL is the service's TTL at most.
+    let mut negative_cap = None;
     if msg.len() <= MSG_AREA && q.hot().is_ok() {
         let mut key_buf = [0u8; 4 + 255];
         let key = lookup_key(
@@ -234,6 +236,9 @@ fn answer_message(
         if let Some((_, scope)) = steered {
             // A steered name's answer depends on the region, its NODATA too.
             q = with_scope(q, scope);
+        }
+        if let Some((None, _)) = steered {
+            negative_cap = snap.steering.service(&key[4..]).map(|svc| svc.ttl);
         }
         if let Some((Some(answer), _)) = steered {
             // The draw's order is the answer's: no rotation.
@@ -277,7 +282,7 @@ fn answer_message(
             RecordType::from(q.qtype),
             DNSClass::from(q.qclass),
         );
-        if let Some(scope) = steered_cname_target(
+        if let Some((scope, cap)) = steered_cname_target(
             &snap.steering,
             &mut ans,
             q.qtype,
@@ -286,10 +291,24 @@ fn answer_message(
             q.id,
         ) {
             q = with_scope(q, scope);
+            negative_cap = negative_cap.or(cap);
+        }
+        if let Some(ttl) = negative_cap {
+            cap_negative_ttl(&mut ans, ttl);
         }
         ans
     };
     emit(response::encode(&q, &qname, &ans, limit, nsid), out)
+}
+
+/// A steered name's NODATA: its SOA's TTL (the negative TTL, RFC 2308 §5) no longer than the
+/// service's `ttl`, as health and the region decide it.
+fn cap_negative_ttl(ans: &mut answer::Answer, ttl: u32) {
+    for r in &mut ans.authority {
+        if r.record_type() == RecordType::SOA && r.ttl > ttl {
+            r.ttl = ttl;
+        }
+    }
 }
 
 /// `q` with the SCOPE its Client Subnet echo carries set to `scope`.
@@ -349,7 +368,8 @@ fn steered_records(owner: &Name, a: &AnswerLarge) -> answer::Answer {
 
 /// A CNAME chain in a zone that ends at a steered name: the target's records for the client's
 /// region replace the NODATA the zone alone gives (the zone holds no addresses there). Returns
-/// the SCOPE of the decision when it did.
+/// the SCOPE of the decision when it did, and the cap of the negative TTL when it is still a
+/// NODATA.
 fn steered_cname_target(
     steering: &Compiled,
     ans: &mut answer::Answer,
@@ -357,7 +377,7 @@ fn steered_cname_target(
     client: SocketAddr,
     ecs: Option<&Ecs>,
     id: u16,
-) -> Option<u8> {
+) -> Option<(u8, Option<u32>)> {
     if steering.is_empty() || (qtype != TYPE_A && qtype != TYPE_AAAA) || ans.rcode != rcode::NOERROR
     {
         return None;
@@ -370,14 +390,14 @@ fn steered_cname_target(
     let (a, scope) = steering.answer_for(svc, qtype, client, ecs, id);
     let Some(a) = a else {
         // The target has no address of this family in the client's region: NODATA, which
-        // depends on the region.
-        return Some(scope);
+        // depends on the region (and its negative TTL is the service's at most).
+        return Some((scope, Some(svc.ttl)));
     };
     let records = steered_records(&target, &a);
     ans.answer.extend(records.answer);
     // The negative answer's SOA goes: the chain now ends in data.
     ans.authority.clear();
-    Some(scope)
+    Some((scope, None))
 }
 
 fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {

@@ -21,11 +21,12 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Instant,
 };
 
 use arc_swap::ArcSwap;
 use dnsfast_common::{
-    maps::{AnswerLarge, MAX_REGIONS, REGION_ANY, REGION_SLOTS},
+    maps::{AnswerLarge, MAX_REGIONS, REGION_ANY, REGION_SLOTS, capped_ttl, set_state},
     steer::{Draw, draw, ecs_region},
     wire::{Ecs, TYPE_A, TYPE_AAAA, answer_rotation},
 };
@@ -48,6 +49,9 @@ use crate::{
 pub struct Service {
     /// Per family, per region.
     pub sets: [Vec<Option<SetName>>; 2],
+    /// Its records' TTL, which also bounds its NODATA's negative TTL (the answer depends on
+    /// the region and on health).
+    pub ttl: u32,
 }
 
 /// The map changes of a steering configuration (`mapsync`'s input).
@@ -124,6 +128,20 @@ pub struct Eligible {
     pub from: usize,
     /// Records whose address is healthy (`eligible` differs when failing open).
     pub healthy: u32,
+    /// The longest TTL an answer from this set may carry (0: the set's own): the time until
+    /// one of its eligible addresses, failing its checks, could be marked down.
+    pub ttl_cap: u16,
+}
+
+/// What the health rule knows of one endpoint address in one region's pools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrState {
+    /// It may be answered (healthy or forced up, and not drained).
+    pub up: bool,
+    /// It is drained (failing open does not answer it).
+    pub drained: bool,
+    /// Seconds until it could be marked down while it has failed checks but is up (0: none).
+    pub ttl_cap: u16,
 }
 
 /// Where a client was placed.
@@ -277,6 +295,7 @@ impl Compiled {
                 wire_lower(&svc.name),
                 Service {
                     sets: [per_family(0), per_family(1)],
+                    ttl: svc.ttl,
                 },
             );
         }
@@ -287,6 +306,7 @@ impl Compiled {
                 eligible: all_records(c),
                 from: i,
                 healthy: all_records(c),
+                ttl_cap: 0,
             })
             .collect();
         Self {
@@ -309,18 +329,22 @@ impl Compiled {
     /// (and not drained): see the module's documentation.
     #[must_use]
     pub fn health_states(&self, up: impl Fn(usize, usize) -> bool) -> Vec<Eligible> {
-        self.health_states_with(|_, e, f| (up(e, f), false))
+        self.health_states_with(|_, e, f| AddrState {
+            up: up(e, f),
+            ..AddrState::default()
+        })
     }
 
-    /// [`Self::health_states`] where `state(region, endpoint, family)` says whether the
-    /// endpoint's address may be answered in the region's pools and whether it is drained
-    /// (failing open answers only the undrained).
+    /// [`Self::health_states`] where `state(region, endpoint, family)` says what is known of
+    /// the endpoint's address in the region's pools: whether it may be answered, whether it is
+    /// drained (failing open answers only the undrained) and its TTL cap (the set's is the
+    /// lowest of its eligible records').
     #[must_use]
     pub fn health_states_with(
         &self,
-        state: impl Fn(u16, usize, usize) -> (bool, bool),
+        state: impl Fn(u16, usize, usize) -> AddrState,
     ) -> Vec<Eligible> {
-        let mask = |i: usize, want: &dyn Fn((bool, bool)) -> bool| -> u32 {
+        let mask = |i: usize, want: &dyn Fn(AddrState) -> bool| -> u32 {
             let s = &self.info[i];
             s.members
                 .iter()
@@ -328,9 +352,7 @@ impl Compiled {
                 .filter(|(_, e)| want(state(self.owners[i], **e, s.family)))
                 .fold(0, |m, (j, _)| m | 1 << j)
         };
-        let healthy: Vec<u32> = (0..self.info.len())
-            .map(|i| mask(i, &|(up, _)| up))
-            .collect();
+        let healthy: Vec<u32> = (0..self.info.len()).map(|i| mask(i, &|a| a.up)).collect();
         let count = |i: usize| healthy[i].count_ones();
         let is_up = |i: usize| count(i) >= self.info[i].needed;
         // The set `i` answers from; it always answers from itself (one hop in the program).
@@ -354,16 +376,27 @@ impl Compiled {
                 let from = resolve(i);
                 let eligible = if from == i && count(i) == 0 {
                     match self.info[i].all_down {
-                        AllDown::ServeAll => mask(i, &|(_, drained)| !drained),
+                        AllDown::ServeAll => mask(i, &|a| !a.drained),
                         AllDown::Nodata => 0,
                     }
                 } else {
                     healthy[i]
                 };
+                let s = &self.info[i];
+                let ttl_cap = s
+                    .members
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| eligible & 1 << j != 0)
+                    .map(|(_, e)| state(self.owners[i], *e, s.family).ttl_cap)
+                    .filter(|&c| c != 0)
+                    .min()
+                    .unwrap_or(0);
                 Eligible {
                     eligible,
                     from,
                     healthy: healthy[i],
+                    ttl_cap,
                 }
             })
             .collect()
@@ -400,41 +433,71 @@ impl Compiled {
         e: usize,
         f: usize,
     ) -> bool {
+        self.endpoint_state(table, e, f).is_none_or(|(up, _)| up)
+    }
+
+    /// What `table` says of endpoint `e`'s address of family `f`: whether it is up and until
+    /// when it could be marked down if it has failed checks while up. `None` for an endpoint
+    /// without a check (always healthy); an address without a result (or none of the family) is
+    /// down.
+    fn endpoint_state(
+        &self,
+        table: &HashMap<crate::health::Target, crate::health::State>,
+        e: usize,
+        f: usize,
+    ) -> Option<(bool, Option<Instant>)> {
         let ep = &self.endpoints[e];
-        let Some(c) = ep.check else { return true };
+        let c = ep.check?;
         let addr = if f == 0 {
             ep.v4.map(IpAddr::V4)
         } else {
             ep.v6.map(IpAddr::V6)
         };
-        let Some(addr) = addr else { return false };
-        let t = crate::health::Target {
-            check: Arc::clone(&self.checks[c]),
-            addr,
-        };
-        table.get(&t).is_some_and(|s| s.up)
+        let found = addr.and_then(|addr| {
+            table.get(&crate::health::Target {
+                check: Arc::clone(&self.checks[c]),
+                addr,
+            })
+        });
+        Some(found.map_or((false, None), |s| (s.up, s.pending_until)))
     }
 
-    /// [`Self::health_states`] by a health table and the forced states (which win).
+    /// [`Self::health_states`] by a health table and the forced states (which win), at `now`
+    /// (for the TTL caps of addresses with failed checks).
     #[must_use]
     pub fn health_from(
         &self,
         table: &HashMap<crate::health::Target, crate::health::State>,
         forced: &crate::forced::ForcedStates,
+        now: Instant,
     ) -> Vec<Eligible> {
         // Each endpoint address and each (region, endpoint, family) looked up once, not once
         // per set that holds it (a thousand services share a handful of endpoints).
         let (ne, nr) = (self.endpoints.len(), self.regions.len());
-        let healthy: Vec<bool> = (0..ne * 2)
-            .map(|i| self.endpoint_up(table, i / 2, i % 2))
+        let checked: Vec<(bool, u16)> = (0..ne * 2)
+            .map(|i| {
+                self.endpoint_state(table, i / 2, i % 2)
+                    .map_or((true, 0), |(up, until)| {
+                        (up, until.map_or(0, |t| ttl_cap(t, now)))
+                    })
+            })
             .collect();
-        let mut state = vec![(false, false); nr * ne * 2];
+        let mut state = vec![AddrState::default(); nr * ne * 2];
         for (r, region) in self.regions.iter().enumerate() {
             for (e, ep) in self.endpoints.iter().enumerate() {
                 for f in 0..2 {
+                    let (up, ttl_cap) = checked[e * 2 + f];
                     state[(r * ne + e) * 2 + f] = match forced.state(region, &ep.name, f) {
-                        Some(up) => (up, !up),
-                        None => (healthy[e * 2 + f], false),
+                        Some(up) => AddrState {
+                            up,
+                            drained: !up,
+                            ttl_cap: 0,
+                        },
+                        None => AddrState {
+                            up,
+                            drained: false,
+                            ttl_cap,
+                        },
                     };
                 }
             }
@@ -686,8 +749,12 @@ impl Compiled {
         let health = self.health.load();
         let answer = Self::set_name(service, qtype, region)
             .and_then(|i| health.get(i as usize))
-            .and_then(|e| Some((self.sets.get(e.from)?, health.get(e.from)?.eligible)))
-            .map(|(set, eligible)| Self::answer(set, eligible, answer_rotation(id, client.port())))
+            .and_then(|e| Some((self.sets.get(e.from)?, health.get(e.from)?)))
+            .map(|(set, h)| {
+                let (mut a, d) = Self::answer(set, h.eligible, answer_rotation(id, client.port()));
+                a.ttl = capped_ttl(a.ttl, set_state(0, h.ttl_cap, 0));
+                (a, d)
+            })
             .filter(|(_, d)| d.len > 0)
             .map(|(a, _)| a);
         (answer, scope)
@@ -860,11 +927,19 @@ fn all_records(c: &SetContents) -> u32 {
     (1u32 << c.answer.count.min(31)) - 1
 }
 
+/// The TTL cap (seconds, at least 1, 0 meaning none never arises) while an address could be
+/// marked down at `until`: the time left from `now`, rounded up.
+fn ttl_cap(until: Instant, now: Instant) -> u16 {
+    let ms = until.saturating_duration_since(now).as_millis();
+    u16::try_from(ms.div_ceil(1000).max(1)).unwrap_or(u16::MAX)
+}
+
 /// The map state of set `i`.
 fn map_state(health: &[Eligible], i: usize, generation: u8) -> SetState {
     let e = health[i];
     SetState {
         eligible: e.eligible,
+        ttl_cap: e.ttl_cap,
         answers_from: (e.from != i).then(|| set_name(generation, e.from)),
     }
 }
@@ -1006,6 +1081,53 @@ mod tests {
                 assert_eq!(h[e.from].from, e.from, "endpoints up: {mask:06b}");
             }
         }
+    }
+
+    #[test]
+    fn an_answer_is_cached_no_longer_than_until_a_failing_address_in_it_could_be_down() {
+        let c = chained("serve-all");
+        let svc = c
+            .service(&wire_lower(&Name::from_ascii("www.example.com.").unwrap()))
+            .unwrap();
+        let a = |region: u16| Compiled::set_name(svc, TYPE_A, region).unwrap() as usize;
+        let eps = &c.endpoints;
+        let caps = |caps: &'static [(&'static str, u16)], down: &'static [&'static str]| {
+            c.health_states_with(move |_, e, _| AddrState {
+                up: !down.contains(&eps[e].name.as_str()),
+                drained: false,
+                ttl_cap: caps
+                    .iter()
+                    .find(|(n, _)| *n == eps[e].name)
+                    .map_or(0, |(_, c)| *c),
+            })
+        };
+        // The lowest cap of the set's eligible addresses; none without failing addresses.
+        let h = caps(&[("us-1", 7), ("us-2", 3), ("eu-1", 9)], &[]);
+        assert_eq!(
+            (h[a(0)].ttl_cap, h[a(1)].ttl_cap, h[a(2)].ttl_cap),
+            (3, 9, 0)
+        );
+        // An address that is not answered does not cap: us-2 down, us (min 2) fails over to
+        // eu, whose set carries its own cap; us's own set keeps only us-1's.
+        let h = caps(&[("us-1", 7), ("us-2", 3), ("eu-1", 9)], &["us-2"]);
+        assert_eq!(h[a(0)].from, a(1));
+        assert_eq!((h[a(0)].ttl_cap, h[a(1)].ttl_cap), (7, 9));
+        // The map's state word carries it, and an answer's TTL is the lower of the two.
+        let SetState {
+            ttl_cap: word_cap, ..
+        } = map_state(&h, a(1), 0);
+        assert_eq!(word_cap, 9);
+        assert_eq!(capped_ttl(60, set_state(0b11, 9, 4)), 9);
+        assert_eq!(capped_ttl(5, set_state(0b11, 9, 4)), 5);
+        assert_eq!(capped_ttl(60, set_state(0b11, 0, 4)), 60);
+        // Seconds left, rounded up, at least 1.
+        let now = Instant::now();
+        assert_eq!(
+            ttl_cap(now + std::time::Duration::from_millis(2_001), now),
+            3
+        );
+        assert_eq!(ttl_cap(now + std::time::Duration::from_secs(2), now), 2);
+        assert_eq!(ttl_cap(now, now + std::time::Duration::from_secs(1)), 1);
     }
 
     #[test]

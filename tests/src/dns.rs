@@ -358,3 +358,20 @@ pub fn addresses(reply: &[u8]) -> Vec<IpAddr> {
         })
         .collect()
 }
+
+/// The TTLs of a reply's answer records and of its authority SOA (the negative TTL of a
+/// NODATA or NXDOMAIN), if any.
+///
+/// # Panics
+/// If `reply` is not a DNS message.
+#[must_use]
+pub fn ttls(reply: &[u8]) -> (Vec<u32>, Option<u32>) {
+    let m = Message::from_vec(reply).expect("a DNS message");
+    let answer = m.answers.iter().map(|r| r.ttl).collect();
+    let soa = m
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.ttl);
+    (answer, soa)
+}

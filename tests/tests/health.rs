@@ -5,8 +5,10 @@
 //! the partial-chain rule; everything down fails open, or answers NODATA where configured —
 //! the same from the XDP program (UDP) and the daemon (TCP); drains of an endpoint, a family
 //! and a region, with an expiry, surviving reload and restart, and forced up. Needs root; runs
-//! serially (test hosts 46, 47 and 48). A region failing over with 1,000 services on its pools
-//! rewrites them within the update budget, 40 times.
+//! serially (test hosts 46 to 49). While an answered address has failed checks but is not
+//! yet down, the answers holding it carry a TTL no longer than the time until it could be. A
+//! region failing over with 1,000 services on its pools rewrites them within the update
+//! budget, 40 times.
 
 use std::{
     collections::BTreeSet,
@@ -115,10 +117,10 @@ impl Rig {
                 v6(n, i)
             );
         }
-        for (svc, all_down) in [("www", "serve-all"), ("nod", "nodata")] {
+        for (svc, all_down, ttl) in [("www", "serve-all", 60), ("nod", "nodata", 20)] {
             let _ = write!(
                 extra,
-                "[[service]]\nname = \"{svc}.example.com\"\nanswer_count = 2\nall_down = \"{all_down}\"\n\
+                "[[service]]\nname = \"{svc}.example.com\"\nanswer_count = 2\nall_down = \"{all_down}\"\nttl = {ttl}\n\
                  [[service.pool]]\nregion = \"us\"\nendpoints = [{{ endpoint = \"us-1\" }}, {{ endpoint = \"us-2\" }}]\n\
                  [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n"
             );
@@ -357,6 +359,14 @@ fn answers_follow_health_with_failover_partial_chains_and_fail_open() {
         ask("nod.example.com.", RecordType::A, false),
         BTreeSet::new()
     );
+    // Its negative TTL: min(SOA MINIMUM 30, the service's TTL 20), from both paths.
+    let q = dns::query(9, "nod.example.com.", RecordType::A, Some((1232, false)));
+    let udp = dns::udp_exchange(server4, &q, TIMEOUT).unwrap();
+    let tcp = dns::tcp_exchange(server4, std::slice::from_ref(&q), TIMEOUT)
+        .unwrap()
+        .remove(0);
+    assert_eq!(dns::ttls(&udp), (vec![], Some(20)), "NODATA over UDP");
+    assert_eq!(dns::ttls(&tcp), (vec![], Some(20)), "NODATA over TCP");
     assert_eq!(
         ask("nod.example.com.", RecordType::AAAA, false),
         a6(&[1, 2])
@@ -382,6 +392,133 @@ fn answers_follow_health_with_failover_partial_chains_and_fail_open() {
         last_us < 100_000,
         "a map update within 100 ms: {last_us} µs"
     );
+}
+
+/// One query's reply over UDP (the XDP program) and TCP (the daemon): the addresses and
+/// their TTL (the same for all records of an answer).
+fn ttl_pair(server: SocketAddr, id: u16, name: &str) -> [(BTreeSet<IpAddr>, u32); 2] {
+    let q = dns::query(id, name, RecordType::A, Some((1232, false)));
+    let udp = dns::udp_exchange(server, &q, TIMEOUT).unwrap();
+    let tcp = dns::tcp_exchange(server, std::slice::from_ref(&q), TIMEOUT)
+        .unwrap()
+        .remove(0);
+    [udp, tcp].map(|r| {
+        let (ttls, _) = dns::ttls(&r);
+        assert!(ttls.windows(2).all(|w| w[0] == w[1]), "{ttls:?}");
+        (addresses(&r), ttls.first().copied().unwrap_or(0))
+    })
+}
+
+#[test]
+fn answers_with_a_failing_address_are_cached_no_longer_than_until_it_could_be_down() {
+    // A slower check than the others' (interval 1 s, timeout 300 ms, fall 4): after its first
+    // failure an address stays in the answers up to 3.3 s more, and the answers holding it
+    // say so in their TTL (60 otherwise), counting down; it leaves, and the TTL is 60 again.
+    let mut rig = Rig::new(49, "ttlcap", 1);
+    rig.extra = rig
+        .extra
+        .replace(
+            &format!("interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{CHECK_TIMEOUT_MS}ms\"\nfall = {FALL}\nrise = {RISE}"),
+            "interval = \"1s\"\ntimeout = \"300ms\"\nfall = 4\nrise = 1",
+        );
+    assert!(rig.extra.contains("fall = 4"));
+    let daemon = rig.start("ttlcap", "");
+    let server = rig.server();
+    let www = "www.example.com.";
+    let us1 = IpAddr::V4(v4(rig.n, 1));
+    for (path, (addrs, ttl)) in ["UDP", "TCP"].iter().zip(ttl_pair(server, 1, www)) {
+        assert_eq!((addrs, ttl), (rig.a4(&[1, 2]), 60), "{path} before");
+    }
+    let answered =
+        || daemon.xdp_counter("answered").unwrap() + daemon.xdp_counter("answered_ecs").unwrap();
+    let before = answered();
+    let failed = Instant::now();
+    rig.web4[0].set(503);
+    // Nominal: the first failing probe within an interval (+ its timeout), three more one
+    // interval apart: 4.3 s; the deadline 3x that and more.
+    let deadline = Duration::from_millis(3 * 4_300 + 1_000);
+    let mut seen: Vec<(Duration, usize, u32)> = Vec::new();
+    let mut udp_queries = 0;
+    let gone = loop {
+        let at = failed.elapsed();
+        let pair = ttl_pair(server, (seen.len() % 60_000) as u16, www);
+        udp_queries += 1;
+        if pair.iter().all(|(a, _)| *a == rig.a4(&[2])) {
+            break failed.elapsed();
+        }
+        for (path, (addrs, ttl)) in pair.iter().enumerate() {
+            assert!(*ttl <= 60, "{ttl}");
+            if addrs.contains(&us1) {
+                seen.push((at, path, *ttl));
+            }
+        }
+        assert!(
+            at < deadline,
+            "us-1 still answered after {at:?}: {}",
+            daemon.status().unwrap()["health"]
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let capped: Vec<&(Duration, usize, u32)> = seen.iter().filter(|s| s.2 < 60).collect();
+    let mut steps: Vec<(u32, Duration)> = Vec::new();
+    for (at, _, ttl) in &capped {
+        if steps.last().is_none_or(|(t, _)| t != ttl) {
+            steps.push((*ttl, *at));
+        }
+    }
+    println!(
+        "us-1 left the answers {gone:?} after its server started failing; meanwhile the answers \
+         holding it had TTL {}",
+        steps
+            .iter()
+            .map(|(t, at)| format!("{t} from {:.2} s", at.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Both paths capped the TTL, counting down from at most the 3.3 s left after the first
+    // failure (rounded up: 4), never below 1.
+    for path in 0..2 {
+        let ttls: Vec<u32> = capped.iter().filter(|s| s.1 == path).map(|s| s.2).collect();
+        assert!(
+            ttls.len() >= 2 && ttls.iter().all(|t| (1..=4).contains(t)),
+            "path {path}: {ttls:?}"
+        );
+        assert!(
+            ttls.windows(2).all(|w| w[1] <= w[0]),
+            "counting down: {ttls:?}"
+        );
+    }
+    // No answer holding us-1 outlives its removal: once its first failure could have been
+    // recorded (one interval and the timeout after the server failed, with slack for a late
+    // probe), every answer's expiry is within 2.5 s of the moment it left: the cap is rounded
+    // up to the second, counts the last probe's whole timeout (a 503 takes a millisecond),
+    // is refreshed every 100 ms, and the poll lags by one query.
+    let recorded_by = Duration::from_secs(2);
+    for (at, path, ttl) in &seen {
+        if *at >= recorded_by {
+            assert!(
+                *at + Duration::from_secs(u64::from(*ttl)) <= gone + Duration::from_millis(2_500),
+                "an answer at {at:?} (path {path}) with TTL {ttl} outlives the removal at {gone:?}"
+            );
+        }
+    }
+    // Every UDP query was answered in XDP, the capped ones included.
+    assert_eq!(answered() - before, udp_queries, "answered in XDP");
+    // After it left, the answers hold only addresses without failures: the full TTL.
+    for (path, (addrs, ttl)) in ["UDP", "TCP"].iter().zip(ttl_pair(server, 2, www)) {
+        assert_eq!((addrs, ttl), (rig.a4(&[2]), 60), "{path} after");
+    }
+    // Status says it is down; before that it said when it could be.
+    let st = daemon.status().unwrap();
+    let t = st["health"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["addr"] == us1.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(t["state"], "down", "{t}");
+    assert!(t.get("down_in_s").is_none(), "{t}");
 }
 
 /// `dnsfast drain|undrain|force-up ARGS` against the daemon; its output.

@@ -1017,6 +1017,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
     let pool6: Vec<Vec<u8>> = (1..=2).map(v6).collect();
     let up = |eligible| SetState {
         eligible,
+        ttl_cap: 0,
         answers_from: None,
     };
     let sets = [
@@ -1129,6 +1130,7 @@ fn steered_names_answer_the_eligible_records_of_their_regions_shared_set() {
         name: 0,
         state: SetState {
             eligible: 0,
+            ttl_cap: 0,
             answers_from: Some(1),
         },
     }];
@@ -1197,6 +1199,7 @@ fn first_record_shares(weights: &[u8], answer_count: u8, queries: u32) -> Vec<f6
         }),
         state: SetState {
             eligible: all,
+            ttl_cap: 0,
             answers_from: None,
         },
     }];

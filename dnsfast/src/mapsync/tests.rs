@@ -91,7 +91,8 @@ impl Model {
             })
     }
 
-    /// The records and eligible mask a lookup of steered `k` in `region` gets.
+    /// The records and eligible mask a lookup of steered `k` in `region` gets (the TTL cap in
+    /// bits 16..32).
     fn steered(&self, k: &HotKey, region: u32) -> Option<(Arc<SetContents>, u32)> {
         let hashed = |k| self.keys.get(k).and_then(|e| self.index.get(e)).copied();
         let slot = if in_table(k) {
@@ -114,7 +115,7 @@ impl Model {
         let from = (word >> 32) as u32;
         let (contents, word) = self.sets.get(&from)?;
         let mask = (*word as u32) & ((1u32 << contents.answer.count) - 1);
-        (mask != 0).then(|| (Arc::clone(contents), mask))
+        (mask != 0).then(|| (Arc::clone(contents), mask | (*word as u32 & 0xFFFF_0000)))
     }
 
     fn reachable(&self, slot: u32) -> bool {
@@ -584,7 +585,13 @@ impl Wanted {
         let from = self.target_under(states, k, region)?;
         let (contents, state) = &states.sets[&from];
         let mask = state.eligible & ((1u32 << contents.answer.count) - 1);
-        (mask != 0).then(|| (from, Arc::clone(contents), mask))
+        (mask != 0).then(|| {
+            (
+                from,
+                Arc::clone(contents),
+                mask | u32::from(state.ttl_cap) << 16,
+            )
+        })
     }
 }
 
@@ -630,6 +637,7 @@ fn steered_batches_keep_readers_safe_and_lose_no_answer() {
             }
             let state = SetState {
                 eligible: rnd(16),
+                ttl_cap: [0, 1, 37][(round % 3) as usize],
                 answers_from: (rnd(3) == 0).then(|| rnd(SETS)).filter(|t| *t != name),
             };
             match rnd(6) {
@@ -749,7 +757,9 @@ fn steered_batches_keep_readers_safe_and_lose_no_answer() {
                                 .any(|w| w.sets.get(t).is_some_and(|(wc, _)| wc == c))
                                 && [&before, &want].iter().any(|w| {
                                     w.sets.get(t).is_some_and(|(wc, ws)| {
-                                        ws.eligible & ((1u32 << wc.answer.count) - 1) == *m
+                                        ws.eligible & ((1u32 << wc.answer.count) - 1)
+                                            | u32::from(ws.ttl_cap) << 16
+                                            == *m
                                     })
                                 })
                         }),
@@ -815,6 +825,7 @@ fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
         contents: contents(name as u8, 4),
         state: SetState {
             eligible,
+            ttl_cap: 0,
             answers_from,
         },
     };
@@ -840,6 +851,7 @@ fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
         name: 0,
         state: SetState {
             eligible: 0b1101,
+            ttl_cap: 0,
             answers_from: None,
         },
     }];
@@ -860,6 +872,7 @@ fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
         name: 0,
         state: SetState {
             eligible: 0,
+            ttl_cap: 0,
             answers_from: Some(1),
         },
     }];
@@ -891,6 +904,7 @@ fn a_health_change_is_one_store_per_set_however_many_names_share_it() {
         contents: contents(9, 2),
         state: SetState {
             eligible: 0b11,
+            ttl_cap: 0,
             answers_from: None,
         },
     }];
