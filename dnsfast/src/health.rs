@@ -194,7 +194,7 @@ impl Checker {
             first.spawn(async move {
                 let started = Instant::now();
                 let _p = permits.acquire_owned().await;
-                let o = probe(&t).await;
+                let o = Probe::new(&t).run().await;
                 (t, o, started)
             });
         }
@@ -263,6 +263,7 @@ async fn probe_loop(
 ) {
     let interval = t.check.interval;
     let mut next = start + phase(&t);
+    let prober = Probe::new(&t);
     loop {
         next += interval;
         let now = Instant::now();
@@ -274,7 +275,7 @@ async fn probe_loop(
             let Ok(_p) = permits.acquire().await else {
                 return;
             };
-            probe(&t).await
+            prober.run().await
         };
         let report = Report {
             target: t.clone(),
@@ -288,10 +289,39 @@ async fn probe_loop(
     }
 }
 
-/// One probe of `t`, bounded by its timeout.
-pub async fn probe(t: &Target) -> Outcome {
+/// What probes a target: it and, for HTTP(S), its client, built once (building one reads the
+/// TLS roots) and used for every probe of the target (each still connects afresh: the client
+/// keeps no idle connections).
+pub struct Probe {
+    target: Target,
+    client: Result<Option<reqwest::Client>, String>,
+}
+
+impl Probe {
+    /// The probe of `t`.
+    #[must_use]
+    pub fn new(t: &Target) -> Self {
+        let client = if t.check.kind == CheckKind::Tcp {
+            Ok(None)
+        } else {
+            http_client(t).map(Some)
+        };
+        Self {
+            target: t.clone(),
+            client,
+        }
+    }
+
+    /// One probe, bounded by the check's timeout.
+    pub async fn run(&self) -> Outcome {
+        probe(&self.target, self.client.as_ref()).await
+    }
+}
+
+/// One probe of `t` with `client` (HTTP(S)), bounded by its timeout.
+async fn probe(t: &Target, client: Result<&Option<reqwest::Client>, &String>) -> Outcome {
     let started = Instant::now();
-    let result = tokio::time::timeout(t.check.timeout, probe_inner(t)).await;
+    let result = tokio::time::timeout(t.check.timeout, probe_inner(t, client)).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (ok, detail) = match result {
         Err(_) => (false, format!("timeout after {:?}", t.check.timeout)),
@@ -305,7 +335,10 @@ pub async fn probe(t: &Target) -> Outcome {
     }
 }
 
-async fn probe_inner(t: &Target) -> Result<String, String> {
+async fn probe_inner(
+    t: &Target,
+    client: Result<&Option<reqwest::Client>, &String>,
+) -> Result<String, String> {
     let c = &t.check;
     let sock = SocketAddr::new(t.addr, c.port);
     if c.kind == CheckKind::Tcp {
@@ -314,7 +347,10 @@ async fn probe_inner(t: &Target) -> Result<String, String> {
             .map(|_| "connected".to_string())
             .map_err(|e| format!("connect: {e}"));
     }
-    let client = http_client(t)?;
+    let client = client
+        .map_err(Clone::clone)?
+        .as_ref()
+        .ok_or("no HTTP client")?;
     let scheme = if c.kind == CheckKind::Https {
         "https"
     } else {

@@ -5,7 +5,7 @@
 //! the partial-chain rule; everything down fails open, or answers NODATA where configured —
 //! the same from the XDP program (UDP) and the daemon (TCP); drains of an endpoint, a family
 //! and a region, with an expiry, surviving reload and restart, and forced up. Needs root; runs
-//! serially (test hosts 46 to 49). While an answered address has failed checks but is not
+//! serially (test hosts 46 to 49, and 51). While an answered address has failed checks but is not
 //! yet down, the answers holding it carry a TTL no longer than the time until it could be. A
 //! region failing over with 1,000 services on its pools rewrites them within the update
 //! budget, 40 times.
@@ -672,15 +672,14 @@ fn a_region_failing_over_rewrites_a_thousand_services_within_the_budget() {
              [[service.pool]]\nregion = \"eu\"\nendpoints = [{{ endpoint = \"eu-1\" }}, {{ endpoint = \"eu-2\" }}]\n"
         );
     }
-    // The daemon's own speed: the release build (`cargo xtask test` builds it before these
-    // tests; a debug build takes ~15x as long for this update).
-    let release = dnsfast_tests::workspace_root().join("target/release/dnsfast");
-    assert!(
-        release.exists(),
-        "{} is missing: `cargo build --release -p dnsfast` (cargo xtask test builds it)",
-        release.display()
+    // The daemon's own speed: the release build (a debug build takes ~15x as long for this
+    // update).
+    let daemon = rig.start_bin(
+        "spread",
+        "",
+        "max_answer_sets = 8192\n",
+        Some(&release_bin()),
     );
-    let daemon = rig.start_bin("spread", "", "max_answer_sets = 8192\n", Some(&release));
     let server4 = rig.server();
     let last = "s999.example.com.";
     let eu: BTreeSet<IpAddr> = [3u8, 4].iter().map(|&i| IpAddr::V4(v4(rig.n, i))).collect();
@@ -715,4 +714,191 @@ fn a_region_failing_over_rewrites_a_thousand_services_within_the_budget() {
         took[took.len() - 1] < 100_000,
         "every update within 100 ms: {took:?}"
     );
+}
+
+/// The release build of the daemon (`cargo xtask test` builds it before these tests).
+fn release_bin() -> std::path::PathBuf {
+    let release = dnsfast_tests::workspace_root().join("target/release/dnsfast");
+    assert!(
+        release.exists(),
+        "{} is missing: `cargo build --release -p dnsfast` (cargo xtask test builds it)",
+        release.display()
+    );
+    release
+}
+
+/// dnsperf's figure for `key` (the first number after it).
+fn perf_field(out: &str, key: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("dnsperf output lacks {key:?}:\n{out}"))
+}
+
+#[test]
+fn an_endpoint_flapping_under_the_seeds_load_gives_only_valid_answers_and_loses_nothing() {
+    const SECONDS: u64 = 30;
+    // The seed's 1M queries a minute (16,667 q/s, A and AAAA 1:1, dnsperf) on the steered name
+    // for 30 s while us-1's IPv4 server flaps every 800 ms (checks every 250 ms, timeout
+    // 200 ms, fall 2, rise 2: down within 0.7 s, up within 0.5 s; it leaves and rejoins the
+    // answers about 37 times). A verifying client of ours asks meanwhile: every A answer is
+    // one of the two states (us-1 and us-2, or us-2 alone), every AAAA answer the one state
+    // (us-1 and us-2), a TTL below 60 only while us-1 is in it. The release daemon (as
+    // deployed), with a timeout the two cores' load leaves room for: the other addresses'
+    // checks must not fail under it.
+    let mut rig = Rig::new(51, "flap", 1);
+    rig.extra = rig.extra.replace(
+        &format!(
+            "interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{CHECK_TIMEOUT_MS}ms\"\nfall = {FALL}\nrise = {RISE}"
+        ),
+        "interval = \"250ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 2",
+    );
+    assert!(rig.extra.contains("\"250ms\""));
+    let daemon = rig.start_bin("flap", "", "", Some(&release_bin()));
+    let server = rig.server();
+    let www = "www.example.com.";
+    // Everything up first (an address's first check may meet its neighbour entry unresolved).
+    let settle = Duration::from_secs(5);
+    until(
+        &daemon,
+        server,
+        "A up",
+        www,
+        RecordType::A,
+        false,
+        &rig.a4(&[1, 2]),
+        settle,
+    );
+    until(
+        &daemon,
+        server,
+        "AAAA up",
+        www,
+        RecordType::AAAA,
+        false,
+        &rig.a6(&[1, 2]),
+        settle,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let queries = dir.path().join("queries");
+    std::fs::write(&queries, format!("{www} A\n{www} AAAA\n")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flapper = {
+        let stop = std::sync::Arc::clone(&stop);
+        let web = &rig.web4[0];
+        std::thread::scope(|s| {
+            let load = s.spawn(|| {
+                std::process::Command::new("dnsperf")
+                    .args(["-s", &server.ip().to_string(), "-d"])
+                    .arg(&queries)
+                    .args([
+                        "-l",
+                        &SECONDS.to_string(),
+                        "-Q",
+                        "16667",
+                        "-c",
+                        "4",
+                        "-t",
+                        "3",
+                    ])
+                    .output()
+                    .unwrap()
+            });
+            let flap = s.spawn(|| {
+                let mut flaps = 0u32;
+                let t = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && t.elapsed() < Duration::from_secs(SECONDS + 10)
+                {
+                    web.set(if flaps.is_multiple_of(2) { 503 } else { 200 });
+                    flaps += 1;
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+                web.set(200);
+                flaps
+            });
+            // The verifying client, until dnsperf is done.
+            let valid_a = [rig.a4(&[1, 2]), rig.a4(&[2])];
+            let valid_aaaa = rig.a6(&[1, 2]);
+            let us1 = IpAddr::V4(v4(rig.n, 1));
+            let (mut asked, mut seen_a) = (0u64, [0u64; 2]);
+            let mut id = 0u16;
+            while !load.is_finished() {
+                id = id.wrapping_add(1);
+                let qtype = if id.is_multiple_of(2) {
+                    RecordType::A
+                } else {
+                    RecordType::AAAA
+                };
+                let q = dns::query(id, www, qtype, Some((1232, false)));
+                let r = dns::udp_exchange(server, &q, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("query {id} unanswered under load: {e:#}"));
+                asked += 1;
+                assert_eq!(dns::rcode(&r).unwrap(), 0);
+                let got = addresses(&r);
+                let (ttls, _) = dns::ttls(&r);
+                if qtype == RecordType::A {
+                    let k = valid_a.iter().position(|v| *v == got).unwrap_or_else(|| {
+                        panic!("query {id}: A answer {got:?} is none of {valid_a:?}")
+                    });
+                    seen_a[k] += 1;
+                    assert!(
+                        ttls.iter()
+                            .all(|t| *t == 60 || (got.contains(&us1) && *t <= 60)),
+                        "query {id}: {got:?} with TTL {ttls:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        got,
+                        valid_aaaa,
+                        "query {id}: AAAA; {}",
+                        daemon.status().unwrap()["health"]
+                    );
+                    assert!(
+                        ttls.iter().all(|t| *t == 60),
+                        "query {id}: AAAA TTL {ttls:?}; {}",
+                        daemon.status().unwrap()["health"]["targets"]
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let out = load.join().unwrap();
+            let flaps = flap.join().unwrap();
+            (out, flaps, asked, seen_a)
+        })
+    };
+    let (out, flaps, asked, seen_a) = flapper;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dnsperf: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sent, lost) = (
+        perf_field(&text, "Queries sent:"),
+        perf_field(&text, "Queries lost:"),
+    );
+    let st = daemon.status().unwrap();
+    let spread = st["health"]["update_spread_us"].clone();
+    println!(
+        "flapping: {flaps} flips in {SECONDS} s; dnsperf sent {sent}, lost {lost}; our client \
+         asked {asked} (A with us-1 {}, without {}); health-driven map updates (µs): {spread}",
+        seen_a[0], seen_a[1]
+    );
+    assert!(
+        sent >= 16_667 * SECONDS * 9 / 10,
+        "dnsperf sent {sent} (rate 16,667 q/s for {SECONDS} s)"
+    );
+    assert_eq!(lost, 0, "dnsperf lost queries:\n{text}");
+    assert!(
+        seen_a[0] > 0 && seen_a[1] > 0,
+        "our client saw both states: {seen_a:?}"
+    );
+    // The transitions' map updates: at least 20, each within the budget.
+    let n = spread["n"].as_u64().unwrap();
+    let max = spread["max"].as_u64().unwrap();
+    assert!(n >= 20, "{n} health-driven map updates: {spread}");
+    assert!(max < 100_000, "a map update took {max} µs: {spread}");
 }
