@@ -90,12 +90,40 @@ fn seed_health_endpoints(host: &TestHost) -> Result<Vec<HealthServer>> {
     Ok(servers)
 }
 
+/// The seed example with its checks scaled from 30 s / 5 s to 1 s / 200 ms (the smoke check's
+/// failover timeline), beside the build: paths made absolute.
+fn scaled_seed_config() -> Result<std::path::PathBuf> {
+    let dir = root().join("examples/seed");
+    let text = std::fs::read_to_string(dir.join("dnsfast.toml"))?;
+    let scaled = text
+        .replace("interval = \"30s\"", "interval = \"1s\"")
+        .replace("timeout = \"5s\"", "timeout = \"200ms\"")
+        .replace(
+            "file = \"example.com.zone\"",
+            &format!("file = \"{}\"", dir.join("example.com.zone").display()),
+        )
+        .replace(
+            "database = \"../../target/",
+            &format!("database = \"{}/", root().join("target").display()),
+        );
+    ensure!(
+        scaled.contains("interval = \"1s\"") && scaled.contains("timeout = \"200ms\""),
+        "the seed example's check is not the one the smoke check scales"
+    );
+    let out = root().join("target/seed-smoke");
+    std::fs::create_dir_all(&out)?;
+    let path = out.join("dnsfast.toml");
+    std::fs::write(&path, scaled)?;
+    Ok(path)
+}
+
 pub fn run(example: Example, smoke: bool) -> Result<()> {
     let bin = dnsfast_bin();
-    let config = root().join(match example {
-        Example::Basic => "examples/dnsfast.toml",
-        Example::Seed => "examples/seed/dnsfast.toml",
-    });
+    let config = match (example, smoke) {
+        (Example::Basic, _) => root().join("examples/dnsfast.toml"),
+        (Example::Seed, false) => root().join("examples/seed/dnsfast.toml"),
+        (Example::Seed, true) => scaled_seed_config()?,
+    };
     // Names and the 198.18.0.0/24 / 2001:2::/64 subnet match both examples.
     let host = TestHost::with_names(0, NETNS, "dnsf-cli", "dnsf-srv")
         .context("create the demo test host")?;
@@ -163,7 +191,10 @@ pub fn run(example: Example, smoke: bool) -> Result<()> {
     if smoke {
         match example {
             Example::Basic => smoke_checks(&lines)?,
-            Example::Seed => seed_checks(&lines)?,
+            Example::Seed => {
+                seed_checks(&lines)?;
+                seed_timeline(&b, &host)?;
+            }
         }
     } else {
         println!(
@@ -445,6 +476,111 @@ fn seed_checks(lines: &[String]) -> Result<()> {
         "\nsmoke: every region's clients got its endpoints ({answered} answered in XDP, {with_ecs} \
          with ECS: SCOPE {eu_scope} and {apac_scope}); 30 addresses healthy; a drained us failed \
          over to eu and came back"
+    );
+    Ok(())
+}
+
+/// One A query for www.example.com from a client in us (198.18.1.2): the answer's addresses
+/// and TTL.
+fn ask_as_us(host: &TestHost, id: u16) -> Result<(Vec<std::net::IpAddr>, u32)> {
+    let sock = std::net::UdpSocket::bind("198.18.1.2:0")?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let q = dnsfast_tests::dns::query(
+        id,
+        "www.example.com.",
+        hickory_proto::rr::RecordType::A,
+        None,
+    );
+    sock.send_to(&q, (host.v4, 53))?;
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).context("no answer")?;
+    let (ttls, _) = dnsfast_tests::dns::ttls(&buf[..n]);
+    Ok((
+        dnsfast_tests::dns::addresses(&buf[..n]),
+        ttls.first().copied().unwrap_or(0),
+    ))
+}
+
+/// The failover timeline of the seed example with its checks scaled to 1 s (timeout 200 ms,
+/// fall 3, rise 1; the smoke check runs that copy): region us fails (all five endpoints'
+/// `/health`), its clients' answers show the TTL rule while the failures are pending and move
+/// to eu, then us heals and they come back. Printed, and checked against 3x the nominal
+/// bounds (fall × interval + timeout + 1 s down, interval + timeout + 1 s up).
+fn seed_timeline(b: &str, host: &TestHost) -> Result<()> {
+    let in_region = |a: &[std::net::IpAddr], prefix: &str| {
+        !a.is_empty() && a.iter().all(|x| x.to_string().starts_with(prefix))
+    };
+    let (a, ttl) = ask_as_us(host, 1)?;
+    ensure!(
+        in_region(&a, "198.18.10.") && ttl == 60,
+        "us before: {a:?} TTL {ttl}"
+    );
+    let status = format!("{b} status --netns {NETNS} --json");
+    let failed = std::time::Instant::now();
+    for i in 1..=5 {
+        std::fs::write(format!("{FAIL_DIR}/us-{i}"), "")?;
+    }
+    let down_by = Duration::from_millis(3 * (3 * 1_000 + 200 + 1_000));
+    let (mut capped, mut id) = (Vec::<(Duration, u32)>::new(), 1u16);
+    let moved = loop {
+        id = id.wrapping_add(1);
+        let at = failed.elapsed();
+        let (a, ttl) = ask_as_us(host, id)?;
+        if in_region(&a, "198.18.20.") {
+            break at;
+        }
+        ensure!(in_region(&a, "198.18.10."), "us while failing: {a:?}");
+        if ttl < 60 && capped.last().is_none_or(|(_, t)| *t != ttl) {
+            capped.push((at, ttl));
+        }
+        ensure!(
+            at < down_by,
+            "us still answered from us {at:?} after it failed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let st = output(&status)?;
+    let update_us: u64 = st
+        .split("\"last_update_us\": ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .context("no last_update_us in the status")?;
+    ensure!(
+        !capped.is_empty(),
+        "no answer carried a capped TTL while us was failing"
+    );
+    for i in 1..=5 {
+        std::fs::remove_file(format!("{FAIL_DIR}/us-{i}"))?;
+    }
+    let healed = std::time::Instant::now();
+    let up_by = Duration::from_millis(3 * (1_000 + 200 + 1_000));
+    let back = loop {
+        id = id.wrapping_add(1);
+        let (a, ttl) = ask_as_us(host, id)?;
+        if in_region(&a, "198.18.10.") && ttl == 60 {
+            break healed.elapsed();
+        }
+        ensure!(
+            healed.elapsed() < up_by,
+            "us not back {:?} after it healed",
+            healed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!(
+        "\nfailover timeline (the seed's checks scaled to interval 1 s, timeout 200 ms, fall 3, \
+         rise 1; bound fall × interval + timeout + 1 s = 4.2 s): region us failed at 0; its \
+         clients' answers carried TTL {} while the checks failed; the last deciding result's \
+         map update took {update_us} µs; the first answer from eu at {:.0} ms; us healed, \
+         its own answers (TTL 60) back {:.0} ms later",
+        capped
+            .iter()
+            .map(|(at, t)| format!("{t} from {:.0} ms", at.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", "),
+        moved.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3
     );
     Ok(())
 }
