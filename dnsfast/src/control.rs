@@ -172,8 +172,14 @@ pub struct HealthStatus {
     pub targets: Vec<crate::health::TargetStatus>,
     /// Per region and family.
     pub pools: Vec<PoolStatus>,
-    /// Map updates a health change caused.
+    /// Map updates a health result or a drain decided (the TTL caps' refreshes not counted).
     pub updates: u64,
+    /// Answer sets that started failing open (no healthy endpoint anywhere in their chains).
+    #[serde(default)]
+    pub fail_open_entered: u64,
+    /// Answer sets that started answering NODATA for the same reason.
+    #[serde(default)]
+    pub nodata_entered: u64,
     /// The last one: from the result that decided it to the last map store, µs.
     pub last_update_us: Option<u64>,
     /// The same over the last [`UPDATE_HISTORY`] updates decided by a result or a request.
@@ -379,7 +385,7 @@ pub fn render_health(h: &HealthStatus) -> String {
     }
     for t in &h.targets {
         let pending = t.down_in_s.map_or_else(String::new, |s| {
-            format!("; down in {s} s at the latest, answers' TTL capped to that")
+            format!("; answers' TTL capped to {s} s: it could be down by then")
         });
         let _ = writeln!(
             o,
@@ -423,6 +429,14 @@ pub fn render_health(h: &HealthStatus) -> String {
             h.updates,
             ms(us)
         );
+        if h.fail_open_entered + h.nodata_entered > 0 {
+            let _ = writeln!(
+                o,
+                "health     nothing healthy in a chain: {} times a set failed open, {} times \
+                 NODATA",
+                h.fail_open_entered, h.nodata_entered
+            );
+        }
     }
     o
 }

@@ -28,6 +28,7 @@ use crate::{
     mapsync::{self, Capacity},
     server::{self, Shared},
     signals::{Signal, Signals},
+    steering::{Compiled, Eligible},
     tcp, udp,
     xdp::Dataplane,
 };
@@ -58,8 +59,15 @@ pub struct Daemon {
     /// Operator-forced states, and the file they persist in.
     forced: Mutex<ForcedStates>,
     forced_file: std::path::PathBuf,
-    /// Map updates health changes caused, and the last one's duration (from the result).
+    /// Map updates a health result or a drain decided (the TTL caps' refreshes not counted).
     health_updates: AtomicU64,
+    /// When the earliest up/down decision recorded in the health table but not yet applied
+    /// arrived (set under the table's lock).
+    undelivered: Mutex<Option<Instant>>,
+    /// Answer sets that started failing open, and answering NODATA (no healthy endpoint
+    /// anywhere in their chains).
+    fail_open_entered: AtomicU64,
+    nodata_entered: AtomicU64,
     last_health_update: Mutex<std::collections::VecDeque<Duration>>,
 }
 
@@ -117,7 +125,8 @@ impl Daemon {
     /// The current status.
     pub fn status(&self) -> Status {
         let snap = self.shared.snapshot.load();
-        // Before the dataplane lock: a health update takes the table's lock, then that one.
+        // Not under the dataplane lock: a health update holds it while it takes the table's
+        // (so the table, then the dataplane, would deadlock).
         let health = (!snap.steering.regions.is_empty()).then(|| {
             let recent: Vec<u64> = self
                 .last_health_update
@@ -130,6 +139,8 @@ impl Daemon {
                 targets: self.checker.table.status(),
                 pools: snap.steering.pool_status(),
                 updates: self.health_updates.load(Ordering::Relaxed),
+                fail_open_entered: self.fail_open_entered.load(Ordering::Relaxed),
+                nodata_entered: self.nodata_entered.load(Ordering::Relaxed),
                 last_update_us: recent.last().copied(),
                 update_spread_us: control::Spread::of(recent),
                 forced: self.forced.lock().expect("forced lock").entries.clone(),
@@ -280,16 +291,27 @@ impl Daemon {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
         let snap = self.shared.snapshot.load_full();
         let forced = self.forced.lock().expect("forced lock").clone();
-        let new = snap
-            .steering
-            .health_from(&self.checker.table.lock(), &forced, Instant::now());
+        let (new, undelivered) = {
+            let table = self.checker.table.lock();
+            // A decision recorded in the table is applied by whichever call reads it first
+            // (a refresh may come before the consumer's own call): it goes with the table.
+            let undelivered = self.undelivered.lock().expect("lock").take();
+            (
+                snap.steering.health_from(&table, &forced, Instant::now()),
+                undelivered,
+            )
+        };
+        let decided = match (decided, undelivered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let old = snap.steering.health.load_full();
         if *old == new {
             return;
         }
-        snap.steering.health.store(Arc::new(new));
+        let new = Arc::new(new);
+        snap.steering.health.store(Arc::clone(&new));
         if let Some(d) = dp.as_mut() {
-            let new = snap.steering.health.load_full();
             let sets = snap.steering.state_changes(&old, &new, d.generation());
             let steering = mapsync::Steering {
                 sets: &sets,
@@ -315,10 +337,11 @@ impl Daemon {
             }
         }
         drop(dp);
-        self.health_updates.fetch_add(1, Ordering::Relaxed);
+        self.log_all_down(&snap.steering, &old, &new);
         let Some(decided) = decided else {
             return;
         };
+        self.health_updates.fetch_add(1, Ordering::Relaxed);
         let took = decided.elapsed();
         {
             let mut recent = self.last_health_update.lock().expect("lock");
@@ -341,6 +364,55 @@ impl Daemon {
             );
         }
         tracing::info!("health: answers updated {took:?} after the deciding result");
+    }
+
+    /// Logs (once per transition) and counts the answer sets that start or stop failing open
+    /// or answering NODATA: no healthy endpoint anywhere in their chains.
+    fn log_all_down(&self, steering: &Compiled, old: &[Eligible], new: &[Eligible]) {
+        let (was, now) = (all_down(old), all_down(new));
+        let pools = |sets: &mut dyn Iterator<Item = usize>| -> String {
+            let mut names: Vec<String> = sets
+                .map(|i| {
+                    let (r, f) = steering.set_owner(i);
+                    format!("{} {}", steering.regions[usize::from(r)], ["A", "AAAA"][f])
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            names.join(", ")
+        };
+        for (mode, counter) in [
+            (AllDownMode::Open, &self.fail_open_entered),
+            (AllDownMode::Nodata, &self.nodata_entered),
+        ] {
+            let entered: Vec<usize> = (0..now.len())
+                .filter(|&i| now[i] == Some(mode) && was.get(i).copied().flatten() != Some(mode))
+                .collect();
+            if !entered.is_empty() {
+                counter.fetch_add(entered.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    "health: {} answer sets have no healthy endpoint anywhere in their chains and {} \
+                     (pools of {})",
+                    entered.len(),
+                    match mode {
+                        AllDownMode::Open =>
+                            "fail open: their endpoints are answered as if healthy",
+                        AllDownMode::Nodata => "answer NODATA",
+                    },
+                    pools(&mut entered.iter().copied())
+                );
+            }
+        }
+        let left: Vec<usize> = (0..now.len())
+            .filter(|&i| now[i].is_none() && was.get(i).copied().flatten().is_some())
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(
+                "health: {} answer sets have healthy endpoints again (pools of {})",
+                left.len(),
+                pools(&mut left.iter().copied())
+            );
+        }
     }
 
     /// Brings the maps to `new`. A failed update may leave them mixing old and new answers,
@@ -798,6 +870,9 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
         forced: Mutex::new(forced),
         forced_file,
         health_updates: AtomicU64::new(0),
+        undelivered: Mutex::new(None),
+        fail_open_entered: AtomicU64::new(0),
+        nodata_entered: AtomicU64::new(0),
         last_health_update: Mutex::new(std::collections::VecDeque::new()),
     });
     daemon.set_answering(true);
@@ -814,6 +889,13 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
                 let s = table.entry(r.target.clone()).or_default();
                 let was = s.pending_until;
                 let changed = s.record(&r.target.check, r.outcome.clone(), r.started);
+                if changed {
+                    health_daemon
+                        .undelivered
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert(r.at);
+                }
                 if changed {
                     tracing::info!(
                         "health: {} {} is {} ({})",
@@ -837,7 +919,7 @@ pub async fn run(cfg: Config, inst: Instance, snapshot: Snapshot, signals: Signa
     // rounded up to the second, so each set's changes once a second).
     let sweep_daemon = Arc::clone(&daemon);
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(health::CAP_REFRESH);
         loop {
             tick.tick().await;
             let swept = sweep_daemon.forced.lock().expect("forced lock").sweep();
@@ -945,4 +1027,28 @@ fn shutdown(
 /// `d` in whole microseconds.
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How a set answers with no healthy endpoint anywhere in its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AllDownMode {
+    /// Its undrained endpoints as if healthy.
+    Open,
+    /// NODATA.
+    Nodata,
+}
+
+/// Per set, whether (and how) it answers with nothing healthy in its chain.
+fn all_down(health: &[Eligible]) -> Vec<Option<AllDownMode>> {
+    health
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (e.from == i && e.healthy == 0).then_some(if e.eligible == 0 {
+                AllDownMode::Nodata
+            } else {
+                AllDownMode::Open
+            })
+        })
+        .collect()
 }

@@ -427,5 +427,7 @@ impl RegionMap {
     }
 }
 
+pub mod table;
+
 #[cfg(test)]
 mod tests;

@@ -263,7 +263,7 @@ async fn probe_loop(
 ) {
     let interval = t.check.interval;
     let mut next = start + phase(&t);
-    let prober = Probe::new(&t);
+    let mut prober = Probe::new(&t);
     loop {
         next += interval;
         let now = Instant::now();
@@ -291,29 +291,50 @@ async fn probe_loop(
 
 /// What probes a target: it and, for HTTP(S), its client, built once (building one reads the
 /// TLS roots) and used for every probe of the target (each still connects afresh: the client
-/// keeps no idle connections).
+/// keeps no idle connections). A client that could not be built (a `ca_file` missing, say) is
+/// tried again at the next probe, and one built with a `ca_file` is built again when the
+/// file's modification time changes (a rotated CA).
 pub struct Probe {
     target: Target,
     client: Result<Option<reqwest::Client>, String>,
+    /// The `ca_file`'s modification time the client was built with.
+    ca_mtime: Option<SystemTime>,
 }
 
 impl Probe {
     /// The probe of `t`.
     #[must_use]
     pub fn new(t: &Target) -> Self {
-        let client = if t.check.kind == CheckKind::Tcp {
+        let mut p = Self {
+            target: t.clone(),
+            client: Ok(None),
+            ca_mtime: None,
+        };
+        p.build();
+        p
+    }
+
+    fn ca_mtime(&self) -> Option<SystemTime> {
+        let path = self.target.check.ca_file.as_ref()?;
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
+    fn build(&mut self) {
+        self.ca_mtime = self.ca_mtime();
+        self.client = if self.target.check.kind == CheckKind::Tcp {
             Ok(None)
         } else {
-            http_client(t).map(Some)
+            http_client(&self.target).map(Some)
         };
-        Self {
-            target: t.clone(),
-            client,
-        }
     }
 
     /// One probe, bounded by the check's timeout.
-    pub async fn run(&self) -> Outcome {
+    pub async fn run(&mut self) -> Outcome {
+        if self.client.is_err()
+            || (self.target.check.ca_file.is_some() && self.ca_mtime() != self.ca_mtime)
+        {
+            self.build();
+        }
         probe(&self.target, self.client.as_ref()).await
     }
 }
@@ -414,7 +435,6 @@ fn http_client(t: &Target) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .connect_timeout(c.timeout)
-        .timeout(c.timeout)
         .user_agent(concat!("dnsfast-health/", env!("CARGO_PKG_VERSION")));
     if c.kind == CheckKind::Https {
         if !c.tls_verify {
@@ -431,6 +451,19 @@ fn http_client(t: &Target) -> Result<reqwest::Client, String> {
         }
     }
     b.build().map_err(|e| error_chain(&e))
+}
+
+/// How often the daemon refreshes the TTL caps while an address has failed checks.
+pub const CAP_REFRESH: Duration = Duration::from_millis(100);
+
+/// The TTL cap (seconds) of answers holding an address that could be marked down at `until`,
+/// computed at `now`: the whole seconds left once the refresh period has passed (an answer
+/// given before the next refresh expires by `until`), at least 1 (so an answer may outlive
+/// `until` by a second at most, near the end).
+#[must_use]
+pub fn ttl_cap(until: Instant, now: Instant) -> u16 {
+    let left = until.saturating_duration_since(now + CAP_REFRESH);
+    u16::try_from(left.as_secs().max(1)).unwrap_or(u16::MAX)
 }
 
 /// A target's state as `dnsfast status` shows it.
@@ -450,8 +483,8 @@ pub struct TargetStatus {
     pub failures: u32,
     /// Probes run.
     pub probes: u64,
-    /// While up with failed checks: seconds until it could be marked down, the longest TTL
-    /// its answers carry meanwhile.
+    /// While up with failed checks: the longest TTL its answers carry, seconds (the time until
+    /// it could be marked down, [`ttl_cap`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_in_s: Option<u64>,
 }
@@ -482,7 +515,7 @@ impl Table {
                 probes: s.probes,
                 down_in_s: s
                     .pending_until
-                    .map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+                    .map(|t| u64::from(ttl_cap(t, Instant::now()))),
             })
             .collect();
         out.sort_by(|a, b| (&a.check, &a.addr).cmp(&(&b.check, &b.addr)));

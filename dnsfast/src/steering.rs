@@ -478,7 +478,7 @@ impl Compiled {
             .map(|i| {
                 self.endpoint_state(table, i / 2, i % 2)
                     .map_or((true, 0), |(up, until)| {
-                        (up, until.map_or(0, |t| ttl_cap(t, now)))
+                        (up, until.map_or(0, |t| crate::health::ttl_cap(t, now)))
                     })
             })
             .collect();
@@ -927,13 +927,6 @@ fn all_records(c: &SetContents) -> u32 {
     (1u32 << c.answer.count.min(31)) - 1
 }
 
-/// The TTL cap (seconds, at least 1, 0 meaning none never arises) while an address could be
-/// marked down at `until`: the time left from `now`, rounded up.
-fn ttl_cap(until: Instant, now: Instant) -> u16 {
-    let ms = until.saturating_duration_since(now).as_millis();
-    u16::try_from(ms.div_ceil(1000).max(1)).unwrap_or(u16::MAX)
-}
-
 /// The map state of set `i`.
 fn map_state(health: &[Eligible], i: usize, generation: u8) -> SetState {
     let e = health[i];
@@ -1120,14 +1113,14 @@ mod tests {
         assert_eq!(capped_ttl(60, set_state(0b11, 9, 4)), 9);
         assert_eq!(capped_ttl(5, set_state(0b11, 9, 4)), 5);
         assert_eq!(capped_ttl(60, set_state(0b11, 0, 4)), 60);
-        // Seconds left, rounded up, at least 1.
+        // Whole seconds left after the refresh period, at least 1.
         let now = Instant::now();
-        assert_eq!(
-            ttl_cap(now + std::time::Duration::from_millis(2_001), now),
-            3
-        );
-        assert_eq!(ttl_cap(now + std::time::Duration::from_secs(2), now), 2);
-        assert_eq!(ttl_cap(now, now + std::time::Duration::from_secs(1)), 1);
+        let ms = std::time::Duration::from_millis;
+        let cap = crate::health::ttl_cap;
+        assert_eq!(cap(now + ms(3_100), now), 3);
+        assert_eq!(cap(now + ms(3_099), now), 2);
+        assert_eq!(cap(now + ms(1_000), now), 1);
+        assert_eq!(cap(now, now + ms(1_000)), 1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Each kind of health check against real servers on a test host (no default route): HTTPS
 //! with an untrusted certificate (verification on: down; off: up; its CA as `ca_file`, with
-//! SNI: up), a body that lacks the wanted string, a server that never answers (timeout), a
+//! SNI: down while the file is missing, up at the next probe once it appears), a body that lacks the wanted string, a server that never answers (timeout), a
 //! wanted status and Host header, TCP connects that succeed and are refused. The answers hold
 //! exactly the endpoints whose checks pass, from the XDP program and the daemon alike; each
 //! target is probed on its schedule, once per interval however many services use it; status
@@ -163,8 +163,8 @@ fn every_kind_of_check_decides_over_the_wire_and_runs_on_its_schedule() {
     let _pass = pass_program(&host);
     let dir = tempfile::tempdir().unwrap();
     let (chain, key, ca_pem) = certificates();
+    // Written only once the daemon runs: e3 is down (the client cannot be built) until then.
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca_pem).unwrap();
     for i in 1..=8 {
         ip(&[
             "addr",
@@ -293,22 +293,53 @@ fn every_kind_of_check_decides_over_the_wire_and_runs_on_its_schedule() {
         .filter(|(_, c)| c.up)
         .map(|(i, _)| IpAddr::V4(addr(i as u8 + 1)))
         .collect();
-    for (name, want) in [
-        ("www.example.com.", want.clone()),
-        (
-            "api.example.com.",
-            [5, 7].map(|i| IpAddr::V4(addr(i))).into(),
-        ),
-    ] {
+    let both = |name: &str| -> [BTreeSet<IpAddr>; 2] {
         let q = dns::query(1, name, RecordType::A, Some((1232, false)));
         let udp = dns::udp_exchange(server, &q, TIMEOUT).unwrap();
         let tcp = dns::tcp_exchange(server, std::slice::from_ref(&q), TIMEOUT)
             .unwrap()
             .remove(0);
-        for (path, r) in [("UDP", &udp), ("TCP", &tcp)] {
-            let got: BTreeSet<IpAddr> = dns::addresses(r).into_iter().collect();
-            assert_eq!(got, want, "{name} over {path}");
-        }
+        [udp, tcp].map(|r| dns::addresses(&r).into_iter().collect())
+    };
+    let e3 = IpAddr::V4(addr(3));
+    let mut without_e3 = want.clone();
+    without_e3.remove(&e3);
+    assert_eq!(
+        both("www.example.com."),
+        [without_e3.clone(), without_e3],
+        "www: UDP, TCP"
+    );
+    let api: BTreeSet<IpAddr> = [5, 7].map(|i| IpAddr::V4(addr(i))).into();
+    assert_eq!(
+        both("api.example.com."),
+        [api.clone(), api],
+        "api: UDP, TCP"
+    );
+    let st = daemon.status().unwrap();
+    let e3_status = |st: &serde_json::Value| {
+        st["health"]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["addr"] == e3.to_string())
+            .unwrap()
+            .clone()
+    };
+    let t3 = e3_status(&st);
+    assert!(
+        t3["state"] == "down" && t3["last"].as_str().unwrap().contains("ca_file"),
+        "{t3}"
+    );
+    // The CA appears: the next probe builds the client and passes (rise 1).
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let by = Instant::now() + Duration::from_millis(3 * INTERVAL_MS + 1_000);
+    while both("www.example.com.") != [want.clone(), want.clone()] {
+        assert!(
+            Instant::now() < by,
+            "e3 not answered after its CA appeared: {}",
+            e3_status(&daemon.status().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
         daemon.xdp_counter("answered").unwrap() >= 2,

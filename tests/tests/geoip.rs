@@ -201,3 +201,51 @@ fn the_seed_example_places_clients_by_continent_and_by_its_test_subnets() {
         assert_eq!(region(addr), want, "{addr}");
     }
 }
+
+/// The full database with the seed's regions as multi-bit prefix tables: groups per level,
+/// memory, and the loads a lookup takes, for candidate strides (the figures that chose the
+/// XDP program's). Every block's ends are looked up in each table: the value is the block's.
+#[test]
+fn the_full_database_as_prefix_tables_their_shape_and_size() {
+    use dnsfast::geo::table::Table;
+    let db = Database::open(&database()).unwrap();
+    let map = RegionMap::build(Some(&db), &seed_policy());
+    let candidates: [(u32, &[u32]); 6] = [
+        (32, &[24, 8]),
+        (32, &[16, 8, 8]),
+        (128, &[16, 16, 8, 8, 8, 8, 16, 16, 16, 16]),
+        (128, &[20, 12, 8, 8, 8, 8, 16, 16, 16, 16]),
+        (128, &[24, 8, 8, 8, 8, 8, 16, 16, 16, 16]),
+        (128, &[16, 8, 8, 8, 8, 8, 8, 16, 16, 16, 16]),
+    ];
+    for (bits, strides) in candidates {
+        let f = &map.families[usize::from(bits == 128)];
+        let started = std::time::Instant::now();
+        let t = Table::build(bits, strides, &f.blocks);
+        let took = started.elapsed();
+        let mut loads = [0usize; 12];
+        for b in &f.blocks {
+            let end = b.start | host_mask(bits, b.len);
+            for a in [b.start, end] {
+                let (v, n) = t.lookup(a);
+                assert_eq!(v, b.value(), "{strides:?} at {a:#x}");
+                loads[n] += 1;
+            }
+        }
+        let first = 1usize << strides[0];
+        // KiB: whole numbers print as they are.
+        let kib = |entries: usize, bytes: usize| entries * bytes / 1024;
+        println!(
+            "IPv{} strides {strides:?}: built in {took:?}; groups per level {:?}; entries {} \
+             ({} KiB at 4 bytes; first level {} KiB at 2 bytes + deeper {} KiB at 4); block \
+             ends found in n loads (n = 1, 2, ...): {:?}",
+            if bits == 32 { 4 } else { 6 },
+            t.groups(),
+            t.entries(),
+            kib(t.entries(), 4),
+            kib(first, 2),
+            kib(t.entries() - first, 4),
+            &loads[1..=strides.len()]
+        );
+    }
+}
