@@ -10,11 +10,13 @@
 //!   else, so a query gets the same verdict and a hot answer the same bytes on both paths.
 //! - [`stats`]: the per-CPU counter slots and their names.
 //! - [`steer`]: the weighted draw of a steered answer's records, the same on both paths.
+//! - [`geotable`]: the region map's prefix tables (layout and lookup).
 #![no_std]
 
 #[cfg(test)]
 extern crate std;
 
+pub mod geotable;
 pub mod maps;
 pub mod stats;
 pub mod steer;

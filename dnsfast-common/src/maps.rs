@@ -51,7 +51,7 @@ use core::mem::size_of;
 
 /// Version of the map layout. Pins live under `/sys/fs/bpf/dnsfast/<instance>/v<LAYOUT_VERSION>/`,
 /// so a daemon of another layout never opens maps it would misread.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Name of the XDP program that answers queries.
 pub const PROG_DNSFAST: &str = "dnsfast";
@@ -94,10 +94,17 @@ pub const MAP_ANSWERS_LARGE: &str = "ANSWERS_LARGE";
 pub const MAP_REGION_SETS: &str = "REGION_SETS";
 /// Answer sets of steered names ([`AnswerSet`]).
 pub const MAP_ANSWER_SETS: &str = "ANSWER_SETS";
-/// Client IPv4 subnets → region (`geo_value`), longest prefix first (an LPM trie).
-pub const MAP_GEO_V4: &str = "GEO_V4";
-/// Client IPv6 subnets → region.
-pub const MAP_GEO_V6: &str = "GEO_V6";
+/// The client region map's IPv4 table, first level: one 16-bit entry per /24, four to a value
+/// ([`crate::geotable`]).
+pub const MAP_GEO4_L0: &str = "GEO4_L0";
+/// Its 256-entry groups for the /24s that hold longer blocks, both generations' halves.
+pub const MAP_GEO4_POOL: &str = "GEO4_POOL";
+/// The IPv6 table's levels, both halves: 16-bit entries, four to a value.
+pub const MAP_GEO6_POOL: &str = "GEO6_POOL";
+/// Where each IPv6 level starts in `GEO6_POOL`, per half.
+pub const MAP_GEO6_LEVELS: &str = "GEO6_LEVELS";
+/// The `GEO_*` values IPv6 leaves name, per half.
+pub const MAP_GEO6_VALUES: &str = "GEO6_VALUES";
 /// Resolver IPv4 prefixes whose Client Subnet is honoured under [`CFG_ECS_LISTED`] (an LPM
 /// trie; the value is unused).
 pub const MAP_ECS_RESOLVERS_V4: &str = "ECS_RESOLVERS_V4";
@@ -108,7 +115,7 @@ pub const MAP_ECS_RESOLVERS_V6: &str = "ECS_RESOLVERS_V6";
 pub const MAP_GRACE: &str = "GRACE";
 
 /// Every map the daemon pins, for listing and cleanup.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_GRACE,
     MAP_HOT_TABLE,
     MAP_CONFIG,
@@ -124,8 +131,11 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_ANSWERS_LARGE,
     MAP_REGION_SETS,
     MAP_ANSWER_SETS,
-    MAP_GEO_V4,
-    MAP_GEO_V6,
+    MAP_GEO4_L0,
+    MAP_GEO4_POOL,
+    MAP_GEO6_POOL,
+    MAP_GEO6_LEVELS,
+    MAP_GEO6_VALUES,
     MAP_ECS_RESOLVERS_V4,
     MAP_ECS_RESOLVERS_V6,
 ];
@@ -147,10 +157,11 @@ pub const DEFAULT_LARGE_SLOTS: usize = 16_384;
 pub const DEFAULT_ANSWER_SETS: usize = 4096;
 /// Default number of steered entries (blocks of `REGION_SETS`).
 pub const DEFAULT_STEERED: usize = 1024;
-/// Most region-map blocks per family in `GEO_V4` / `GEO_V6` (allocated as inserted: room
-/// costs nothing until used). The full GeoLite2 country database with the seed's regions is
-/// ~265k IPv4 and ~455k IPv6 blocks.
-pub const DEFAULT_GEO_ENTRIES: usize = 1_048_576;
+/// Default size of the region tables' pools (the daemon sizes them at load from the region map
+/// it starts with): 64-bit values of `GEO4_POOL` and of `GEO6_POOL`.
+pub const DEFAULT_GEO4_WORDS: usize = 1 << 16;
+/// See [`DEFAULT_GEO4_WORDS`].
+pub const DEFAULT_GEO6_WORDS: usize = 1 << 20;
 
 /// Set in a `GEO_*` value for a block of private or special-use space that no region subnet
 /// covers: a Client Subnet address there does not decide (the resolver's address does, with
@@ -500,10 +511,14 @@ pub struct XdpConfig {
     pub hot_mask: u32,
     /// The region of clients no `GEO_*` subnet covers (`generation * MAX_REGIONS + region`).
     pub default_region: u32,
+    /// The half of the IPv6 region tables lookups read (the generation written last).
+    pub geo6_half: u32,
+    /// Zero.
+    pub reserved: u32,
     /// Seed of [`hot_hash`], chosen by the daemon at start.
     pub seed: u64,
 }
-const _: () = assert!(size_of::<XdpConfig>() == 8 + 4 * 8 + 16 * 8 + 16);
+const _: () = assert!(size_of::<XdpConfig>() == 8 + 4 * 8 + 16 * 8 + 24);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (asserted above).
 unsafe impl aya::Pod for XdpConfig {}
@@ -521,6 +536,8 @@ impl XdpConfig {
             v6: [[0; 16]; 8],
             hot_mask: 0,
             default_region: 0,
+            geo6_half: 0,
+            reserved: 0,
             seed: 0,
         }
     }

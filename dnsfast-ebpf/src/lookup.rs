@@ -18,14 +18,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dnsfast_common::{
+    geotable::{V4_L0_ENTRIES, V6_LEVEL_SLOTS, V6_VALUES, lookup_v4, lookup_v6},
     maps::{
         ANSWER_WORDS, AnswerLarge, AnswerSet, AnswerSmall, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
         BUCKET_ANSWER_WORD, BUCKET_NAME_WORD, CFG_ECS_LISTED, DEFAULT_ANSWER_SETS,
-        DEFAULT_GEO_ENTRIES, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS, DEFAULT_SMALL_SLOTS,
-        DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
-        LARGE_RDATA, MAX_ECS_RESOLVERS, MAX_SET_RECORDS, NAME_CLASSES, REGION_SLOTS, SLOT_LARGE,
-        SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig, capped_ttl, hot_hash,
-        slot_is_inline, slot_is_steered, state_eligible,
+        DEFAULT_GEO4_WORDS, DEFAULT_GEO6_WORDS, DEFAULT_HOT_ENTRIES, DEFAULT_LARGE_SLOTS,
+        DEFAULT_SMALL_SLOTS, DEFAULT_STEERED, HOT_PROBES, HotBucket, HotKey32, HotKey64, HotKey128,
+        HotKey256, HotRef, LARGE_RDATA, MAX_ECS_RESOLVERS, MAX_SET_RECORDS, NAME_CLASSES,
+        REGION_SLOTS, SLOT_LARGE, SLOT_NONE, SLOT_STEERED, SLOT_TOMB, Scratch, XdpConfig,
+        capped_ttl, hot_hash, slot_is_inline, slot_is_steered, state_eligible,
     },
     steer::{MAX_ANSWER_COUNT, draw_with},
     wire::{TYPE_A, TYPE_AAAA},
@@ -57,51 +58,52 @@ static REGION_SETS: Array<u32, { DEFAULT_STEERED * REGION_SLOTS }, BPF_F_MMAPABL
 #[btf_map]
 static ANSWER_SETS: Array<AnswerSet, DEFAULT_ANSWER_SETS, BPF_F_MMAPABLE> = Array::new();
 
+// The client region map's prefix tables (`dnsfast_common::geotable`); the pools are sized by
+// the daemon at load.
 #[btf_map]
-static GEO_V4: LpmTrie<[u8; 4], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+static GEO4_L0: Array<u64, { V4_L0_ENTRIES / 4 }, BPF_F_MMAPABLE> = Array::new();
 #[btf_map]
-static GEO_V6: LpmTrie<[u8; 16], u32, DEFAULT_GEO_ENTRIES> = LpmTrie::new();
+static GEO4_POOL: Array<u64, DEFAULT_GEO4_WORDS, BPF_F_MMAPABLE> = Array::new();
+#[btf_map]
+static GEO6_POOL: Array<u64, DEFAULT_GEO6_WORDS, BPF_F_MMAPABLE> = Array::new();
+#[btf_map]
+static GEO6_LEVELS: Array<u32, { 2 * V6_LEVEL_SLOTS }, BPF_F_MMAPABLE> = Array::new();
+#[btf_map]
+static GEO6_VALUES: Array<u32, { 2 * V6_VALUES }, BPF_F_MMAPABLE> = Array::new();
 
 #[btf_map]
 static ECS_RESOLVERS_V4: LpmTrie<[u8; 4], u8, MAX_ECS_RESOLVERS> = LpmTrie::new();
 #[btf_map]
 static ECS_RESOLVERS_V6: LpmTrie<[u8; 16], u8, MAX_ECS_RESOLVERS> = LpmTrie::new();
 
-/// An LPM trie key (`Key<[u8; 4 * N]>`'s layout) held as 32-bit words: the address sits at
-/// offset 4, and the verifier refuses the 8-byte stack stores the compiler would use to copy
-/// a byte array there ("misaligned stack access").
-#[repr(C)]
-struct WordKey<const N: usize> {
-    prefix_len: u32,
-    data: [u32; N],
+/// Value `i` of a mapped array the daemon stores into while we read (aligned, whole).
+#[inline(always)]
+fn word<T: Copy, const N: usize, const F: usize>(map: &Array<T, N, F>, i: usize) -> Option<T> {
+    let p = map.get_ptr(u32::try_from(i).ok()?)?;
+    // SAFETY: element pointer from a successful array lookup, valid for this program run.
+    Some(unsafe { core::ptr::read_volatile(p) })
 }
 
-/// The `GEO_V4` value of an IPv4 address (region | block length << 16 | `GEO_SPECIAL`).
+/// The `GEO_*` value of an IPv4 address (region | block length << 16 | `GEO_SPECIAL`).
 #[inline(always)]
 pub fn geo_v4(addr: [u8; 4]) -> Option<u32> {
-    let key = WordKey {
-        prefix_len: 32,
-        data: [u32::from_ne_bytes(addr)],
-    };
-    // SAFETY: same size and layout as Key<[u8; 4]> (repr(C): u32, then 4 bytes), stricter
-    // alignment.
-    GEO_V4
-        .get(unsafe { &*(&raw const key).cast::<Key<[u8; 4]>>() })
-        .copied()
+    lookup_v4(
+        u32::from_be_bytes(addr),
+        |i| word(&GEO4_L0, i),
+        |i| word(&GEO4_POOL, i),
+    )
 }
 
-/// The `GEO_V6` value of an IPv6 address.
+/// The `GEO_*` value of an IPv6 address, from the half of the tables `half` names.
 #[inline(always)]
-pub fn geo_v6(a: [u8; 16]) -> Option<u32> {
-    let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    let key = WordKey {
-        prefix_len: 128,
-        data: [word(0), word(4), word(8), word(12)],
-    };
-    // SAFETY: as in `geo_v4`, for Key<[u8; 16]>.
-    GEO_V6
-        .get(unsafe { &*(&raw const key).cast::<Key<[u8; 16]>>() })
-        .copied()
+pub fn geo_v6(a: [u8; 16], half: u32) -> Option<u32> {
+    let base = (half & 1) as usize * V6_LEVEL_SLOTS;
+    lookup_v6(
+        a,
+        |l| word(&GEO6_LEVELS, base + l),
+        |i| word(&GEO6_POOL, i),
+        |i| word(&GEO6_VALUES, i),
+    )
 }
 
 /// The programs the main one hands a query to: slot [`STAGE_ECS`] is `dnsfast_ecs`, which
@@ -152,8 +154,8 @@ fn resolver_listed(ctx: &XdpContext) -> bool {
     }
 }
 
-/// The region of the client that sent the frame (IPv6 if `v6`): the longest `GEO_*` subnet
-/// that covers its source address, else the default region. Called only for a steered name.
+/// The region of the client that sent the frame (IPv6 if `v6`): its source address's block in
+/// the region tables, else (no table written) the default region. Called only for a steered name.
 #[inline(always)]
 pub fn client_region(ctx: &XdpContext, v6: bool, cfg: &XdpConfig) -> u32 {
     // The source address: IPv4 at 14 + 12, IPv6 at 14 + 8 (no VLAN tag: the parser passed
@@ -161,14 +163,12 @@ pub fn client_region(ctx: &XdpContext, v6: bool, cfg: &XdpConfig) -> u32 {
     let found = if v6 {
         crate::packet::ptr_at::<[u8; 16]>(ctx, 22).and_then(|p| {
             // SAFETY: ptr_at checked the 16 bytes are inside the packet.
-            let key = Key::new(128, unsafe { core::ptr::read_unaligned(p) });
-            GEO_V6.get(&key).copied()
+            geo_v6(unsafe { core::ptr::read_unaligned(p) }, cfg.geo6_half)
         })
     } else {
         crate::packet::ptr_at::<[u8; 4]>(ctx, 26).and_then(|p| {
             // SAFETY: as above.
-            let key = Key::new(32, unsafe { core::ptr::read_unaligned(p) });
-            GEO_V4.get(&key).copied()
+            geo_v4(unsafe { core::ptr::read_unaligned(p) })
         })
     };
     found.map_or(cfg.default_region, |v| v & 0xFFFF)

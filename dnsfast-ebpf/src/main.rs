@@ -204,7 +204,10 @@ fn try_answer<const ECS: bool>(ctx: &XdpContext) -> Result<(), Verdict> {
     let v6 = frame.v6;
     let mut scope = 0;
     let region = || {
-        if ECS && let Some((r, s)) = ecs_region(&ecs, lookup::geo_v4, lookup::geo_v6) {
+        if ECS
+            && let Some((r, s)) =
+                ecs_region(&ecs, lookup::geo_v4, |a| lookup::geo_v6(a, cfg.geo6_half))
+        {
             scope = s;
             return u32::from(r);
         }

@@ -444,9 +444,9 @@ impl Config {
         )?;
         let max_geo_blocks = bounded(
             raw.xdp.max_geo_blocks,
-            1_048_576,
+            524_288,
             16,
-            16_777_216,
+            4_194_304,
             "xdp.max_geo_blocks",
             &err,
         )?;

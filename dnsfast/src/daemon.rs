@@ -560,9 +560,6 @@ impl Daemon {
                 ecs(d, true);
                 self.update_maps(d, &changes, &old, &new);
                 ecs(d, false);
-                if let Some(w) = geo_room_warning(&self.cfg, &new) {
-                    tracing::warn!("reload: {w}");
-                }
             }
         }
         // States of targets the new configuration no longer checks go only now (the old
@@ -621,35 +618,42 @@ pub fn steering_advice(cfg: &Config, snap: &Snapshot) -> Option<String> {
             raise.push(format!("{key} = {have} to at least {need}"));
         }
     }
+    // The region tables, each generation's half sized by xdp.max_geo_blocks.
+    if !s.regions.is_empty() {
+        use dnsfast_common::geotable::{V4_FIRST, V4_MAX_GROUPS, V6_STRIDES};
+
+        use crate::geo::table::Table;
+        let cap = capacity(cfg);
+        let need4 = Table::need(32, &[V4_FIRST, 8], &v4.blocks)[1];
+        let need6: usize = Table::need(128, &V6_STRIDES, &v6.blocks)
+            .iter()
+            .zip(V6_STRIDES)
+            .map(|(g, s)| g << s)
+            .sum();
+        if need4 > V4_MAX_GROUPS / 2 {
+            raise.push(format!(
+                "xdp.max_geo_blocks in vain: the IPv4 region table holds at most {} /24s \
+                 split into longer blocks, and this map has {need4} (use fewer, coarser \
+                 region subnets)",
+                V4_MAX_GROUPS / 2
+            ));
+        } else if need4 > crate::xdp::geo4_groups_half(&cap) as usize
+            || need6 > crate::xdp::geo6_entries_half(&cap) as usize
+        {
+            let deep = (1 << V6_STRIDES[0]) + 16 * V6_STRIDES.len() * 256;
+            let blocks =
+                ((need4.saturating_sub(64)) * 24).max(need6.saturating_sub(deep).div_ceil(14));
+            raise.push(format!(
+                "xdp.max_geo_blocks = {} to at least {blocks} (the region tables need {need4} \
+                 IPv4 groups and {need6} IPv6 entries)",
+                x.max_geo_blocks
+            ));
+        }
+    }
     (!raise.is_empty()).then(|| {
         format!(
             "the steering tables do not fit the XDP maps; raise {}",
             raise.join(", ")
-        )
-    })
-}
-
-/// A warning when the region tries cannot hold the current map and a changed one at once:
-/// a reload then removes blocks before writing their successors, and for that moment a client
-/// in a removed block meets the default region.
-#[must_use]
-pub fn geo_room_warning(cfg: &Config, snap: &Snapshot) -> Option<String> {
-    let most = snap
-        .steering
-        .map
-        .families
-        .iter()
-        .map(|f| f.blocks.len())
-        .max()
-        .unwrap_or(0);
-    (most > 0 && 2 * most > cfg.xdp.max_geo_blocks as usize).then(|| {
-        format!(
-            "xdp.max_geo_blocks = {} holds the region map ({most} blocks) but not a changed \
-             one beside it: a reload that changes the map removes blocks before writing their \
-             successors, and for that moment clients in them meet the default region; {} or \
-             more keeps every reply the old or the new configuration's",
-            cfg.xdp.max_geo_blocks,
-            2 * most
         )
     })
 }
@@ -690,9 +694,6 @@ fn setup_dataplane(cfg: &Config, inst: &Instance, snap: &Snapshot) -> Result<Dat
     let iface = cfg.xdp.interface.as_deref().context("xdp.interface")?;
     if let Some(advice) = steering_advice(cfg, snap) {
         bail!("{}: {advice}", cfg.path.display());
-    }
-    if let Some(w) = geo_room_warning(cfg, snap) {
-        tracing::warn!("{w}");
     }
     let pin_dir = inst.prepare_pin_dir()?;
     let cap = capacity(cfg);

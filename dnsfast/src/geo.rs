@@ -10,9 +10,9 @@
 //!
 //! [`RegionMap::build`] flattens the database and the subnets into that map once per
 //! configuration: disjoint intervals over the whole address space, neighbours that land in the
-//! same region merged into runs, each run cut into CIDR blocks. The XDP program's `GEO_V4` /
-//! `GEO_V6` hold exactly these blocks (value: region and block length, the ECS SCOPE), and the
-//! daemon places a client with [`RegionMap::lookup`], so both paths decide alike.
+//! same region merged into runs, each run cut into CIDR blocks. The XDP program's region tables
+//! ([`table`]) hold exactly these blocks (value: region and block length, the ECS SCOPE), and
+//! the daemon places a client with [`RegionMap::lookup`], so both paths decide alike.
 
 use std::{collections::HashMap, net::IpAddr};
 

@@ -349,9 +349,6 @@ fn check(config: &std::path::Path, netns: Option<&str>) -> Result<()> {
         if let Some(advice) = daemon::steering_advice(&cfg, &snap) {
             bail!("{}: {advice}", cfg.path.display());
         }
-        if let Some(w) = daemon::geo_room_warning(&cfg, &snap) {
-            eprintln!("{}: warning: {w}", cfg.path.display());
-        }
     }
     println!(
         "{}: OK — instance {}, {} zones, {} hot answers, {} regions, {} answer sets",

@@ -231,7 +231,7 @@ pub struct Capacity {
     pub sets: u32,
     /// Steered names (blocks of `REGION_SETS`).
     pub steered: u32,
-    /// Region-map blocks per family (`GEO_V4`, `GEO_V6`).
+    /// Region-map blocks per family the region tables are sized for (`xdp.max_geo_blocks`).
     pub geo: u32,
 }
 

@@ -83,7 +83,7 @@ pub struct Compiled {
     pub default_region: u16,
     /// The placement rule (subnets, countries, continents, default region).
     policy: Policy,
-    /// The rule flattened over the database: what `GEO_V4` / `GEO_V6` hold.
+    /// The rule flattened over the database: what the XDP region tables hold.
     pub map: RegionMap,
     /// The GeoIP database, if one is configured.
     pub db: Option<Arc<Database>>,

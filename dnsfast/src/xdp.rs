@@ -6,7 +6,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
+    sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering, fence},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
@@ -19,15 +19,17 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use dnsfast_common::{
+    geotable::{V4_GROUP, V4_L0_ENTRIES, V4_MAX_GROUPS, V6_LEVEL_SLOTS, V6_STRIDES, V6_VALUES},
     maps::{
         AnswerLarge, AnswerSet, AnswerSmall, BUCKET_ANSWER_WORD, CFG_ANSWER, CFG_ECS,
         CFG_ECS_LISTED, HotBucket, HotKey32, HotKey64, HotKey128, HotKey256, HotRef,
         MAP_ANSWER_INDEX, MAP_ANSWER_SETS, MAP_ANSWERS_LARGE, MAP_ANSWERS_SMALL, MAP_CONFIG,
-        MAP_CONFIG_ACTIVE, MAP_ECS_RESOLVERS_V4, MAP_ECS_RESOLVERS_V6, MAP_GEO_V4, MAP_GEO_V6,
-        MAP_GRACE, MAP_HOT, MAP_HOT_TABLE, MAP_REGION_SETS, MAP_SCRATCH, MAP_STAGES, MAP_STATS,
-        MAX_REGIONS, PROG_DNSFAST, PROG_ECS, PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW,
-        PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ,
-        SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
+        MAP_CONFIG_ACTIVE, MAP_ECS_RESOLVERS_V4, MAP_ECS_RESOLVERS_V6, MAP_GEO4_L0, MAP_GEO4_POOL,
+        MAP_GEO6_LEVELS, MAP_GEO6_POOL, MAP_GEO6_VALUES, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE,
+        MAP_REGION_SETS, MAP_SCRATCH, MAP_STAGES, MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_ECS,
+        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE,
+        SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class,
+        slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -106,6 +108,17 @@ impl MmapArray {
         );
         // SAFETY: in range (asserted): inside the mapping.
         unsafe { self.base.as_ptr().add(i as usize * self.stride + word * 4) }
+    }
+
+    /// The 16-bit entry `i` of an array of 64-bit values holding four each (in memory order:
+    /// entry `4k + j` is bits `16j..16j + 16` of value `k`, little-endian).
+    fn cell16(&self, i: usize) -> &AtomicU16 {
+        assert!(
+            self.stride == 8 && i / 4 < self.elements as usize,
+            "16-bit entry {i} out of range"
+        );
+        // SAFETY: inside the mapping (asserted), 2-byte aligned; only accessed atomically.
+        unsafe { AtomicU16::from_ptr(self.base.as_ptr().add(i * 2).cast()) }
     }
 
     /// The aligned 32-bit word `word` of element `i`.
@@ -192,10 +205,14 @@ pub struct Dataplane {
     /// `REGION_SETS` and `ANSWER_SETS`, mapped.
     region_sets: MmapArray,
     sets: MmapArray,
-    geo4: LpmTrie<MapData, [u8; 4], u32>,
-    geo6: LpmTrie<MapData, [u8; 16], u32>,
-    /// What `GEO_*` hold.
-    geo_written: std::collections::BTreeMap<ipnet::IpNet, u32>,
+    /// The region tables (`dnsfast_common::geotable`), mapped.
+    geo4_l0: MmapArray,
+    geo4_pool: MmapArray,
+    geo6_pool: MmapArray,
+    geo6_levels: MmapArray,
+    geo6_values: MmapArray,
+    /// Whether a region map was written (the tables hold one).
+    geo_written: bool,
     ecs4: LpmTrie<MapData, [u8; 4], u8>,
     ecs6: LpmTrie<MapData, [u8; 16], u8>,
     /// What `ECS_RESOLVERS_*` hold.
@@ -351,8 +368,8 @@ impl Dataplane {
             .map_max_entries(MAP_ANSWERS_LARGE, capacity.large.max(1))
             .map_max_entries(MAP_REGION_SETS, region_entries(capacity))
             .map_max_entries(MAP_ANSWER_SETS, capacity.sets.max(1))
-            .map_max_entries(MAP_GEO_V4, capacity.geo.max(1))
-            .map_max_entries(MAP_GEO_V6, capacity.geo.max(1));
+            .map_max_entries(MAP_GEO4_POOL, geo4_words(&capacity))
+            .map_max_entries(MAP_GEO6_POOL, geo6_words(&capacity));
         let mut ebpf = loader.load(EBPF_OBJECT).context("load the XDP object")?;
         for name in [PROG_DNSFAST, PROG_ECS, PROG_PASS] {
             let prog: &mut Xdp = ebpf
@@ -419,9 +436,37 @@ impl Dataplane {
                 size_of::<AnswerSet>(),
                 true,
             )?,
-            geo4: take(&mut ebpf, MAP_GEO_V4, pin_dir)?,
-            geo6: take(&mut ebpf, MAP_GEO_V6, pin_dir)?,
-            geo_written: std::collections::BTreeMap::new(),
+            geo4_l0: MmapArray::new(
+                raw_map(&mut ebpf, MAP_GEO4_L0, pin_dir)?,
+                (V4_L0_ENTRIES / 4) as u32,
+                8,
+                true,
+            )?,
+            geo4_pool: MmapArray::new(
+                raw_map(&mut ebpf, MAP_GEO4_POOL, pin_dir)?,
+                geo4_words(&capacity),
+                8,
+                true,
+            )?,
+            geo6_pool: MmapArray::new(
+                raw_map(&mut ebpf, MAP_GEO6_POOL, pin_dir)?,
+                geo6_words(&capacity),
+                8,
+                true,
+            )?,
+            geo6_levels: MmapArray::new(
+                raw_map(&mut ebpf, MAP_GEO6_LEVELS, pin_dir)?,
+                (2 * V6_LEVEL_SLOTS) as u32,
+                4,
+                true,
+            )?,
+            geo6_values: MmapArray::new(
+                raw_map(&mut ebpf, MAP_GEO6_VALUES, pin_dir)?,
+                (2 * V6_VALUES) as u32,
+                4,
+                true,
+            )?,
+            geo_written: false,
             ecs4: take(&mut ebpf, MAP_ECS_RESOLVERS_V4, pin_dir)?,
             ecs6: take(&mut ebpf, MAP_ECS_RESOLVERS_V6, pin_dir)?,
             ecs_written: std::collections::BTreeSet::new(),
@@ -524,24 +569,94 @@ impl Dataplane {
     }
 
     /// Places clients as `steering` does, in generation `generation` (the half of the steered
-    /// blocks its answer sets were written to, `Compiled::map_changes`): its region map's
-    /// blocks into `GEO_V4` / `GEO_V6` (new and changed entries first, each seen old or new by
-    /// a lookup), then its default region into `CONFIG`, then the blocks no longer wanted go.
-    /// A lookup that misses meanwhile (the tries were empty: no steering before) meets the old
-    /// default region, whose old half has no set for a new steered name: the daemon answers.
+    /// blocks its answer sets were written to, `Compiled::map_changes`): its region map into
+    /// the region tables, generation `generation`'s half of them (`dnsfast_common::geotable`):
+    /// the IPv4 groups into its half of `GEO4_POOL`, then the IPv4 first level in place (each
+    /// entry's store switches it, whole, from the old map to the new), the IPv6 levels and
+    /// values into its halves; then one configuration flip moves the default region and the
+    /// IPv6 root. A lookup meets the old map with the old sets or the new with the new.
+    ///
+    /// # Errors
+    /// A table the map does not fit (`xdp.max_geo_blocks` sizes them), or a map write.
     pub fn set_regions(
         &mut self,
         steering: &crate::steering::Compiled,
         generation: u8,
     ) -> Result<()> {
         let base = u32::from(generation) * MAX_REGIONS as u32;
-        let want = if steering.regions.is_empty() {
-            std::collections::BTreeMap::new()
-        } else {
-            // The region field is the value's low 16 bits.
-            steering.map.entries().map(|(n, v)| (n, v + base)).collect()
-        };
-        self.set_geo(&want, u32::from(steering.default_region) + base)?;
+        let default_region = u32::from(steering.default_region) + base;
+        if steering.regions.is_empty() {
+            // No steered names: nothing looks a client up.
+            self.generation = generation;
+            return self.set_geo_config(default_region, self.config_written.geo6_half);
+        }
+        let half = u32::from(generation & 1);
+        let [f4, f6] = &steering.map.families;
+        let groups_half = geo4_groups_half(&self.capacity);
+        let v4 = crate::geo::table::v4_image(&f4.blocks, base, half * groups_half)
+            .map_err(|e| anyhow!("{e}"))?;
+        let groups = v4.pool.len() / V4_GROUP;
+        ensure!(
+            groups <= groups_half as usize,
+            "the IPv4 region table needs {groups} groups; xdp.max_geo_blocks = {} sizes it for \
+             {groups_half}: raise it",
+            self.capacity.geo
+        );
+        let entries_half = geo6_entries_half(&self.capacity);
+        let v6 = crate::geo::table::v6_image(
+            &f6.blocks,
+            base,
+            half * entries_half,
+            half * V6_VALUES as u32,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        ensure!(
+            v6.pool.len() <= entries_half as usize,
+            "the IPv6 region table needs {} entries; xdp.max_geo_blocks = {} sizes it for \
+             {entries_half}: raise it",
+            v6.pool.len(),
+            self.capacity.geo
+        );
+        // The half being written was last read two maps ago; a program that read it then has
+        // long finished, but wait for that formally (one grace period).
+        self.grace
+            .set(0, &self.grace_inner, 0)
+            .context("grace period")?;
+        let first_group = (half * groups_half) as usize * V4_GROUP;
+        for (i, e) in v4.pool.iter().enumerate() {
+            self.geo4_pool
+                .cell16(first_group + i)
+                .store(*e, Ordering::Relaxed);
+        }
+        let first6 = (half * entries_half) as usize;
+        for (i, e) in v6.pool.iter().enumerate() {
+            self.geo6_pool
+                .cell16(first6 + i)
+                .store(*e, Ordering::Relaxed);
+        }
+        let first_value = half * V6_VALUES as u32;
+        for (i, v) in v6.values.iter().enumerate() {
+            self.geo6_values
+                .store(first_value + i as u32, 0, *v, Ordering::Relaxed);
+        }
+        for (l, at) in v6.levels.iter().enumerate() {
+            self.geo6_levels.store(
+                half * V6_LEVEL_SLOTS as u32 + l as u32,
+                0,
+                *at,
+                Ordering::Relaxed,
+            );
+        }
+        // The groups are whole before the first level points at them.
+        fence(Ordering::Release);
+        for (i, e) in v4.first.iter().enumerate() {
+            let cell = self.geo4_l0.cell16(i);
+            if cell.load(Ordering::Relaxed) != *e {
+                cell.store(*e, Ordering::Release);
+            }
+        }
+        self.set_geo_config(default_region, half)?;
+        self.geo_written = true;
         self.generation = generation;
         Ok(())
     }
@@ -552,71 +667,16 @@ impl Dataplane {
         self.generation
     }
 
-    fn set_geo(
-        &mut self,
-        want: &std::collections::BTreeMap<ipnet::IpNet, u32>,
-        default_region: u32,
-    ) -> Result<()> {
-        let put: Vec<(ipnet::IpNet, u32)> = want
-            .iter()
-            .filter(|(n, v)| self.geo_written.get(n) != Some(v))
-            .map(|(n, v)| (*n, *v))
-            .collect();
-        let gone: Vec<ipnet::IpNet> = self
-            .geo_written
-            .keys()
-            .filter(|n| !want.contains_key(n))
-            .copied()
-            .collect();
-        // Between the writes and the removals the tries hold old and new blocks; when that
-        // does not fit, the removals go first (for that moment a client in a removed block
-        // meets the default region).
-        let cap = self.capacity.geo as usize;
-        let fits = [false, true].iter().all(|&v6| {
-            want.keys().filter(|n| n.addr().is_ipv6() == v6).count()
-                + gone.iter().filter(|n| n.addr().is_ipv6() == v6).count()
-                <= cap
-        });
-        if !fits {
-            self.geo_remove(&gone)?;
-        }
-        for (net, v) in put {
-            let len = u32::from(net.prefix_len());
-            match net {
-                ipnet::IpNet::V4(n) => self.geo4.insert(&Key::new(len, n.addr().octets()), v, 0),
-                ipnet::IpNet::V6(n) => self.geo6.insert(&Key::new(len, n.addr().octets()), v, 0),
-            }
-            .with_context(|| format!("write {net} to the client region table"))?;
-            // What the tries hold, op by op: a later call diffs against the truth.
-            self.geo_written.insert(net, v);
-        }
-        self.set_default_region(default_region)?;
-        if fits {
-            self.geo_remove(&gone)?;
-        }
-        Ok(())
-    }
-
-    fn geo_remove(&mut self, gone: &[ipnet::IpNet]) -> Result<()> {
-        for net in gone {
-            let len = u32::from(net.prefix_len());
-            match net {
-                ipnet::IpNet::V4(n) => self.geo4.remove(&Key::new(len, n.addr().octets())),
-                ipnet::IpNet::V6(n) => self.geo6.remove(&Key::new(len, n.addr().octets())),
-            }
-            .with_context(|| format!("remove {net} from the client region table"))?;
-            self.geo_written.remove(net);
-        }
-        Ok(())
-    }
-
-    /// Sets the region of clients no subnet covers, keeping the rest of the configuration.
-    fn set_default_region(&mut self, region: u32) -> Result<()> {
-        if self.config_written.default_region == region {
+    /// Sets the default region and the IPv6 tables' half with one configuration flip.
+    fn set_geo_config(&mut self, default_region: u32, half: u32) -> Result<()> {
+        if self.config_written.default_region == default_region
+            && self.config_written.geo6_half == half
+        {
             return Ok(());
         }
         let mut cfg = self.config_written;
-        cfg.default_region = region;
+        cfg.default_region = default_region;
+        cfg.geo6_half = half;
         self.set_config(&cfg)
     }
 
@@ -1044,8 +1104,9 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         .map_max_entries(MAP_ANSWERS_LARGE, 1)
         .map_max_entries(MAP_REGION_SETS, 1)
         .map_max_entries(MAP_ANSWER_SETS, 1)
-        .map_max_entries(MAP_GEO_V4, 1)
-        .map_max_entries(MAP_GEO_V6, 1)
+        .map_max_entries(MAP_GEO4_L0, 1)
+        .map_max_entries(MAP_GEO4_POOL, 1)
+        .map_max_entries(MAP_GEO6_POOL, 1)
         .map_max_entries(MAP_ECS_RESOLVERS_V4, 1)
         .map_max_entries(MAP_ECS_RESOLVERS_V6, 1);
     if let Helper::ReflectMiss(buckets) = helper {
@@ -1265,4 +1326,33 @@ fn wire_len(buf: &[u8]) -> usize {
         i += l + 1;
     }
     buf.len()
+}
+
+/// IPv4 region-table groups per half of `GEO4_POOL`, for a map of `capacity.geo` blocks: one
+/// per 24 blocks and 64 more (the GeoLite2 country database with the seed's regions needs
+/// 6,539 for 264,706 blocks), at most the 2^14 an entry can name.
+#[must_use]
+pub fn geo4_groups_half(capacity: &Capacity) -> u32 {
+    (capacity.geo / 24 + 64).min((V4_MAX_GROUPS / 2) as u32)
+}
+
+/// `GEO4_POOL`'s 64-bit values (both halves).
+fn geo4_words(capacity: &Capacity) -> u32 {
+    2 * geo4_groups_half(capacity) * (V4_GROUP / 4) as u32
+}
+
+/// IPv6 region-table entries per half of `GEO6_POOL`: the root, 14 per block (the seed's
+/// 455,181 blocks take about 5.8 million), and room for 16 blocks as long as /128 (a group on
+/// every level each), a multiple of four.
+#[must_use]
+pub fn geo6_entries_half(capacity: &Capacity) -> u32 {
+    let deep = 16 * V6_STRIDES.len() as u32 * 256;
+    (capacity.geo.saturating_mul(14))
+        .saturating_add((1 << V6_STRIDES[0]) + deep)
+        .next_multiple_of(4)
+}
+
+/// `GEO6_POOL`'s 64-bit values (both halves).
+fn geo6_words(capacity: &Capacity) -> u32 {
+    2 * geo6_entries_half(capacity) / 4
 }

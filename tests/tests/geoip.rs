@@ -210,20 +210,26 @@ fn the_full_database_as_prefix_tables_their_shape_and_size() {
     use dnsfast::geo::table::Table;
     let db = Database::open(&database()).unwrap();
     let map = RegionMap::build(Some(&db), &seed_policy());
-    let candidates: [(u32, &[u32]); 6] = [
+    let candidates: [(u32, &[u32]); 7] = [
         (32, &[24, 8]),
         (32, &[16, 8, 8]),
         (128, &[16, 16, 8, 8, 8, 8, 16, 16, 16, 16]),
         (128, &[20, 12, 8, 8, 8, 8, 16, 16, 16, 16]),
         (128, &[24, 8, 8, 8, 8, 8, 16, 16, 16, 16]),
         (128, &[16, 8, 8, 8, 8, 8, 8, 16, 16, 16, 16]),
+        (128, &dnsfast_common::geotable::V6_STRIDES),
     ];
     for (bits, strides) in candidates {
         let f = &map.families[usize::from(bits == 128)];
         let started = std::time::Instant::now();
         let t = Table::build(bits, strides, &f.blocks);
         let took = started.elapsed();
-        let mut loads = [0usize; 12];
+        assert_eq!(
+            Table::need(bits, strides, &f.blocks),
+            t.groups(),
+            "{strides:?}"
+        );
+        let mut loads = [0usize; 16];
         for b in &f.blocks {
             let end = b.start | host_mask(bits, b.len);
             for a in [b.start, end] {
@@ -248,4 +254,101 @@ fn the_full_database_as_prefix_tables_their_shape_and_size() {
             &loads[1..=strides.len()]
         );
     }
+}
+
+/// The full database with the seed's regions as the XDP program's prefix tables (IPv4
+/// DIR-24-8, IPv6 16 then 8 bits a level, 16-bit entries), written as a reload into the
+/// second generation and the second half of the pools would: the shared
+/// lookup (`geotable`, the program's code) over the images gives every block's ends ±1 and
+/// 200,000 random addresses of each family (fixed seed) the region map's value, generation
+/// added. Prints the memory the maps need (both halves of the pools).
+#[test]
+fn the_prefix_tables_answer_as_the_region_map_over_the_full_database() {
+    use dnsfast::geo::table::{v4_image, v6_image};
+    use dnsfast_common::geotable::{V4_GROUP, V4_MAX_GROUPS, lookup_v4, lookup_v6};
+    let db = Database::open(&database()).unwrap();
+    let map = RegionMap::build(Some(&db), &seed_policy());
+    let [f4, f6] = &map.families;
+    let gen_base = 64;
+    let started = std::time::Instant::now();
+    let first_group = (V4_MAX_GROUPS / 2) as u32;
+    let v4 = v4_image(&f4.blocks, gen_base, first_group).unwrap();
+    // The second half of the IPv6 arrays: at an arbitrary entry offset, values from 2^14.
+    let (v6_base, value_base) = (3_000_000u32, 1u32 << 14);
+    let v6 = v6_image(&f6.blocks, gen_base, v6_base, value_base).unwrap();
+    println!("images built in {:?}", started.elapsed());
+    // As the program reads them: 64-bit values of four 16-bit entries.
+    let words16 = |e: &[u16], at: usize| -> Vec<u64> {
+        let mut w = vec![0u64; at / 4];
+        w.extend(e.chunks(4).map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u64, |w, (i, x)| w | u64::from(*x) << (16 * i))
+        }));
+        w
+    };
+    let l0 = words16(&v4.first, 0);
+    let pool4 = words16(&v4.pool, first_group as usize * V4_GROUP);
+    let pool6 = words16(&v6.pool, v6_base as usize);
+    let mut values6 = vec![0u32; value_base as usize];
+    values6.extend(&v6.values);
+    let want = |addr: IpAddr| map.value(addr).map(|v| v + gen_base);
+    let get4 = |a: u32| lookup_v4(a, |i| l0.get(i).copied(), |i| pool4.get(i).copied());
+    let get6 = |a: u128| {
+        lookup_v6(
+            a.to_be_bytes(),
+            |l| v6.levels.get(l).copied(),
+            |i| pool6.get(i).copied(),
+            |i| values6.get(i).copied(),
+        )
+    };
+    let mut checked = 0usize;
+    let mut x = 0x6765_6f74_u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (f, bits) in [(f4, 32u32), (f6, 128)] {
+        let mut addrs: Vec<u128> = Vec::new();
+        for b in &f.blocks {
+            let end = b.start | host_mask(bits, b.len);
+            addrs.extend([b.start, end, end.wrapping_add(1), b.start.wrapping_sub(1)]);
+        }
+        for _ in 0..200_000 {
+            let r = u128::from(rnd()) << 64 | u128::from(rnd());
+            addrs.push(if bits == 32 { r & 0xFFFF_FFFF } else { r });
+        }
+        for a in addrs {
+            let a = if bits == 32 { a & 0xFFFF_FFFF } else { a };
+            let (got, ip) = if bits == 32 {
+                let a = a as u32;
+                (get4(a), IpAddr::from(a.to_be_bytes()))
+            } else {
+                (get6(a), IpAddr::from(a.to_be_bytes()))
+            };
+            // The family's own block (the map's `value` reads an IPv4-mapped address as IPv4;
+            // the IPv6 table holds the IPv6 space as it is).
+            let i = f.blocks.partition_point(|b| b.start <= a) - 1;
+            assert_eq!(got, Some(f.blocks[i].value() + gen_base), "{ip}");
+            if bits == 32 {
+                assert_eq!(got, want(ip), "{ip}");
+            }
+            checked += 1;
+        }
+    }
+    let mib = |bytes: usize| f64::from(u32::try_from(bytes >> 10).unwrap()) / 1024.0;
+    let v4_bytes = l0.len() * 8 + 2 * (v4.pool.len() * 2);
+    let v6_bytes = 2 * (v6.pool.len() * 2 + v6.values.len() * 4);
+    println!(
+        "{checked} addresses agree; maps for both generations: IPv4 {:.1} MiB (first level 32 MiB, \
+         {} groups), IPv6 {:.1} MiB ({} entries, {} values), {:.1} MiB in all",
+        mib(v4_bytes),
+        v4.pool.len() / V4_GROUP,
+        mib(v6_bytes),
+        v6.pool.len(),
+        v6.values.len(),
+        mib(v4_bytes + v6_bytes)
+    );
 }

@@ -1286,11 +1286,11 @@ fn weighted_answers_lead_by_weight_share_within_two_points() {
     }
 }
 
-/// A region map replaced by one of about the same size in tries sized for one of them: the old
-/// and new blocks together do not fit, so the removals go first, and every replacement succeeds
-/// (a reload near `xdp.max_geo_blocks` must not fail for room).
+/// A region map replaced by one of about the same size in tables sized for one of them: each
+/// generation writes its own half, so every replacement succeeds (a reload near
+/// `xdp.max_geo_blocks` must not fail for room).
 #[test]
-fn a_region_map_replaced_near_the_tries_capacity_is_written() {
+fn a_region_map_replaced_near_the_tables_capacity_is_written() {
     let compiled = |subnet: &str| {
         let text = format!(
             "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
@@ -1315,7 +1315,7 @@ fn a_region_map_replaced_near_the_tries_capacity_is_written() {
     assert!(a.map.families[0].blocks.len() <= cap);
     assert!(
         ba.union(&bb).count() > cap,
-        "the old and new maps together exceed the tries"
+        "the old and new maps together exceed the capacity"
     );
     let mut dp = answering(Capacity {
         entries: 16,
@@ -1328,4 +1328,151 @@ fn a_region_map_replaced_near_the_tries_capacity_is_written() {
     for (c, generation) in [(&a, 0), (&b, 1), (&a, 0), (&b, 0)] {
         dp.set_regions(c, generation).unwrap();
     }
+}
+
+/// A steering configuration of three regions whose explicit subnets (40 IPv4 and 40 IPv6 a
+/// region, of every length, from `seed`) cut the address space into many blocks; each region
+/// answers `geo.example.com` A with its own address, 198.18.70+r.1.
+fn random_regions(seed: u64) -> dnsfast::steering::Compiled {
+    use std::fmt::Write as _;
+    let mut x = seed;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut taken = std::collections::BTreeSet::new();
+    let mut text = String::from(
+        "[xdp]\nmode = \"off\"\n[[zone]]\norigin = \"example.com\"\nfile = \"z\"\n\
+         [steering]\ndefault_region = \"r0\"\n",
+    );
+    for r in 0..3 {
+        let mut nets = Vec::new();
+        while nets.len() < 80 {
+            let v6 = nets.len() >= 40;
+            let net: ipnet::IpNet = if v6 {
+                let a = u128::from(rnd()) << 64 | u128::from(rnd());
+                let len = 16 + (rnd() % 113) as u8;
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), len)
+                    .unwrap()
+                    .trunc()
+                    .into()
+            } else {
+                let len = 8 + (rnd() % 25) as u8;
+                ipnet::Ipv4Net::new(Ipv4Addr::from(rnd() as u32), len)
+                    .unwrap()
+                    .trunc()
+                    .into()
+            };
+            if taken.insert(net) {
+                nets.push(format!("\"{net}\""));
+            }
+        }
+        let _ = write!(
+            text,
+            "[[region]]\nname = \"r{r}\"\nsubnets = [{}]\n[[endpoint]]\nname = \"e{r}\"\n\
+             ipv4 = \"198.18.{}.1\"\n",
+            nets.join(", "),
+            70 + r
+        );
+    }
+    text.push_str("[[service]]\nname = \"geo.example.com\"\n");
+    for r in 0..3 {
+        let _ = write!(
+            text,
+            "[[service.pool]]\nregion = \"r{r}\"\nendpoints = [{{ endpoint = \"e{r}\" }}]\n"
+        );
+    }
+    let cfg = dnsfast::config::Config::parse(std::path::Path::new("/x.toml"), &text).unwrap();
+    dnsfast::steering::Compiled::new(&cfg.steering.unwrap(), None)
+}
+
+/// The region tables place every address as the daemon's region map does: three maps of many
+/// explicit subnets (both families, every length) written one after the other as reloads
+/// write them (generation 0, then 1 into the other halves, then 0 again), and for each, Client
+/// Subnet queries for every block's first and last address and their neighbours answered in
+/// XDP with the region's address and SCOPE the daemon's (`place_query`: the block's length,
+/// or 0 where the option does not decide and the resolver's address does).
+#[test]
+fn the_region_tables_place_every_address_as_the_daemons_region_map() {
+    let mut dp = answering(Capacity {
+        entries: 16,
+        small: 16,
+        large: 4,
+        sets: 16,
+        steered: 4,
+        geo: 16_384,
+    });
+    dp.set_ecs(&EcsPolicy::Any).unwrap();
+    let maps = [random_regions(1), random_regions(2), random_regions(3)];
+    let mut old: Option<&dnsfast::steering::Compiled> = None;
+    let mut probes = 0usize;
+    for (c, generation) in maps.iter().zip([0u8, 1, 0]) {
+        match old {
+            None => {
+                dp.apply_with(&[], c.map_changes(generation).steering())
+                    .unwrap();
+                dp.set_regions(c, generation).unwrap();
+            }
+            Some(o) => {
+                let t = c.transition(o, dp.generation());
+                assert_eq!(t.generation, generation);
+                dp.apply_with(&[], t.first.steering()).unwrap();
+                dp.set_regions(c, t.generation).unwrap();
+                dp.apply_with(&[], t.last.steering()).unwrap();
+            }
+        }
+        old = Some(c);
+        for (f, bits) in [(0usize, 32u32), (1, 128)] {
+            let mut addrs = Vec::new();
+            for b in &c.map.families[f].blocks {
+                let end = b.start | dnsfast::geo::host_mask(bits, b.len);
+                let top = dnsfast::geo::host_mask(bits, 0);
+                addrs.extend([b.start, end]);
+                if end < top {
+                    addrs.push(end + 1);
+                }
+                if b.start > 0 {
+                    addrs.push(b.start - 1);
+                }
+            }
+            for a in addrs {
+                let bytes: Vec<u8> = if bits == 32 {
+                    (a as u32).to_be_bytes().to_vec()
+                } else {
+                    a.to_be_bytes().to_vec()
+                };
+                let source = bits as u8;
+                let family = if bits == 32 { 1 } else { 2 };
+                let q = dnsfast_tests::battery::with_option(
+                    dns::query(7, "geo.example.com.", RecordType::A, Some((1232, false))),
+                    &dns::ecs_option(family, source, 0, &bytes),
+                );
+                let frame = v4_frame(&q);
+                let (action, reply) = dp.test_run(&frame).unwrap();
+                assert_eq!(action, XDP_TX, "{a:#x}");
+                let payload = check_v4_reply(&frame, &reply);
+                let ecs = dnsfast_common::wire::Ecs {
+                    family,
+                    source_prefix: source,
+                    scope: 0,
+                    address: {
+                        let mut x = [0u8; 16];
+                        x[..bytes.len()].copy_from_slice(&bytes);
+                        x
+                    },
+                };
+                let (region, scope) = c.place_query(Ipv4Addr::from(CLIENT4).into(), Some(&ecs));
+                let want = Ipv4Addr::new(198, 18, 70 + u8::try_from(region).unwrap(), 1);
+                let got = dns::addresses(&payload);
+                assert_eq!(got, [std::net::IpAddr::V4(want)], "{a:#x} (bits {bits})");
+                // The echo is last: FAMILY, SOURCE, SCOPE, ADDRESS.
+                let at = payload.len() - bytes.len() - 1;
+                assert_eq!(payload[at], scope, "SCOPE of {a:#x} (bits {bits})");
+                probes += 1;
+            }
+        }
+    }
+    println!("{probes} Client Subnet addresses placed by the XDP tables as by the daemon");
 }

@@ -98,6 +98,29 @@ impl Table {
         unreachable!("the last level holds only leaves")
     }
 
+    /// The groups per level a table of `blocks` with `strides` has, without building it: a
+    /// level's groups are the distinct prefixes (of the bits the levels above it consume) of
+    /// the blocks longer than those bits.
+    #[must_use]
+    pub fn need(bits: u32, strides: &[u32], blocks: &[Block]) -> Vec<usize> {
+        let mut out = vec![1];
+        let mut consumed = 0;
+        for s in &strides[..strides.len() - 1] {
+            consumed += s;
+            let mut n = 0;
+            let mut last = None;
+            for b in blocks.iter().filter(|b| u32::from(b.len) > consumed) {
+                let p = b.start >> (bits - consumed);
+                if last != Some(p) {
+                    n += 1;
+                    last = Some(p);
+                }
+            }
+            out.push(n);
+        }
+        out
+    }
+
     /// Groups per level.
     #[must_use]
     pub fn groups(&self) -> Vec<usize> {
@@ -113,6 +136,113 @@ impl Table {
     pub fn entries(&self) -> usize {
         self.levels.iter().map(Vec::len).sum()
     }
+}
+
+/// A family's table as the XDP program's arrays hold it ([`dnsfast_common::geotable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// IPv4: the first level's 2^24 entries (empty for IPv6).
+    pub first: Vec<u16>,
+    /// IPv4: the groups' entries; IPv6: every level's, level by level.
+    pub pool: Vec<u16>,
+    /// IPv6: the entry offset of each level's first group (`GEO6_LEVELS`).
+    pub levels: Vec<u32>,
+    /// IPv6: the leaves' values (`GEO6_VALUES`), from the image's first value index on.
+    pub values: Vec<u32>,
+}
+
+/// The map image of IPv4 `blocks` (their region field plus `region_base`, the generation's)
+/// with its groups numbered from `first_group` (the half of `GEO4_POOL` it is written to).
+///
+/// # Errors
+/// More groups than a half of the pool holds.
+pub fn v4_image(blocks: &[Block], region_base: u32, first_group: u32) -> Result<Image, String> {
+    use dnsfast_common::geotable::{V4_FIRST, V4_MAX_GROUPS, V4_POINTER, v4_leaf};
+    let t = Table::build(32, &[V4_FIRST, 8], blocks);
+    let groups = t.groups()[1];
+    if groups > V4_MAX_GROUPS / 2 {
+        return Err(format!(
+            "the IPv4 region map needs {groups} second-level groups, more than the {} a table \
+             holds",
+            V4_MAX_GROUPS / 2
+        ));
+    }
+    let leaf = |e: u32| v4_leaf(e + region_base);
+    let first = t.levels[0]
+        .iter()
+        .map(|&e| {
+            if e & POINTER == 0 {
+                leaf(e)
+            } else {
+                // At most 2^14 groups a half, numbered from 0 or 2^14: 15 bits.
+                V4_POINTER | u16::try_from((e & !POINTER) + first_group).expect("15 bits")
+            }
+        })
+        .collect();
+    let pool = t.levels[1].iter().map(|&e| leaf(e)).collect();
+    Ok(Image {
+        first,
+        pool,
+        ..Image::default()
+    })
+}
+
+/// The map image of IPv6 `blocks` (their region field plus `region_base`) written from entry
+/// `base` of `GEO6_POOL` and value `value_base` of `GEO6_VALUES` on.
+///
+/// # Errors
+/// A level with more groups, or more distinct values, than the table holds.
+pub fn v6_image(
+    blocks: &[Block],
+    region_base: u32,
+    base: u32,
+    value_base: u32,
+) -> Result<Image, String> {
+    use dnsfast_common::geotable::{V6_MAX_GROUPS, V6_POINTER, V6_STRIDES, V6_VALUES};
+    let t = Table::build(128, &V6_STRIDES, blocks);
+    let mut levels = Vec::with_capacity(t.levels.len());
+    let mut at = u64::from(base);
+    for (l, g) in t.levels.iter().zip(t.groups()) {
+        if g > V6_MAX_GROUPS {
+            return Err(format!(
+                "the IPv6 region map needs {g} groups on one level, more than the \
+                 {V6_MAX_GROUPS} a table holds"
+            ));
+        }
+        levels.push(u32::try_from(at).map_err(|_| "the IPv6 region map is too large")?);
+        at += l.len() as u64;
+    }
+    let mut index: std::collections::HashMap<u32, u16> = std::collections::HashMap::new();
+    let mut values = Vec::new();
+    let mut pool = Vec::with_capacity(t.entries());
+    for entries in &t.levels {
+        for &e in entries {
+            pool.push(if e & POINTER == 0 {
+                let v = e + region_base;
+                let next = values.len();
+                *index.entry(v).or_insert_with(|| {
+                    values.push(v);
+                    // Checked below: at most V6_VALUES values, from value_base on.
+                    (value_base as usize + next) as u16
+                })
+            } else {
+                V6_POINTER | u16::try_from(e & !POINTER).expect("groups checked")
+            });
+        }
+    }
+    if values.len() > V6_VALUES {
+        return Err(format!(
+            "the IPv6 region map has {} distinct (region, length) values, more than the \
+             {V6_VALUES} a table holds",
+            values.len()
+        ));
+    }
+    Ok(Image {
+        first: Vec::new(),
+        pool,
+        levels,
+        values,
+    })
 }
 
 #[cfg(test)]
@@ -153,6 +283,7 @@ mod tests {
                     assert!(loads <= strides.len());
                 }
             }
+            assert_eq!(Table::need(32, strides, &blocks), t.groups(), "{strides:?}");
             // DIR-24-8: a block of /24 or shorter in one load, longer in two.
             if strides == [24, 8] {
                 assert_eq!(t.lookup(0).1, 1);
