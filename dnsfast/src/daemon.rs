@@ -640,9 +640,7 @@ pub fn steering_advice(cfg: &Config, snap: &Snapshot) -> Option<String> {
         } else if need4 > crate::xdp::geo4_groups_half(&cap) as usize
             || need6 > crate::xdp::geo6_entries_half(&cap) as usize
         {
-            let deep = (1 << V6_STRIDES[0]) + 16 * V6_STRIDES.len() * 256;
-            let blocks =
-                ((need4.saturating_sub(64)) * 24).max(need6.saturating_sub(deep).div_ceil(14));
+            let blocks = crate::xdp::geo_blocks_for(need4, need6);
             raise.push(format!(
                 "xdp.max_geo_blocks = {} to at least {blocks} (the region tables need {need4} \
                  IPv4 groups and {need6} IPv6 entries)",

@@ -211,8 +211,6 @@ pub struct Dataplane {
     geo6_pool: MmapArray,
     geo6_levels: MmapArray,
     geo6_values: MmapArray,
-    /// Whether a region map was written (the tables hold one).
-    geo_written: bool,
     ecs4: LpmTrie<MapData, [u8; 4], u8>,
     ecs6: LpmTrie<MapData, [u8; 16], u8>,
     /// What `ECS_RESOLVERS_*` hold.
@@ -466,7 +464,6 @@ impl Dataplane {
                 4,
                 true,
             )?,
-            geo_written: false,
             ecs4: take(&mut ebpf, MAP_ECS_RESOLVERS_V4, pin_dir)?,
             ecs6: take(&mut ebpf, MAP_ECS_RESOLVERS_V6, pin_dir)?,
             ecs_written: std::collections::BTreeSet::new(),
@@ -656,7 +653,6 @@ impl Dataplane {
             }
         }
         self.set_geo_config(default_region, half)?;
-        self.geo_written = true;
         self.generation = generation;
         Ok(())
     }
@@ -1328,12 +1324,35 @@ fn wire_len(buf: &[u8]) -> usize {
     buf.len()
 }
 
+/// Region-map blocks per IPv4 group the tables are sized for, and the groups added to those.
+const GEO4_BLOCKS_PER_GROUP: u32 = 24;
+const GEO4_SPARE_GROUPS: u32 = 64;
+/// IPv6 table entries per region-map block the tables are sized for.
+const GEO6_ENTRIES_PER_BLOCK: u32 = 14;
+
+/// IPv6 table entries every size has: the root, and room for 16 blocks as long as /128 (a
+/// group on every level each).
+const fn geo6_fixed_entries() -> u32 {
+    (1 << V6_STRIDES[0]) + 16 * V6_STRIDES.len() as u32 * 256
+}
+
 /// IPv4 region-table groups per half of `GEO4_POOL`, for a map of `capacity.geo` blocks: one
 /// per 24 blocks and 64 more (the GeoLite2 country database with the seed's regions needs
 /// 6,539 for 264,706 blocks), at most the 2^14 an entry can name.
 #[must_use]
 pub fn geo4_groups_half(capacity: &Capacity) -> u32 {
-    (capacity.geo / 24 + 64).min((V4_MAX_GROUPS / 2) as u32)
+    (capacity.geo / GEO4_BLOCKS_PER_GROUP + GEO4_SPARE_GROUPS).min((V4_MAX_GROUPS / 2) as u32)
+}
+
+/// The `xdp.max_geo_blocks` that sizes the tables for `groups4` IPv4 groups and `entries6`
+/// IPv6 entries a half (the inverse of [`geo4_groups_half`] and [`geo6_entries_half`]).
+#[must_use]
+pub fn geo_blocks_for(groups4: usize, entries6: usize) -> usize {
+    let v4 = groups4.saturating_sub(GEO4_SPARE_GROUPS as usize) * GEO4_BLOCKS_PER_GROUP as usize;
+    let v6 = entries6
+        .saturating_sub(geo6_fixed_entries() as usize)
+        .div_ceil(GEO6_ENTRIES_PER_BLOCK as usize);
+    v4.max(v6)
 }
 
 /// `GEO4_POOL`'s 64-bit values (both halves).
@@ -1341,14 +1360,13 @@ fn geo4_words(capacity: &Capacity) -> u32 {
     2 * geo4_groups_half(capacity) * (V4_GROUP / 4) as u32
 }
 
-/// IPv6 region-table entries per half of `GEO6_POOL`: the root, 14 per block (the seed's
-/// 455,181 blocks take about 5.8 million), and room for 16 blocks as long as /128 (a group on
-/// every level each), a multiple of four.
+/// IPv6 region-table entries per half of `GEO6_POOL`: 14 per block (the seed's 455,181
+/// blocks take about 5.8 million) and the fixed part ([`geo6_fixed_entries`]), a multiple of
+/// four.
 #[must_use]
 pub fn geo6_entries_half(capacity: &Capacity) -> u32 {
-    let deep = 16 * V6_STRIDES.len() as u32 * 256;
-    (capacity.geo.saturating_mul(14))
-        .saturating_add((1 << V6_STRIDES[0]) + deep)
+    (capacity.geo.saturating_mul(GEO6_ENTRIES_PER_BLOCK))
+        .saturating_add(geo6_fixed_entries())
         .next_multiple_of(4)
 }
 
