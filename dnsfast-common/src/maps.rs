@@ -61,6 +61,12 @@ pub const PROG_REFLECT: &str = "dnsfast_reflect";
 pub const PROG_REFLECT_GROW: &str = "dnsfast_reflect_grow";
 /// The big zone's reference: the ceiling plus one load from a random bucket of `HOT_TABLE`.
 pub const PROG_REFLECT_MISS: &str = "dnsfast_reflect_miss";
+/// The region lookup's first reference: the ceiling plus one LPM-trie lookup of the Client
+/// Subnet address in a trie of the region map's blocks.
+pub const PROG_REFLECT_LPM: &str = "dnsfast_reflect_lpm";
+/// The region lookup's second reference: the ceiling plus one load, picked by the Client Subnet
+/// address, from a table the size of the region tables' first level.
+pub const PROG_REFLECT_GEO_MISS: &str = "dnsfast_reflect_geo_miss";
 /// Name of the XDP program that passes every packet (for the far end of a veth pair: native XDP
 /// on veth only delivers `XDP_TX` frames to a peer that has an XDP program of its own).
 pub const PROG_PASS: &str = "dnsfast_pass";

@@ -84,6 +84,28 @@ fn word<T: Copy, const N: usize, const F: usize>(map: &Array<T, N, F>, i: usize)
     Some(unsafe { core::ptr::read_volatile(p) })
 }
 
+/// The benchmark's `ceiling-lpm` reference (`reflect::reflect_lpm`): the value of the longest
+/// prefix holding `addr` (the first 4 bytes if not `v6`) in `ECS_RESOLVERS_*`, which that
+/// reference's loader fills with the region map's blocks instead of resolvers (the daemon never
+/// runs beside it).
+#[inline(always)]
+pub fn reference_lpm(v6: bool, addr: [u8; 16]) -> Option<u8> {
+    let found = if v6 {
+        ECS_RESOLVERS_V6.get(&Key::new(128, addr))
+    } else {
+        ECS_RESOLVERS_V4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+    };
+    // SAFETY: a value pointer from a successful lookup, valid for this program run.
+    found.map(|v| unsafe { core::ptr::read_volatile(v) })
+}
+
+/// The benchmark's `ceiling-geo-miss` reference (`reflect::reflect_geo_miss`): value `i` of
+/// `GEO4_L0` (the region tables' first level, at its full size, loaded empty).
+#[inline(always)]
+pub fn reference_l0(i: usize) -> Option<u64> {
+    word(&GEO4_L0, i)
+}
+
 /// The `GEO_*` value of an IPv4 address (region | block length << 16 | `GEO_SPECIAL`).
 #[inline(always)]
 pub fn geo_v4(addr: [u8; 4]) -> Option<u32> {

@@ -116,6 +116,28 @@ pub fn dnsfast_reflect_miss(ctx: XdpContext) -> u32 {
     reflect::reflect_miss(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
+/// The region lookup's first reference (see `reflect`): the ceiling plus one LPM-trie lookup of
+/// the Client Subnet address.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
+pub fn dnsfast_reflect_lpm(ctx: XdpContext) -> u32 {
+    reflect::reflect_lpm(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// The region lookup's second reference (see `reflect`): the ceiling plus one load, picked by
+/// the Client Subnet address, from a table the size of the region tables' first level.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
+pub fn dnsfast_reflect_geo_miss(ctx: XdpContext) -> u32 {
+    reflect::reflect_geo_miss(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
 /// Passes every packet. Attached to the far end of a veth pair, where native XDP needs a program
 /// for `XDP_TX` frames to arrive.
 #[xdp]

@@ -17,6 +17,13 @@
 //! slot of the bucket that hash picks in `HOT_TABLE`, loaded empty with as many buckets as
 //! dnsfast gives the benchmark's big zone, before reflecting the query as the ceiling does.
 
+//! [`reflect_lpm`] and [`reflect_geo_miss`] are the region lookup's references, for queries
+//! whose last bytes are a Client Subnet option of an IPv4 /24 or an IPv6 /56 (as the bench's
+//! generator builds them; others pass). The first adds one lookup of the option's address in a
+//! kernel LPM trie (`ECS_RESOLVERS_*`, filled by its loader with the region map's blocks), the
+//! second one load, picked by that address, from `GEO4_L0` at its full size: the memory access a
+//! lookup for random clients cannot avoid.
+
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_adjust_head, programs::XdpContext,
 };
@@ -82,6 +89,62 @@ pub fn reflect_miss(ctx: &XdpContext) -> Option<u32> {
         // The daemon never runs beside this program, so every bucket is unused; the test keeps
         // the load (and its latency) on the path to the answer, as a lookup's key test does.
         (slot != SLOT_TOMB).then_some(())
+    })
+}
+
+/// The Client Subnet address of a query that ends with the option for an IPv4 /24 or an IPv6
+/// /56: whether it is IPv6, and its bytes (zero-padded).
+#[inline(always)]
+fn ecs_tail(ctx: &XdpContext) -> Option<(bool, [u8; 16])> {
+    let len = ctx.data_end() - ctx.data();
+    if len < ETH_LEN + IPV4_LEN + UDP_LEN + 12 + 16 {
+        return None;
+    }
+    // Bounded for the verifier, as `reflect_grow`'s length.
+    let at = crate::packet::opaque(len - 16) & 0x3FF;
+    let p = frame_ptr(ctx, at, 16)?;
+    // SAFETY: frame_ptr checked the 16 bytes lie inside the frame.
+    let t = unsafe { (p as *const [u8; 16]).read_unaligned() };
+    let word = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+    let mut a = [0u8; 16];
+    // Option code 8, length, FAMILY, SOURCE and SCOPE 0, then the address.
+    if word(5) == 0x0008_0007 && word(9) == 0x0001_1800 {
+        a[..3].copy_from_slice(&t[13..]);
+        Some((false, a))
+    } else if word(1) == 0x0008_000B && word(5) == 0x0002_3800 {
+        a[..7].copy_from_slice(&t[9..]);
+        Some((true, a))
+    } else {
+        None
+    }
+}
+
+/// The ceiling plus one LPM-trie lookup of the Client Subnet address (see the module comment).
+#[inline(always)]
+pub fn reflect_lpm(ctx: &XdpContext) -> Option<u32> {
+    reflect_after(ctx, |ctx| {
+        let (v6, a) = ecs_tail(ctx)?;
+        // The blocks cover the whole space: a lookup always finds one, and its value is a
+        // region (never 0xFF); the test keeps the load on the path to the answer.
+        (crate::lookup::reference_lpm(v6, a)? != 0xFF).then_some(())
+    })
+}
+
+/// The ceiling plus one load from `GEO4_L0` picked by the Client Subnet address (see the module
+/// comment): an IPv4 /24's own entry (four to a value), an IPv6 /56 hashed over the table.
+#[inline(always)]
+pub fn reflect_geo_miss(ctx: &XdpContext) -> Option<u32> {
+    reflect_after(ctx, |ctx| {
+        let (v6, a) = ecs_tail(ctx)?;
+        let i = if v6 {
+            let h = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], 0])
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (h >> 42) as usize
+        } else {
+            (usize::from(a[0]) << 14) | (usize::from(a[1]) << 6) | (usize::from(a[2]) >> 2)
+        };
+        // Loaded empty: every value is 0.
+        (crate::lookup::reference_l0(i)? != u64::MAX).then_some(())
     })
 }
 

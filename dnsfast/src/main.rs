@@ -125,12 +125,21 @@ enum Command {
         netns: Option<String>,
         /// The second reference instead: also grow each frame by one A record (as every answer
         /// with a record must) and answer that fixed record.
-        #[arg(long, conflicts_with = "miss_table")]
+        #[arg(long, conflicts_with_all = ["miss_table", "lpm", "geo_miss"])]
         grow: bool,
         /// The big zone's reference instead: also load one bucket, picked by a hash of the
         /// queried name, of an empty hot-name table of this many buckets (a power of two).
-        #[arg(long, value_name = "BUCKETS")]
+        #[arg(long, value_name = "BUCKETS", conflicts_with_all = ["lpm", "geo_miss"])]
         miss_table: Option<u32>,
+        /// The region lookup's first reference instead: also look the Client Subnet address
+        /// up (queries ending with an IPv4 /24 or IPv6 /56 option) in a kernel LPM trie
+        /// holding the blocks of this configuration's region map.
+        #[arg(long, value_name = "CONFIG", conflicts_with = "geo_miss")]
+        lpm: Option<PathBuf>,
+        /// The region lookup's second reference instead: also load one value, picked by the
+        /// Client Subnet address, of an empty table the size of the region tables' first level.
+        #[arg(long)]
+        geo_miss: bool,
     },
 }
 
@@ -278,20 +287,33 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::ForceUp { target, duration } => force(target, Some(true), duration.as_deref()),
         Command::Undrain { target } => force(target, None, None),
         Command::Pass { interface, netns } => {
-            hold_helper(xdp::Helper::Pass, &interface, netns.as_deref())
+            hold_helper(xdp::Helper::Pass, &interface, netns.as_deref(), None)
         }
         Command::Reflect {
             interface,
             netns,
             grow,
             miss_table,
+            lpm,
+            geo_miss,
         } => {
-            let helper = match (grow, miss_table) {
-                (_, Some(buckets)) => xdp::Helper::ReflectMiss(buckets),
-                (true, None) => xdp::Helper::ReflectGrow,
-                (false, None) => xdp::Helper::Reflect,
+            if let Some(config) = lpm {
+                let cfg = Config::load(&config)?;
+                let snapshot = compile::compile(&cfg)?;
+                return hold_helper(
+                    xdp::Helper::ReflectLpm,
+                    &interface,
+                    netns.as_deref(),
+                    Some(&snapshot.steering.map),
+                );
+            }
+            let helper = match (grow, miss_table, geo_miss) {
+                (_, Some(buckets), _) => xdp::Helper::ReflectMiss(buckets),
+                (_, None, true) => xdp::Helper::ReflectGeoMiss,
+                (true, None, false) => xdp::Helper::ReflectGrow,
+                (false, None, false) => xdp::Helper::Reflect,
             };
-            hold_helper(helper, &interface, netns.as_deref())
+            hold_helper(helper, &interface, netns.as_deref(), None)
         }
     }
 }
@@ -438,12 +460,17 @@ fn maps(name: Option<&str>, netns: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn hold_helper(helper: xdp::Helper, interface: &str, netns: Option<&str>) -> Result<()> {
+fn hold_helper(
+    helper: xdp::Helper,
+    interface: &str,
+    netns: Option<&str>,
+    blocks: Option<&dnsfast::geo::RegionMap>,
+) -> Result<()> {
     if let Some(ns) = netns {
         instance::enter_netns(ns)?;
     }
     let signals = Signals::new().context("signalfd")?;
-    let _prog = xdp::attach_helper(helper, interface)?;
+    let _prog = xdp::attach_helper(helper, interface, blocks)?;
     tracing::info!("{helper:?} program attached to {interface}; Ctrl-C detaches it");
     instance::notify("READY=1");
     let rt = tokio::runtime::Builder::new_current_thread()

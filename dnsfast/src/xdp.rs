@@ -27,9 +27,9 @@ use dnsfast_common::{
         MAP_CONFIG_ACTIVE, MAP_ECS_RESOLVERS_V4, MAP_ECS_RESOLVERS_V6, MAP_GEO4_L0, MAP_GEO4_POOL,
         MAP_GEO6_LEVELS, MAP_GEO6_POOL, MAP_GEO6_VALUES, MAP_GRACE, MAP_HOT, MAP_HOT_TABLE,
         MAP_REGION_SETS, MAP_SCRATCH, MAP_STAGES, MAP_STATS, MAX_REGIONS, PROG_DNSFAST, PROG_ECS,
-        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GROW, PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE,
-        SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ, SLOT_TOMB, XdpConfig, name_class,
-        slot_is_inline, slot_is_steered,
+        PROG_PASS, PROG_REFLECT, PROG_REFLECT_GEO_MISS, PROG_REFLECT_GROW, PROG_REFLECT_LPM,
+        PROG_REFLECT_MISS, REGION_SLOTS, SET_NONE, SLOT_INLINE, SLOT_LARGE, SLOT_NONE, SLOT_SEQ,
+        SLOT_TOMB, XdpConfig, name_class, slot_is_inline, slot_is_steered,
     },
     stats::COUNTERS,
 };
@@ -1052,6 +1052,12 @@ pub enum Helper {
     /// The ceiling plus one load from a random bucket of an (empty) `HOT_TABLE` of this many
     /// buckets (a power of two).
     ReflectMiss(u32),
+    /// The ceiling plus one lookup of the Client Subnet address in a kernel LPM trie holding a
+    /// region map's blocks (given at load).
+    ReflectLpm,
+    /// The ceiling plus one load, picked by the Client Subnet address, from `GEO4_L0` at its
+    /// full size (the region tables' first level), loaded empty.
+    ReflectGeoMiss,
 }
 
 /// A helper program attached to an interface; detached when dropped.
@@ -1087,9 +1093,18 @@ fn ecs_entries(policy: &EcsPolicy) -> std::collections::BTreeSet<ipnet::IpNet> {
 }
 
 /// Loads the object and verifies `helper`. The maps it brings along are kept tiny, except what
-/// the miss reference uses: `HOT_TABLE` at the size asked for, and `CONFIG` with its mask.
-fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
+/// the references use: for the miss reference `HOT_TABLE` at the size asked for and `CONFIG`
+/// with its mask, for the LPM reference the `ECS_RESOLVERS_*` tries holding `blocks`' blocks
+/// (each with its region), for the geo-miss reference `GEO4_L0` whole.
+fn load_helper(
+    helper: Helper,
+    blocks: Option<&crate::geo::RegionMap>,
+) -> Result<(Ebpf, &'static str)> {
     ensure_object()?;
+    ensure!(
+        blocks.is_some() == (helper == Helper::ReflectLpm),
+        "the LPM reference, and only it, takes a region map"
+    );
     let mut loader = EbpfLoader::new();
     for m in MAP_HOT {
         loader.map_max_entries(m, 1);
@@ -1100,11 +1115,19 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         .map_max_entries(MAP_ANSWERS_LARGE, 1)
         .map_max_entries(MAP_REGION_SETS, 1)
         .map_max_entries(MAP_ANSWER_SETS, 1)
-        .map_max_entries(MAP_GEO4_L0, 1)
         .map_max_entries(MAP_GEO4_POOL, 1)
-        .map_max_entries(MAP_GEO6_POOL, 1)
-        .map_max_entries(MAP_ECS_RESOLVERS_V4, 1)
-        .map_max_entries(MAP_ECS_RESOLVERS_V6, 1);
+        .map_max_entries(MAP_GEO6_POOL, 1);
+    if helper != Helper::ReflectGeoMiss {
+        loader.map_max_entries(MAP_GEO4_L0, 1);
+    }
+    let [n4, n6] = blocks.map_or([1, 1], |m| {
+        m.families
+            .each_ref()
+            .map(|f| u32::try_from(f.blocks.len().max(1)).unwrap_or(u32::MAX))
+    });
+    loader
+        .map_max_entries(MAP_ECS_RESOLVERS_V4, n4)
+        .map_max_entries(MAP_ECS_RESOLVERS_V6, n6);
     if let Helper::ReflectMiss(buckets) = helper {
         ensure!(
             buckets.is_power_of_two(),
@@ -1117,6 +1140,33 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
         Helper::Pass => PROG_PASS,
         Helper::Reflect => PROG_REFLECT,
         Helper::ReflectGrow => PROG_REFLECT_GROW,
+        Helper::ReflectGeoMiss => PROG_REFLECT_GEO_MISS,
+        Helper::ReflectLpm => {
+            let map = blocks.expect("checked above");
+            let mut v4: LpmTrie<&mut MapData, [u8; 4], u8> = LpmTrie::try_from(
+                ebpf.map_mut(MAP_ECS_RESOLVERS_V4)
+                    .ok_or_else(|| anyhow!("no map {MAP_ECS_RESOLVERS_V4}"))?,
+            )?;
+            for (net, value) in map.entries() {
+                if let ipnet::IpNet::V4(n) = net {
+                    let key = Key::new(u32::from(n.prefix_len()), n.addr().octets());
+                    v4.insert(&key, (value & 0xFF) as u8, 0)
+                        .with_context(|| format!("insert {n}"))?;
+                }
+            }
+            let mut v6: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
+                ebpf.map_mut(MAP_ECS_RESOLVERS_V6)
+                    .ok_or_else(|| anyhow!("no map {MAP_ECS_RESOLVERS_V6}"))?,
+            )?;
+            for (net, value) in map.entries() {
+                if let ipnet::IpNet::V6(n) = net {
+                    let key = Key::new(u32::from(n.prefix_len()), n.addr().octets());
+                    v6.insert(&key, (value & 0xFF) as u8, 0)
+                        .with_context(|| format!("insert {n}"))?;
+                }
+            }
+            PROG_REFLECT_LPM
+        }
         Helper::ReflectMiss(buckets) => {
             // Borrowed, not taken: the program refers to the map by a descriptor the object owns.
             let mut config: Array<&mut MapData, XdpConfig> = Array::try_from(
@@ -1140,19 +1190,39 @@ fn load_helper(helper: Helper) -> Result<(Ebpf, &'static str)> {
     Ok((ebpf, name))
 }
 
-/// Attaches `helper` to `iface` in native mode.
-pub fn attach_helper(helper: Helper, iface: &str) -> Result<HelperProgram> {
-    let (mut ebpf, name) = load_helper(helper)?;
+/// Attaches `helper` to `iface` in native mode (`blocks`: the LPM reference's region map).
+pub fn attach_helper(
+    helper: Helper,
+    iface: &str,
+    blocks: Option<&crate::geo::RegionMap>,
+) -> Result<HelperProgram> {
+    let (mut ebpf, name) = load_helper(helper, blocks)?;
     let prog: &mut Xdp = ebpf.program_mut(name).expect("loaded").try_into()?;
     prog.attach(iface, AyaXdpMode::Driver)
         .with_context(|| format!("attach {name} to {iface}"))?;
     Ok(HelperProgram { _ebpf: ebpf })
 }
 
-/// Runs `helper` once on `frame` (`BPF_PROG_RUN`): its action and the frame it leaves.
-pub fn helper_test_run(helper: Helper, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-    let (ebpf, name) = load_helper(helper)?;
-    run_once(ebpf.program(name).expect("loaded").try_into()?, frame)
+/// Runs `helper` once on `frame` (`BPF_PROG_RUN`): its action and the frame it leaves
+/// (`blocks`: the LPM reference's region map).
+pub fn helper_test_run(
+    helper: Helper,
+    frame: &[u8],
+    blocks: Option<&crate::geo::RegionMap>,
+) -> Result<(u32, Vec<u8>)> {
+    let mut out = helper_test_runs(helper, &[frame], blocks)?;
+    Ok(out.pop().expect("one frame"))
+}
+
+/// [`helper_test_run`] on each of `frames`, with one load of the helper.
+pub fn helper_test_runs(
+    helper: Helper,
+    frames: &[&[u8]],
+    blocks: Option<&crate::geo::RegionMap>,
+) -> Result<Vec<(u32, Vec<u8>)>> {
+    let (ebpf, name) = load_helper(helper, blocks)?;
+    let prog: &Xdp = ebpf.program(name).expect("loaded").try_into()?;
+    frames.iter().map(|f| run_once(prog, f)).collect()
 }
 
 /// One `BPF_PROG_RUN` of `prog` on `frame`: the XDP action and the frame as the program left it

@@ -18,7 +18,7 @@ use dnsfast::{
         Capacity, SetChange, SetContents, SetName, SetState, SteerChange, Steering, bucket_hash,
     },
     server::{Shared, handle},
-    xdp::{Dataplane, Helper, helper_test_run},
+    xdp::{Dataplane, Helper, helper_test_run, helper_test_runs},
     zone::Zone,
 };
 use dnsfast_common::{
@@ -811,7 +811,7 @@ fn answering_off_passes_everything() {
 fn growing_reference_answers_one_a_record() {
     let q = dns::query(0x2222, "WwW.example.com.", RecordType::A, None);
     let frame = v4_frame(&q);
-    let (action, reply) = helper_test_run(Helper::ReflectGrow, &frame).unwrap();
+    let (action, reply) = helper_test_run(Helper::ReflectGrow, &frame, None).unwrap();
     assert_eq!(action, XDP_TX);
     assert_eq!(reply.len(), frame.len() + 16, "grown by one record");
     assert_eq!(&reply[0..6], &frame[6..12], "eth dst = query src");
@@ -842,7 +842,7 @@ fn growing_reference_answers_one_a_record() {
     assert_eq!(rrset.ttls.iter().collect::<Vec<_>>(), [&60]);
     assert!(n.authority.is_empty() && n.additional.is_empty() && n.edns.is_none());
     // Frames it does not answer are passed up untouched.
-    let (action, out) = helper_test_run(Helper::ReflectGrow, &v6_frame(&q)).unwrap();
+    let (action, out) = helper_test_run(Helper::ReflectGrow, &v6_frame(&q), None).unwrap();
     assert_eq!((action, out), (XDP_PASS, v6_frame(&q)));
 }
 
@@ -853,7 +853,7 @@ fn miss_reference_reflects_like_the_ceiling() {
     for name in ["h123456.million.example.", "WwW.example.com."] {
         let q = dns::query(0x3333, name, RecordType::A, None);
         let frame = v4_frame(&q);
-        let (action, ceiling) = helper_test_run(Helper::Reflect, &frame).unwrap();
+        let (action, ceiling) = helper_test_run(Helper::Reflect, &frame, None).unwrap();
         assert_eq!(action, XDP_TX, "{name}: the ceiling answers");
         assert_eq!(ceiling[14 + 20 + 8 + 2] & 0x80, 0x80, "{name}: QR set");
         assert_eq!(
@@ -862,7 +862,8 @@ fn miss_reference_reflects_like_the_ceiling() {
             "{name}: addresses swapped"
         );
         for buckets in [1, 1024, 1 << 16] {
-            let (action, miss) = helper_test_run(Helper::ReflectMiss(buckets), &frame).unwrap();
+            let (action, miss) =
+                helper_test_run(Helper::ReflectMiss(buckets), &frame, None).unwrap();
             assert_eq!(action, XDP_TX, "{name}, {buckets} buckets");
             assert_eq!(
                 miss, ceiling,
@@ -875,11 +876,67 @@ fn miss_reference_reflects_like_the_ceiling() {
         v4_frame(&dns::query(1, ".", RecordType::A, None)),
         v6_frame(&dns::query(1, "www.example.com.", RecordType::A, None)),
     ] {
-        let (action, out) = helper_test_run(Helper::ReflectMiss(1024), &frame).unwrap();
+        let (action, out) = helper_test_run(Helper::ReflectMiss(1024), &frame, None).unwrap();
         assert_eq!((action, out), (XDP_PASS, frame));
     }
-    let err = helper_test_run(Helper::ReflectMiss(1000), &v4_frame(&[0; 12])).unwrap_err();
+    let err = helper_test_run(Helper::ReflectMiss(1000), &v4_frame(&[0; 12]), None).unwrap_err();
     assert!(format!("{err:#}").contains("not a power of two"), "{err:#}");
+}
+
+/// The region lookup's references (`ceiling-lpm`, `ceiling-geo-miss`) reflect a query ending
+/// with an IPv4 /24 or IPv6 /56 Client Subnet option exactly as the ceiling does, for an
+/// address in every block of a region map (the LPM reference finds each in its trie: a miss
+/// would pass the query up), and pass other queries up untouched.
+#[test]
+fn region_lookup_references_reflect_like_the_ceiling() {
+    let c = random_regions(4);
+    let map = &c.map;
+    let mut frames = Vec::new();
+    for (f, source) in [(0usize, 24u8), (1, 56)] {
+        let bytes = usize::from(source / 8);
+        for b in &map.families[f].blocks {
+            let addr: Vec<u8> = if f == 0 {
+                (b.start as u32).to_be_bytes()[..bytes].to_vec()
+            } else {
+                b.start.to_be_bytes()[..bytes].to_vec()
+            };
+            let q = dns::query(
+                0x4242,
+                "geo.example.com.",
+                RecordType::A,
+                Some((1232, false)),
+            );
+            let q = dnsfast_tests::battery::with_option(
+                q,
+                &dns::ecs_option(1 + f as u16, source, 0, &addr),
+            );
+            frames.push(v4_frame(&q));
+        }
+    }
+    assert!(frames.len() > 100, "{} frames", frames.len());
+    // No option, another SOURCE, IPv6 transport: passed up.
+    let q = dns::query(1, "geo.example.com.", RecordType::A, Some((1232, false)));
+    let other =
+        dnsfast_tests::battery::with_option(q.clone(), &dns::ecs_option(1, 20, 0, &[81, 2, 3]));
+    let passed = [v4_frame(&q), v4_frame(&other), v6_frame(&other)];
+    let all: Vec<&[u8]> = frames.iter().chain(&passed).map(Vec::as_slice).collect();
+    let ceiling = helper_test_runs(Helper::Reflect, &all, None).unwrap();
+    for (helper, blocks) in [
+        (Helper::ReflectLpm, Some(map)),
+        (Helper::ReflectGeoMiss, None),
+    ] {
+        let out = helper_test_runs(helper, &all, blocks).unwrap();
+        for (i, (got, want)) in out.iter().zip(&ceiling).enumerate() {
+            if i < frames.len() {
+                assert_eq!(want.0, XDP_TX);
+                assert_eq!(got, want, "{helper:?}, frame {i}");
+            } else {
+                assert_eq!(got, &(XDP_PASS, all[i].to_vec()), "{helper:?}, frame {i}");
+            }
+        }
+    }
+    let err = helper_test_run(Helper::ReflectLpm, &v4_frame(&q), None).unwrap_err();
+    assert!(format!("{err:#}").contains("region map"), "{err:#}");
 }
 
 /// Per-stage cost on frames that leave the program at different points (not a pass/fail test:

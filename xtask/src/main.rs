@@ -10,7 +10,9 @@
 mod bench;
 mod chart;
 mod demo;
+mod loadgen;
 mod memprobe;
+mod queries;
 mod setup;
 
 use std::{
@@ -56,12 +58,12 @@ enum Cmd {
         /// Rounds; figures are medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Only these targets (comma-separated: ceiling, ceiling-grow, ceiling-miss, dnsfast-xdp,
-        /// dnsfast-user, knot-udp, knot-xdp, nsd).
+        /// Only these targets (comma-separated: ceiling, ceiling-grow, ceiling-miss,
+        /// ceiling-lpm, ceiling-geo-miss, dnsfast-xdp, dnsfast-user, knot-udp, knot-xdp, nsd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m, steered,
-        /// steered-ecs).
+        /// steered-few, hot-ecs).
         #[arg(long, value_delimiter = ',')]
         workloads: Vec<String>,
         /// Instead: what each stage of dnsfast's XDP program adds per packet on `hot` (one

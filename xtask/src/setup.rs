@@ -21,8 +21,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("knot", "knotd"),
 ];
 
-/// What `cargo xtask bench` adds: the other server it compares with.
-const BENCH_PACKAGES: &[(&str, &str)] = &[("nsd", "nsd")];
+/// What `cargo xtask bench` adds: the other server it compares with, and Knot's geoip module
+/// for the steered workloads (a file, not a command: a path pattern).
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("nsd", "nsd"),
+    ("knot-module-geoip", "/usr/lib/*/knot/modules-*/geoip.so"),
+];
 
 /// The bpf-linker release that works with the nightly's LLVM 22.
 const BPF_LINKER: &str = "0.13.0";
@@ -37,10 +41,11 @@ struct GeoipDb {
     size: &'static str,
 }
 
-/// The databases the seed example, the GeoIP tests and the bench read. The first is
-/// `geoip_path()`: GeoLite2 country data in the flat `country_code` schema. The second is the
-/// same data in MaxMind's own GeoLite2 schema (`country.iso_code`, `continent.code`), so that
-/// both schemas are tested on a full database.
+/// The databases the seed example, the GeoIP tests and the bench read. The first is GeoLite2
+/// country data in the flat `country_code` schema (`examples/seed/dnsfast.toml` names it). The
+/// second, [`geoip2_path`], is the same data in MaxMind's own GeoLite2 schema
+/// (`country.iso_code`, `continent.code`), so that both schemas are tested on a full database;
+/// the bench's Knot reads it (its geoip module places by continent only in that schema).
 const GEOIP_DBS: &[GeoipDb] = &[
     GeoipDb {
         package: "@ip-location-db/geolite2-country-mmdb@2.3.2026061719",
@@ -56,10 +61,14 @@ const GEOIP_DBS: &[GeoipDb] = &[
     },
 ];
 
-/// Where the first of `GEOIP_DBS` is kept (`target/geoip/`; `examples/seed/dnsfast.toml`
-/// names it).
+/// Where the first of `GEOIP_DBS` is kept (`target/geoip/`).
 pub fn geoip_path() -> PathBuf {
     geoip_dir().join(GEOIP_DBS[0].file)
+}
+
+/// Where the second of `GEOIP_DBS` is kept (`target/geoip/`).
+pub fn geoip2_path() -> PathBuf {
+    geoip_dir().join(GEOIP_DBS[1].file)
 }
 
 fn geoip_dir() -> PathBuf {
@@ -192,10 +201,17 @@ fn geoip_one(db: &GeoipDb) -> Result<()> {
     Ok(())
 }
 
+/// Whether `cmd` is a command here, or (holding a `/`) a path pattern some file matches.
 fn found(cmd: &str) -> bool {
+    let test = if cmd.contains('/') {
+        format!("ls {cmd}")
+    } else {
+        format!("command -v {cmd}")
+    };
     Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
+        .args(["-c", &test])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
