@@ -145,6 +145,7 @@ impl Target {
             Workload::Steered | Workload::SteeredFew => {
                 !matches!(self, Self::Nsd | Self::CeilingGrow | Self::CeilingMiss)
             }
+            Workload::SteeredOne => matches!(self, Self::Ceiling | Self::DnsfastXdp),
             Workload::HotEcs => {
                 !geo_ref && !matches!(self, Self::Nsd | Self::CeilingGrow | Self::CeilingMiss)
             }
@@ -171,19 +172,24 @@ pub enum Workload {
     Steered,
     /// The same over 1,000 subnets picked by Zipf's law (s = 1.0).
     SteeredFew,
+    /// The same over one subnet of each family: the region tables' paths stay cached, so
+    /// `steered-one` − `hot-ecs` is the steering's own cost and `steered-few` − `steered-one`
+    /// what spreading over 1,000 subnets adds.
+    SteeredOne,
     /// `steered`'s packets for an unsteered name whose answer has the same size: the baseline
     /// that isolates the region lookup's cost.
     HotEcs,
 }
 
 impl Workload {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Hot,
         Self::HotDoCookie,
         Self::Mixed,
         Self::Zone1m,
         Self::Steered,
         Self::SteeredFew,
+        Self::SteeredOne,
         Self::HotEcs,
     ];
 
@@ -200,6 +206,7 @@ impl Workload {
             Self::Zone1m => "zone-1m",
             Self::Steered => "steered",
             Self::SteeredFew => "steered-few",
+            Self::SteeredOne => "steered-one",
             Self::HotEcs => "hot-ecs",
         }
     }
@@ -209,6 +216,7 @@ impl Workload {
         match self {
             Self::Steered => Some(&work.steered),
             Self::SteeredFew => Some(&work.steered_few),
+            Self::SteeredOne => Some(&work.steered_one),
             Self::HotEcs => Some(&work.hot_ecs),
             _ => None,
         }
@@ -230,7 +238,7 @@ impl Workload {
             }
             Self::Mixed => vec!["-d".into(), file("mixed.txt")],
             Self::Zone1m => vec!["-d".into(), file("zone1m.txt")],
-            Self::Steered | Self::SteeredFew | Self::HotEcs => Vec::new(),
+            Self::Steered | Self::SteeredFew | Self::SteeredOne | Self::HotEcs => Vec::new(),
         }
     }
 }
@@ -279,6 +287,8 @@ pub struct Report {
     /// The big zone's reference: bytes of dnsfast's `HOT_TABLE`, and ns per dependent random load
     /// over a buffer that size with 4 KiB pages (as BPF array maps are mapped) and 2 MiB pages.
     pub memory: Option<(usize, f64, f64)>,
+    /// The open-loop rows (kxdpgun), the median run by replies, per (target, load).
+    pub open_loop: BTreeMap<(Target, OpenLoad), crate::kxdpgun::Shot>,
 }
 
 /// `kernel.bpf_stats_enabled`, set for the run and restored when dropped.
@@ -461,6 +471,8 @@ struct Work {
     steered: Vec<Vec<u8>>,
     /// `steered-few`'s.
     steered_few: Vec<Vec<u8>>,
+    /// `steered-one`'s.
+    steered_one: Vec<Vec<u8>>,
     /// `hot-ecs`'s.
     hot_ecs: Vec<Vec<u8>>,
 }
@@ -507,6 +519,10 @@ fn write_files(dir: &Path, big: usize, server: Ipv4Addr) -> Result<Work> {
     );
     fs::write(dir.join("steer.example.zone"), &steer)?;
     fs::write(
+        dir.join("steered-src.txt"),
+        format!("{STEERED_NAME} A\n{STEERED_NAME} AAAA\n"),
+    )?;
+    fs::write(
         dir.join("steer.example.knot.zone"),
         format!("{steer}geo 60 A 198.18.10.1\n  60 AAAA 2001:2:0:10::1\n"),
     )?;
@@ -530,11 +546,12 @@ fn write_files(dir: &Path, big: usize, server: Ipv4Addr) -> Result<Work> {
     }
     fs::write(dir.join("zone1m.txt"), q)?;
 
-    let (steered, steered_few, hot_ecs) = if bench_geoip().exists() {
+    let (steered, steered_few, steered_one, hot_ecs) = if bench_geoip().exists() {
         let nets = crate::queries::Networks::read(&bench_geoip())?;
         let n = if big >= 1_000_000 { 1 << 19 } else { 1 << 17 };
         let steered = crate::queries::uniform(&nets, STEERED_NAME, n, 7);
         let few = crate::queries::zipf(&nets, STEERED_NAME, n, 1000, 11);
+        let one = crate::queries::one_each(&nets, STEERED_NAME, n, 13);
         let hot = crate::queries::renamed(&steered, STEERED_NAME, HOT_ECS_NAME);
         let (c4, c6) = nets.counts();
         println!(
@@ -542,15 +559,16 @@ fn write_files(dir: &Path, big: usize, server: Ipv4Addr) -> Result<Work> {
              networks of {}",
             bench_geoip().display()
         );
-        (steered, few, hot)
+        (steered, few, one, hot)
     } else {
-        (Vec::new(), Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new())
     };
     Ok(Work {
         dir: dir.to_path_buf(),
         big,
         steered,
         steered_few,
+        steered_one,
         hot_ecs,
     })
 }
@@ -578,11 +596,11 @@ fn steering_config() -> String {
         "[geoip]\ndatabase = \"{}\"\n[steering]\ndefault_region = \"us\"",
         bench_geoip().display()
     );
-    for (name, rule) in REGIONS {
+    for ((name, rule), subnet) in REGIONS.iter().zip(STEERED_SRC_SUBNETS) {
         let list: Vec<String> = rule.iter().map(|c| format!("\"{c}\"")).collect();
         let _ = writeln!(
             s,
-            "[[region]]\nname = \"{name}\"\ncontinents = [{}]",
+            "[[region]]\nname = \"{name}\"\ncontinents = [{}]\nsubnets = [\"{subnet}\"]",
             list.join(", ")
         );
     }
@@ -935,25 +953,178 @@ fn durations(quick: bool) -> (u64, u64) {
 /// `big` names) and `bpf_stats` on; undone when dropped, `bpf_stats` first.
 struct Rig {
     _stats: BpfStats,
-    _pass: Service,
+    /// The pass program; off while kxdpgun has the interface.
+    pass: std::cell::RefCell<Option<Service>>,
     work: Work,
     host: TestHost,
+    /// The MAC address of the server's end (kxdpgun's `-R`).
+    server_mac: String,
+}
+
+/// Attaches the pass program to the client's end of the bench's test host.
+fn start_pass(host: &TestHost) -> Result<Service> {
+    let mut pass = Command::new(dnsfast_bin());
+    pass.args(["pass", "--interface", &host.host_if]);
+    Service::start("pass program", pass, Duration::from_secs(30))
 }
 
 impl Rig {
     fn new(big: usize) -> Result<Self> {
         let host = TestHost::with_names(SUBNET, NETNS, "dnsb-cli", "dnsb-srv")
             .context("create the bench test host")?;
-        let mut pass = Command::new(dnsfast_bin());
-        pass.args(["pass", "--interface", &host.host_if]);
-        let pass = Service::start("pass program", pass, Duration::from_secs(30))?;
+        let pass = start_pass(&host)?;
         let work = write_files(&root().join("target/bench/work"), big, host.v4)?;
+        let out = Command::new("ip")
+            .args(["-n", &host.netns, "-br", "link", "show", "dev", &host.ns_if])
+            .output()?;
+        let server_mac = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .context("the server end's MAC address")?
+            .to_string();
         Ok(Self {
             _stats: BpfStats::enable()?,
-            _pass: pass,
+            pass: std::cell::RefCell::new(Some(pass)),
             work,
             host,
+            server_mac,
         })
+    }
+
+    /// Sets threaded NAPI on the server's end (`/sys/class/net/<if>/threaded`): its receive
+    /// work, the server's XDP program with it, then runs in a kernel thread the scheduler
+    /// places on the other core instead of in the sender's softirq.
+    fn threaded(&self, on: bool) -> Result<()> {
+        let path = format!("/sys/class/net/{}/threaded", self.host.ns_if);
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &self.host.netns, "sh", "-c"])
+            .arg(format!("echo {} > {path}", u8::from(on)))
+            .status()?
+            .success();
+        ensure!(
+            ok,
+            "could not write {} to {path} in {}",
+            u8::from(on),
+            self.host.netns
+        );
+        Ok(())
+    }
+
+    /// One kxdpgun run of `load` against whatever serves now: the pass program is taken off the
+    /// client's end for it (kxdpgun brings its own) and put back after, also when it fails.
+    fn kxdpgun(&self, load: OpenLoad, secs: u64) -> Result<crate::kxdpgun::Shot> {
+        if load.own_core() {
+            self.threaded(true)?;
+        }
+        drop(self.pass.borrow_mut().take());
+        let shot = crate::kxdpgun::run(
+            &self.host.host_if,
+            self.host.v4,
+            &self.server_mac,
+            &self.work.dir.join(load.file()),
+            KXDPGUN_RATE,
+            secs,
+            load.local(),
+        );
+        *self.pass.borrow_mut() = Some(start_pass(&self.host)?);
+        if load.own_core() {
+            self.threaded(false)?;
+        }
+        shot
+    }
+}
+
+/// The rate kxdpgun is asked for: more than it sends here (about 480k q/s on the ceiling when
+/// the server's work shares its core, about a million when it does not), so that it offers
+/// what it can.
+const KXDPGUN_RATE: u64 = 2_000_000;
+
+/// A workload of the open-loop rows (kxdpgun): a query file (`name TYPE` lines, dnsperf's
+/// format) and, for `steered-src`, source addresses spread over the regions' test subnets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpenLoad {
+    /// `hot`'s queries. On the veth test host the server's XDP program runs in the softirq of
+    /// the sender's own transmit, on the generator's core: a reply costs the generator's work
+    /// plus the server's, and the ratio to the ceiling is (G + ceiling) / (G + server).
+    Hot,
+    /// `hot`'s queries with threaded NAPI on the server's end: the server's work on the other
+    /// core, the generator sending faster than the ceiling answers, so what each target answers
+    /// is its own capacity (and what it cannot take is lost at the veth queue).
+    HotOwnCore,
+    /// `mixed`'s.
+    Mixed,
+    /// `zone-1m`'s.
+    Zone1m,
+    /// A/AAAA of the steered name, the source address deciding the region: kxdpgun walks
+    /// [`STEERED_SRC_PREFIX`], whose addresses the bench's regions split by explicit subnets.
+    SteeredSrc,
+}
+
+/// What `steered-src` spreads its sources over, and the regions' subnets in it (us, eu, apac).
+const STEERED_SRC_PREFIX: &str = "198.18.244.0/28";
+const STEERED_SRC_SUBNETS: [&str; 3] = ["198.18.244.0/30", "198.18.244.4/30", "198.18.244.8/29"];
+
+impl OpenLoad {
+    const ALL: [Self; 5] = [
+        Self::Hot,
+        Self::HotOwnCore,
+        Self::Mixed,
+        Self::Zone1m,
+        Self::SteeredSrc,
+    ];
+
+    /// Name (`--workloads`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hot => "open-hot",
+            Self::HotOwnCore => "open-hot-own-core",
+            Self::Mixed => "open-mixed",
+            Self::Zone1m => "open-zone-1m",
+            Self::SteeredSrc => "steered-src",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Self::Hot | Self::HotOwnCore => "hot.txt",
+            Self::Mixed => "mixed.txt",
+            Self::Zone1m => "zone1m.txt",
+            Self::SteeredSrc => "steered-src.txt",
+        }
+    }
+
+    fn local(self) -> Option<&'static str> {
+        (self == Self::SteeredSrc).then_some(STEERED_SRC_PREFIX)
+    }
+
+    fn own_core(self) -> bool {
+        self == Self::HotOwnCore
+    }
+
+    /// Whether `t` runs it. `ceiling-grow` (the frame growth every answer with a record costs,
+    /// nothing else) runs the `hot` loads as a second reference. Threaded NAPI needs the
+    /// server's end to have an XDP program: `open-hot-own-core` runs only the XDP targets.
+    /// Replies to `steered-src`'s spread sources have no route in the test host: only XDP
+    /// answers reach the generator, and Knot's module places by continent. `quick`: the
+    /// ceilings and dnsfast with XDP on the `hot` loads and `steered-src`.
+    fn runs(self, t: Target, quick: bool) -> bool {
+        let xdp = matches!(
+            t,
+            Target::Ceiling | Target::CeilingGrow | Target::DnsfastXdp
+        );
+        match self {
+            Self::SteeredSrc => matches!(t, Target::Ceiling | Target::DnsfastXdp),
+            Self::Hot | Self::HotOwnCore if quick => xdp,
+            Self::HotOwnCore => xdp || t == Target::KnotXdp,
+            _ if quick => false,
+            Self::Hot | Self::Mixed | Self::Zone1m => {
+                (xdp && (self == Self::Hot || t != Target::CeilingGrow))
+                    || matches!(
+                        t,
+                        Target::DnsfastUser | Target::KnotUdp | Target::KnotXdp | Target::Nsd
+                    )
+            }
+        }
     }
 }
 
@@ -1084,8 +1255,12 @@ pub fn run(opts: &Opts) -> Result<Report> {
         .into_iter()
         .filter(|w| opts.workloads.is_empty() || opts.workloads.iter().any(|o| o == w.name()))
         .collect();
+    let open_loads: Vec<OpenLoad> = OpenLoad::ALL
+        .into_iter()
+        .filter(|w| opts.workloads.is_empty() || opts.workloads.iter().any(|o| o == w.name()))
+        .collect();
     ensure!(
-        !targets.is_empty() && !workloads.is_empty(),
+        !targets.is_empty() && (!workloads.is_empty() || !open_loads.is_empty()),
         "nothing selected to run"
     );
 
@@ -1116,6 +1291,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
     let mut load_time = BTreeMap::new();
     let mut map_memory = None;
     let mut program = None;
+    let mut shots: BTreeMap<(Target, OpenLoad), Vec<crate::kxdpgun::Shot>> = BTreeMap::new();
     for round in 0..opts.rounds.max(1) {
         for &t in &targets {
             let t0 = Instant::now();
@@ -1142,6 +1318,21 @@ pub fn run(opts: &Opts) -> Result<Report> {
                         .unwrap_or_default()
                 );
                 samples.entry((t, wl)).or_default().push(s);
+            }
+            for &load in open_loads.iter().filter(|l| l.runs(t, opts.quick)) {
+                let shot = rig
+                    .kxdpgun(load, secs.0)
+                    .with_context(|| format!("{} / {} (kxdpgun)", t.name(), load.name()))?;
+                println!(
+                    "  round {} {:<13} {:<17} kxdpgun offered {:>9.0} q/s, answered {:>9.0} q/s, lost {}",
+                    round + 1,
+                    t.name(),
+                    load.name(),
+                    shot.offered(),
+                    shot.answered(),
+                    shot.lost()
+                );
+                shots.entry((t, load)).or_default().push(shot);
             }
             let _ = svc.stop();
         }
@@ -1207,7 +1398,15 @@ pub fn run(opts: &Opts) -> Result<Report> {
     } else {
         None
     };
+    let open_loop = shots
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|s| s.replies);
+            (k, v[v.len() / 2])
+        })
+        .collect();
     let report = Report {
+        open_loop,
         rate,
         medians,
         cpu_range,
@@ -1426,6 +1625,7 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
     for line in geo_targets(r) {
         let _ = writeln!(md, "{line}");
     }
+    open_loop_report(r, &mut md);
     let mut excess = match (
         ns_of(Target::DnsfastXdp, Workload::Hot),
         ns_of(Target::DnsfastXdp, Workload::Zone1m),
@@ -1470,6 +1670,77 @@ fn write_report(r: &Report, dir: &Path) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The open-loop rows (kxdpgun): offered and answered q/s, lost, the share answered and the
+/// ratio to the ceiling's answers under the same load; the `hot` target, with `ceiling-grow`
+/// (the frame growth alone) as what bounds it.
+fn open_loop_report(r: &Report, md: &mut String) {
+    if r.open_loop.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nOpen loop (kxdpgun, one AF_XDP sender asked for {KXDPGUN_RATE} q/s, sending what it can; \
+         median run by replies):\n\n\
+         | load | target | offered q/s | answered q/s | lost | answered | ×ceiling |\n\
+         |---|---|---:|---:|---:|---:|---:|"
+    );
+    let shot = |t, load| r.open_loop.get(&(t, load));
+    for load in OpenLoad::ALL {
+        let ceiling = shot(Target::Ceiling, load).map(crate::kxdpgun::Shot::answered);
+        for t in Target::ALL {
+            let Some(s) = shot(t, load) else {
+                continue;
+            };
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let share = if s.sent > 0 {
+                100.0 * s.replies as f64 / s.sent as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.0} | {} | {share:.1}% | {} |",
+                load.name(),
+                t.name(),
+                s.offered(),
+                s.answered(),
+                s.lost(),
+                ratio(s.answered(), ceiling)
+            );
+        }
+    }
+    for load in [OpenLoad::Hot, OpenLoad::HotOwnCore] {
+        let (Some(d), Some(c)) = (shot(Target::DnsfastXdp, load), shot(Target::Ceiling, load))
+        else {
+            continue;
+        };
+        let x = d.answered() / c.answered();
+        let grow = shot(Target::CeilingGrow, load).map_or("-".into(), |g| {
+            format!("{:.2}", g.answered() / c.answered())
+        });
+        let _ = writeln!(
+            md,
+            "\n- {}: dnsfast-xdp answers {x:.2} × the ceiling ({} of {} lost); ceiling-grow, \
+             which only grows the frame and appends one record, {grow} ×{}",
+            load.name(),
+            d.lost(),
+            d.sent,
+            if load == OpenLoad::Hot {
+                format!(
+                    ". Target ≥ 0.95 ×, all answered: {}",
+                    if x >= 0.95 && d.lost() == 0 {
+                        "met"
+                    } else {
+                        "missed"
+                    }
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 /// The region lookup's figures and targets (issue 14), from the medians: ns per packet at the
@@ -1523,6 +1794,17 @@ fn geo_targets(r: &Report) -> Vec<String> {
             if d <= 40.0 { "met" } else { "missed" }
         ));
     }
+    if let Some(one) = ns(Target::DnsfastXdp, Workload::SteeredOne) {
+        out.push(format!(
+            "- steered-one (one subnet a family, the tables' paths cached) − hot-ecs: {:+.0} ns, \
+             the steering's own cost (the name's region entry and answer set, the weighted draw, \
+             the drawn records copied out); steered-few − steered-one {}, steered − steered-one {}: \
+             what spreading the clients adds",
+            one - hot,
+            fmt(ns(Target::DnsfastXdp, Workload::SteeredFew).map(|f| f - one)),
+            fmt(Some(st - one))
+        ));
+    }
     if let (Some(s), Some(c)) = (
         get(Target::DnsfastXdp, Workload::Steered),
         get(Target::Ceiling, Workload::Steered),
@@ -1568,7 +1850,12 @@ pub fn check(r: &Report) -> Result<()> {
         s.fixed_sent
     );
     // The steered rows: nothing lost at the fixed rate, every query answered in XDP.
-    for wl in [Workload::Steered, Workload::SteeredFew, Workload::HotEcs] {
+    for wl in [
+        Workload::Steered,
+        Workload::SteeredFew,
+        Workload::SteeredOne,
+        Workload::HotEcs,
+    ] {
         let s = r
             .medians
             .get(&(Target::DnsfastXdp, wl))

@@ -10,6 +10,7 @@
 mod bench;
 mod chart;
 mod demo;
+mod kxdpgun;
 mod loadgen;
 mod memprobe;
 mod queries;
@@ -63,7 +64,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Only these workloads (comma-separated: hot, hot-do-cookie, mixed, zone-1m, steered,
-        /// steered-few, hot-ecs).
+        /// steered-few, steered-one, hot-ecs; under kxdpgun: open-hot, open-hot-own-core,
+        /// open-mixed, open-zone-1m, steered-src).
         #[arg(long, value_delimiter = ',')]
         workloads: Vec<String>,
         /// Instead: what each stage of dnsfast's XDP program adds per packet on `hot` (one

@@ -6,7 +6,8 @@
 //!   send them;
 //! - `steered-few`: 1,000 such subnets, each query picking one with Zipf's law (s = 1.0), as a
 //!   real resolver population looks;
-//! - the same packets for another name (`hot-ecs`).
+//! - `steered-one`: one subnet of each family, the lookup's paths always cached;
+//! - the same packets as `steered` for another name (`hot-ecs`).
 //!
 //! Queries alternate IPv4 and IPv6 options and, independently, A and AAAA (1:1 each).
 
@@ -168,6 +169,14 @@ pub fn zipf(nets: &Networks, name: &str, n: usize, subnets: usize, seed: u64) ->
             query(name, qtype(i), pool[k])
         })
         .collect()
+}
+
+/// `n` queries for `name` over one subnet of each family, in turn (`steered-one`: every table
+/// path the lookup takes stays cached).
+pub fn one_each(nets: &Networks, name: &str, n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng(seed | 1);
+    let pool = [draw(nets, &mut rng, false), draw(nets, &mut rng, true)];
+    (0..n).map(|i| query(name, qtype(i), pool[i & 1])).collect()
 }
 
 /// `queries` with `from`'s name (the same length) replaced by `to` (`hot-ecs`: the same
