@@ -87,10 +87,14 @@ pub fn draw(
 }
 
 /// [`draw`], passing its running values through `launder` (which must return its argument).
-/// The XDP program launders them through memory the verifier cannot see into: every compare
-/// of the draw is a branch for the verifier, and without that the precise values it tracks
-/// down each branch (which records are left, which was chosen) would multiply its states by
-/// up to 16 per record drawn.
+/// The XDP program launders them through memory the verifier cannot see into: without that
+/// the precise values it tracks down each draw's branches (which records are left, which was
+/// chosen) would multiply its states by up to 16 per record drawn.
+///
+/// Branch-free and loop-free per record: the 16 weights are handled as four 64-bit words of
+/// four 16-bit lanes (SWAR), so one record drawn costs a few dozen ALU operations and no
+/// dependent chain per record. Each lane holds a weight (at most 255) or a running sum of them
+/// (at most 16 × 255 = 4,080), far from a lane's 15 bits, so no lane carries into the next.
 #[inline(always)]
 #[must_use]
 pub fn draw_with(
@@ -101,28 +105,45 @@ pub fn draw_with(
     seed: u32,
     mut launder: impl FnMut(u32) -> u32,
 ) -> Draw {
+    const ONES: u64 = 0x0001_0001_0001_0001;
+    const HIGH: u64 = 0x8000_8000_8000_8000;
     let present = if count >= 32 {
         u32::MAX
     } else {
         (1u32 << count) - 1
     };
     let eligible = launder(eligible & present);
-    // The weighted records among the eligible; if there are none, every eligible one weighs 1.
-    let mut weighted = 0u32;
-    let mut i = 0;
-    while i < MAX_SET_RECORDS {
-        weighted = launder(weighted | (u32::from(weights[i] != 0) << i));
-        i += 1;
+    // Record 4g + l's weight in lane l of word g.
+    let mut lanes = [0u64; 4];
+    let mut g = 0;
+    while g < 4 {
+        let mut l = 0;
+        while l < 4 {
+            lanes[g] |= u64::from(weights[4 * g + l]) << (16 * l);
+            l += 1;
+        }
+        g += 1;
     }
+    // The weighted records (bit i: weight i is not 0): a lane's bit 15 is set by adding
+    // 0x7FFF to a nonzero lane of at most 255.
+    let mut weighted = 0u32;
+    let mut g = 0;
+    while g < 4 {
+        let nonzero = ((lanes[g] + 0x7FFF * ONES) & HIGH) >> 15;
+        // Bits 0, 16, 32, 48 to bits 0..4.
+        let packed = (nonzero | nonzero >> 15 | nonzero >> 30 | nonzero >> 45) & 0xF;
+        weighted |= (packed as u32) << (4 * g);
+        g += 1;
+    }
+    // If no eligible record is weighted, every eligible one weighs 1.
     let equal = launder(u32::from(eligible & weighted == 0));
-    // All ones when every eligible record weighs the same (1).
     let equal_mask = 0u32.wrapping_sub(equal);
     let mut left = launder(eligible & (weighted | equal_mask));
-    let mut eff = [0u8; MAX_SET_RECORDS];
-    let mut i = 0;
-    while i < MAX_SET_RECORDS {
-        eff[i] = ((u32::from(weights[i]) & !equal_mask) | (equal_mask & 1)) as u8;
-        i += 1;
+    let equal_lanes = u64::from(equal_mask) | u64::from(equal_mask) << 32;
+    let mut g = 0;
+    while g < 4 {
+        lanes[g] = (lanes[g] & !equal_lanes) | (ONES & equal_lanes);
+        g += 1;
     }
     let want = answer_count.clamp(1, MAX_ANSWER_COUNT);
     let mut out = Draw {
@@ -134,29 +155,36 @@ pub fn draw_with(
         if k >= want || left == 0 {
             break;
         }
-        let weight = |i: usize| u32::from(eff[i]) * ((left >> i) & 1);
-        let mut total = 0u32;
-        let mut i = 0;
-        while i < MAX_SET_RECORDS {
-            total += weight(i);
-            i += 1;
+        // Each lane's running sum of the weights left (the records before it included), over
+        // all 16: within a word by one multiply, across words by the totals before it.
+        let mut prefix = [0u64; 4];
+        let mut before = 0u64;
+        let mut g = 0;
+        while g < 4 {
+            let bits = u64::from(left >> (4 * g)) & 0xF;
+            let spread = (bits | bits << 15 | bits << 30 | bits << 45) & ONES;
+            let w = lanes[g] & (spread * 0xFFFF);
+            prefix[g] = w.wrapping_mul(ONES) + before * ONES;
+            before = prefix[g] >> 48;
+            g += 1;
         }
         // total > 0: `left` holds at least one record of positive weight.
         // (A checked remainder: the laundered total is not known to be nonzero, and a division
         // by zero must not become a panic path in the XDP program.)
-        let total = launder(total);
+        let total = launder(before as u32);
         let r = launder(draw_value(seed, k).checked_rem(total).unwrap_or(0));
-        // The first record whose running sum passes r.
-        let (mut acc, mut chosen, mut found) = (0u32, 0u32, 0u32);
-        let mut i = 0;
-        while i < MAX_SET_RECORDS {
-            acc += weight(i);
-            let hit = u32::from(acc > r) & (found ^ 1);
-            chosen = launder(chosen | (hit * i as u32));
-            found = launder(found | hit);
-            i += 1;
+        // The first record whose running sum passes r is the number of running sums that do
+        // not: a lane's bit 15, set on each, is cleared by subtracting r + 1 where the sum is
+        // at most r.
+        let step = u64::from(r) + 1;
+        let mut not_past = 0u64;
+        let mut g = 0;
+        while g < 4 {
+            let past = ((prefix[g] | HIGH) - step * ONES) & HIGH;
+            not_past += 4 - ((past >> 15).wrapping_mul(ONES) >> 48);
+            g += 1;
         }
-        let chosen = launder(chosen) & (MAX_SET_RECORDS as u32 - 1);
+        let chosen = launder(not_past as u32) & (MAX_SET_RECORDS as u32 - 1);
         out.order[k] = chosen as u8;
         left = launder(left & !(1u32 << chosen));
         out.len = k + 1;
@@ -170,6 +198,113 @@ mod tests {
     use std::{vec, vec::Vec};
 
     use super::*;
+
+    /// The draw as first written: record by record, a chain of compares (what the SWAR draw
+    /// must equal).
+    fn draw_reference(
+        weights: &[u8; MAX_SET_RECORDS],
+        count: usize,
+        eligible: u32,
+        answer_count: usize,
+        seed: u32,
+        mut launder: impl FnMut(u32) -> u32,
+    ) -> Draw {
+        let present = if count >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << count) - 1
+        };
+        let eligible = launder(eligible & present);
+        // The weighted records among the eligible; if there are none, every eligible one weighs 1.
+        let mut weighted = 0u32;
+        let mut i = 0;
+        while i < MAX_SET_RECORDS {
+            weighted = launder(weighted | (u32::from(weights[i] != 0) << i));
+            i += 1;
+        }
+        let equal = launder(u32::from(eligible & weighted == 0));
+        // All ones when every eligible record weighs the same (1).
+        let equal_mask = 0u32.wrapping_sub(equal);
+        let mut left = launder(eligible & (weighted | equal_mask));
+        let mut eff = [0u8; MAX_SET_RECORDS];
+        let mut i = 0;
+        while i < MAX_SET_RECORDS {
+            eff[i] = ((u32::from(weights[i]) & !equal_mask) | (equal_mask & 1)) as u8;
+            i += 1;
+        }
+        let want = answer_count.clamp(1, MAX_ANSWER_COUNT);
+        let mut out = Draw {
+            order: [0; MAX_ANSWER_COUNT],
+            len: 0,
+        };
+        let mut k = 0;
+        while k < MAX_ANSWER_COUNT {
+            if k >= want || left == 0 {
+                break;
+            }
+            let weight = |i: usize| u32::from(eff[i]) * ((left >> i) & 1);
+            let mut total = 0u32;
+            let mut i = 0;
+            while i < MAX_SET_RECORDS {
+                total += weight(i);
+                i += 1;
+            }
+            // total > 0: `left` holds at least one record of positive weight.
+            // (A checked remainder: the laundered total is not known to be nonzero, and a division
+            // by zero must not become a panic path in the XDP program.)
+            let total = launder(total);
+            let r = launder(draw_value(seed, k).checked_rem(total).unwrap_or(0));
+            // The first record whose running sum passes r.
+            let (mut acc, mut chosen, mut found) = (0u32, 0u32, 0u32);
+            let mut i = 0;
+            while i < MAX_SET_RECORDS {
+                acc += weight(i);
+                let hit = u32::from(acc > r) & (found ^ 1);
+                chosen = launder(chosen | (hit * i as u32));
+                found = launder(found | hit);
+                i += 1;
+            }
+            let chosen = launder(chosen) & (MAX_SET_RECORDS as u32 - 1);
+            out.order[k] = chosen as u8;
+            left = launder(left & !(1u32 << chosen));
+            out.len = k + 1;
+            k += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn the_lane_draw_equals_the_record_by_record_one() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..300_000u32 {
+            let v = next();
+            let mut ws = [0u8; MAX_SET_RECORDS];
+            for (i, w) in ws.iter_mut().enumerate() {
+                let b = (next() >> (i % 8)) as u8;
+                // Many zeros, many 255s, the rest anything.
+                *w = match v >> (2 * i) & 3 {
+                    0 => 0,
+                    1 => 255,
+                    _ => b,
+                };
+            }
+            let count = (v >> 40) as usize % 18;
+            let eligible = (next() as u32) & if case % 3 == 0 { 0xFFFF } else { u32::MAX };
+            let answer_count = (v >> 48) as usize % 10;
+            let seed = next() as u32;
+            assert_eq!(
+                draw(&ws, count, eligible, answer_count, seed),
+                draw_reference(&ws, count, eligible, answer_count, seed, |v| v),
+                "weights {ws:?} count {count} eligible {eligible:#x} answers {answer_count} seed {seed}"
+            );
+        }
+    }
 
     fn weights(w: &[u8]) -> [u8; MAX_SET_RECORDS] {
         let mut a = [0; MAX_SET_RECORDS];

@@ -404,6 +404,13 @@ fn probe(cfg: &XdpConfig, key: &HotKey32, inline: &mut [u64; ANSWER_WORDS]) -> P
     Probe::Exhausted
 }
 
+const _: () = assert!(
+    core::mem::offset_of!(AnswerSet, rdata) % 4 == 0
+        && core::mem::offset_of!(AnswerLarge, rdata) % 4 == 0
+        && align_of::<AnswerSet>() >= 4
+        && align_of::<AnswerLarge>() >= 4
+);
+
 /// A steered name's answer for `region`, from its block `block` of `REGION_SETS`: the records
 /// `steer::draw` picks (by weight, among the eligible ones of the set the region answers from,
 /// for the query whose hash is `seed`), in draw order, copied to `out`; `seed` becomes 0, the
@@ -425,6 +432,7 @@ fn steer<'a>(
     mut launder: impl FnMut(usize) -> usize,
 ) -> Option<&'a AnswerLarge> {
     const REGIONS: u32 = REGION_SLOTS as u32;
+    const WORDS: usize = LARGE_RDATA / 4;
     let index = block
         .wrapping_mul(REGIONS)
         .wrapping_add(region & (REGIONS - 1));
@@ -472,18 +480,30 @@ fn steer<'a>(
     // Every place is filled (16 bytes, whatever the type: an A record's next places are
     // overwritten by the records after it, and the count keeps what is past the last), so the
     // loop has no exit that depends on the data.
+    // Whole 32-bit words: both address arrays start 4-aligned (asserted above `steer`) and
+    // every record starts on a multiple of 4 bytes.
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "4-aligned, asserted at compile time"
+    )]
+    let src = set.rdata.as_ptr().cast::<u32>();
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "4-aligned, asserted at compile time"
+    )]
+    let dst = out.rdata.as_mut_ptr().cast::<u32>();
+    let rec_words = rdlen / 4;
     let mut taken = 0;
     while taken < MAX_ANSWER_COUNT {
         let rec = usize::from(drawn.order[taken]) & (MAX_SET_RECORDS - 1);
         let mut word = 0;
-        while word < 16 {
-            let from = (rec * rdlen + word) & (LARGE_RDATA - 4);
-            let to = (taken * rdlen + word) & (LARGE_RDATA - 4);
-            out.rdata[to] = set.rdata[from];
-            out.rdata[to + 1] = set.rdata[from + 1];
-            out.rdata[to + 2] = set.rdata[from + 2];
-            out.rdata[to + 3] = set.rdata[from + 3];
-            word += 4;
+        while word < 4 {
+            let from = (rec * rec_words + word) & (WORDS - 1);
+            let to = (taken * rec_words + word) & (WORDS - 1);
+            // SAFETY: `from` and `to` are below WORDS, so both words lie inside their arrays,
+            // which are 4-aligned; the set's records do not change while it is reachable.
+            unsafe { dst.add(to).write(src.add(from).read()) };
+            word += 1;
         }
         taken += 1;
     }

@@ -162,10 +162,34 @@ impl Rig {
             .replace("[xdp]\n", &format!("[xdp]\n{xdp}"));
         text.push_str(&self.extra);
         std::fs::write(&config, &text).unwrap();
-        match bin {
+        let daemon = match bin {
             None => TestDaemon::start_with(&self.host, tag, config, dir).unwrap(),
             Some(b) => TestDaemon::start_with_bin(&self.host, tag, config, dir, b).unwrap(),
+        };
+        // Every endpoint serves its checks when a test starts, but the first result decides a
+        // target's state, and a first probe can time out while the daemon's own start-up
+        // keeps this machine's two cores busy: then the target is down until `rise` passes.
+        // Each test starts from everything up, so wait for that (3x the nominal recovery and
+        // more).
+        let deadline = Duration::from_millis(3 * (RISE * INTERVAL_MS + CHECK_TIMEOUT_MS) + 5000);
+        let t = Instant::now();
+        loop {
+            let st = daemon.status().unwrap();
+            let targets = st["health"]["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !targets.is_empty() && targets.iter().all(|t| t["state"] == "up") {
+                break;
+            }
+            assert!(
+                t.elapsed() < deadline,
+                "not every target up {deadline:?} after start: {}",
+                st["health"]
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+        daemon
     }
 
     fn server(&self) -> SocketAddr {
