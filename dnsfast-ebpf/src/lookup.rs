@@ -477,11 +477,8 @@ fn steer<'a>(
     let rdlen = launder(rdlen) & 0x1C;
     // The drawn order is the answer's: the writer must not rotate it.
     *seed = 0;
-    // Every place is filled (16 bytes, whatever the type: an A record's next places are
-    // overwritten by the records after it, and the count keeps what is past the last), so the
-    // loop has no exit that depends on the data.
-    // Whole 32-bit words: both address arrays start 4-aligned (asserted above `steer`) and
-    // every record starts on a multiple of 4 bytes.
+    // Copied as 32-bit words: both address arrays start 4-aligned (asserted above `steer`)
+    // and every record starts on a multiple of 4 bytes.
     #[expect(
         clippy::cast_ptr_alignment,
         reason = "4-aligned, asserted at compile time"
@@ -493,6 +490,9 @@ fn steer<'a>(
     )]
     let dst = out.rdata.as_mut_ptr().cast::<u32>();
     let rec_words = rdlen / 4;
+    // Every place is filled (16 bytes, whatever the type: an A record's next places are
+    // overwritten by the records after it, and the count keeps what is past the last), so the
+    // loop has no exit that depends on the data.
     let mut taken = 0;
     while taken < MAX_ANSWER_COUNT {
         let rec = usize::from(drawn.order[taken]) & (MAX_SET_RECORDS - 1);

@@ -1034,9 +1034,9 @@ impl Rig {
     }
 }
 
-/// The rate kxdpgun is asked for: more than it sends here (about 480k q/s on the ceiling when
-/// the server's work shares its core, about a million when it does not), so that it offers
-/// what it can.
+/// The rate kxdpgun is asked for: more than it sends here (300–400k q/s on the ceiling when
+/// the server's work shares its core, 0.55–1.15M when it does not, in this machine's runs), so
+/// that it offers what it can.
 const KXDPGUN_RATE: u64 = 2_000_000;
 
 /// A workload of the open-loop rows (kxdpgun): a query file (`name TYPE` lines, dnsperf's

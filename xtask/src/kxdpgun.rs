@@ -40,8 +40,8 @@ impl Shot {
 
 /// Sends the queries of `file` (`name TYPE` lines) from `iface` to `server` port 53 for `secs`
 /// at up to `rate` queries/s; `remote_mac` is the server's end's address; `local` spreads the
-/// source address over a prefix (`-l`; kxdpgun moves to the next address after every 63,536
-/// source ports). Takes kxdpgun's XDP program off `iface` afterwards.
+/// source address over a prefix (`-l`: kxdpgun picks the addresses of the range uniformly,
+/// query by query). Takes kxdpgun's XDP program off `iface` afterwards.
 ///
 /// # Errors
 /// kxdpgun fails or prints no totals.
