@@ -200,32 +200,31 @@ mod tests {
     use super::*;
 
     /// The draw as first written: record by record, a chain of compares (what the SWAR draw
-    /// must equal).
+    /// must equal), without the verifier's laundering, which returns its argument.
     fn draw_reference(
         weights: &[u8; MAX_SET_RECORDS],
         count: usize,
         eligible: u32,
         answer_count: usize,
         seed: u32,
-        mut launder: impl FnMut(u32) -> u32,
     ) -> Draw {
         let present = if count >= 32 {
             u32::MAX
         } else {
             (1u32 << count) - 1
         };
-        let eligible = launder(eligible & present);
+        let eligible = eligible & present;
         // The weighted records among the eligible; if there are none, every eligible one weighs 1.
         let mut weighted = 0u32;
         let mut i = 0;
         while i < MAX_SET_RECORDS {
-            weighted = launder(weighted | (u32::from(weights[i] != 0) << i));
+            weighted |= u32::from(weights[i] != 0) << i;
             i += 1;
         }
-        let equal = launder(u32::from(eligible & weighted == 0));
+        let equal = u32::from(eligible & weighted == 0);
         // All ones when every eligible record weighs the same (1).
         let equal_mask = 0u32.wrapping_sub(equal);
-        let mut left = launder(eligible & (weighted | equal_mask));
+        let mut left = eligible & (weighted | equal_mask);
         let mut eff = [0u8; MAX_SET_RECORDS];
         let mut i = 0;
         while i < MAX_SET_RECORDS {
@@ -249,24 +248,22 @@ mod tests {
                 total += weight(i);
                 i += 1;
             }
-            // total > 0: `left` holds at least one record of positive weight.
-            // (A checked remainder: the laundered total is not known to be nonzero, and a division
-            // by zero must not become a panic path in the XDP program.)
-            let total = launder(total);
-            let r = launder(draw_value(seed, k).checked_rem(total).unwrap_or(0));
+            // total > 0 where `left` holds a record of positive weight (as in `draw_with`, a
+            // zero total draws 0 rather than panicking).
+            let r = draw_value(seed, k).checked_rem(total).unwrap_or(0);
             // The first record whose running sum passes r.
             let (mut acc, mut chosen, mut found) = (0u32, 0u32, 0u32);
             let mut i = 0;
             while i < MAX_SET_RECORDS {
                 acc += weight(i);
                 let hit = u32::from(acc > r) & (found ^ 1);
-                chosen = launder(chosen | (hit * i as u32));
-                found = launder(found | hit);
+                chosen |= hit * i as u32;
+                found |= hit;
                 i += 1;
             }
-            let chosen = launder(chosen) & (MAX_SET_RECORDS as u32 - 1);
+            let chosen = chosen & (MAX_SET_RECORDS as u32 - 1);
             out.order[k] = chosen as u8;
-            left = launder(left & !(1u32 << chosen));
+            left &= !(1u32 << chosen);
             out.len = k + 1;
             k += 1;
         }
@@ -300,7 +297,7 @@ mod tests {
             let seed = next() as u32;
             assert_eq!(
                 draw(&ws, count, eligible, answer_count, seed),
-                draw_reference(&ws, count, eligible, answer_count, seed, |v| v),
+                draw_reference(&ws, count, eligible, answer_count, seed),
                 "weights {ws:?} count {count} eligible {eligible:#x} answers {answer_count} seed {seed}"
             );
         }
