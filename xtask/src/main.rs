@@ -72,6 +72,10 @@ enum Cmd {
         /// build of the program per stage, each stopping after it; the ceiling beside them).
         #[arg(long, conflicts_with_all = ["only", "workloads"])]
         stages: bool,
+        /// After the rounds, this many back-to-back pairs of dnsfast-xdp and knot-udp on `hot`,
+        /// and the CPU check `cargo xtask test` makes on them (it takes 5 pairs of a quick run).
+        #[arg(long, default_value_t = 0)]
+        check_pairs: usize,
     },
     /// Run every check and test (needs root: XDP and network namespaces).
     Test {
@@ -97,6 +101,7 @@ fn main() {
             only,
             workloads,
             stages,
+            check_pairs,
         } => {
             let rounds = if quick { 1 } else { rounds };
             if stages {
@@ -107,9 +112,15 @@ fn main() {
                     rounds,
                     only,
                     workloads,
-                    check_samples: rounds,
+                    check_pairs,
                 })
-                .map(|_| ())
+                .and_then(|r| {
+                    if check_pairs > 0 {
+                        bench::check_cpu(&r)
+                    } else {
+                        Ok(())
+                    }
+                })
             }
         }
         Cmd::Test { filter } => test(filter.as_deref()),
@@ -289,7 +300,7 @@ fn test(filter: Option<&str>) -> Result<()> {
                     rounds: 1,
                     only: Vec::new(),
                     workloads: Vec::new(),
-                    check_samples: 3,
+                    check_pairs: 5,
                 })?;
                 bench::check(&report)
             });
