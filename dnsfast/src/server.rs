@@ -221,7 +221,10 @@ fn answer_message(
     // it.
     // A steered name's NODATA: its negative TTL is the service's TTL at most.
     let mut negative_cap = None;
-    if msg.len() <= MSG_AREA && q.hot().is_ok() {
+    if q.hot().is_ok() {
+        // The hot builder works in a buffer of the XDP program's size: a longer query (padded,
+        // or over TCP) gets the same answer from the general encoder.
+        let fits = msg.len() <= MSG_AREA;
         let mut key_buf = [0u8; 4 + 255];
         let key = lookup_key(
             &mut key_buf,
@@ -242,22 +245,28 @@ fn answer_message(
         }
         if let Some((Some(answer), _)) = steered {
             // The draw's order is the answer's: no rotation.
-            if hot_reply(msg, &q, &answer, options, 0, limit, out) {
+            if fits && hot_reply(msg, &q, &answer, options, 0, limit, out) {
                 shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
-            // Too big for the client's UDP size (a long name, NSID): the general encoder
-            // truncates.
+            // Too big for the client's UDP size (a long name, NSID), or a long query: the
+            // general encoder (which truncates).
             let Some(qname) = decode_qname(msg) else {
                 return false;
             };
             let ans = steered_records(&qname, &answer);
-            return emit(response::encode(&q, &qname, &ans, limit, nsid), out);
+            let sent = emit(response::encode(&q, &qname, &ans, limit, nsid), out);
+            if sent {
+                shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
+            }
+            return sent;
         }
         // (A steered name without an address of this family has no hot key either: the
         // zone's node answers NODATA below.)
+        // (A hot name's records are the zone's: a long query finds them there.)
         let rotation = answer_rotation(q.id, client.port());
-        if let Some(ans) = snap.hot.get(key)
+        if fits
+            && let Some(ans) = snap.hot.get(key)
             && hot_reply(msg, &q, ans.as_ref(), options, rotation, limit, out)
         {
             shared.stats.hot_answers.fetch_add(1, Ordering::Relaxed);

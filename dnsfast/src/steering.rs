@@ -1568,6 +1568,86 @@ mod tests {
     }
 
     #[test]
+    fn a_query_longer_than_the_xdp_buffer_gets_the_same_steered_answer() {
+        use hickory_proto::{
+            op::Message,
+            rr::{RData, rdata::opt::EdnsCode},
+        };
+
+        let path = files("long", &service("www.example.com"));
+        let cfg = Config::load(&path).unwrap();
+        let shared = crate::server::Shared::new(crate::compile::compile(&cfg).unwrap());
+        let name = "www.example.com.";
+        // `q` with a Padding option (RFC 7830) of `n` bytes after its other options.
+        let padded = |q: &[u8], n: usize| {
+            let mut m = q.to_vec();
+            let qname_len = wire_lower(&Name::from_ascii(name).unwrap()).len();
+            // The OPT record's RDLENGTH, after its owner (the root), TYPE, CLASS and TTL.
+            let at = dnsfast_common::wire::HEADER_LEN + qname_len + 4 + 9;
+            let rdlen = u16::from_be_bytes([m[at], m[at + 1]]) + 4 + n as u16;
+            m[at..at + 2].copy_from_slice(&rdlen.to_be_bytes());
+            m.extend_from_slice(&[0, 12]);
+            m.extend_from_slice(&(n as u16).to_be_bytes());
+            m.resize(m.len() + n, 0);
+            m
+        };
+        let wire = |q: &[u8], tcp: bool, from: SocketAddr| {
+            crate::server::handle(&shared, q, tcp, from).expect("an answer")
+        };
+        let ask = |q: &[u8], from: SocketAddr| {
+            let m = Message::from_vec(&wire(q, false, from)).unwrap();
+            let ecs = m
+                .edns
+                .as_ref()
+                .and_then(|e| e.options().get(EdnsCode::Subnet).cloned());
+            let addrs: Vec<String> = m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    RData::AAAA(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect();
+            (m.response_code.low(), m.authoritative, addrs, ecs)
+        };
+        let us: SocketAddr = "198.18.1.7:5300".parse().unwrap();
+        let eu: SocketAddr = "198.18.2.7:5300".parse().unwrap();
+        for id in 0..20u16 {
+            for (qtype, ecs, from, region) in [
+                (TYPE_A, None, us, "198.18.10."),
+                (TYPE_A, None, eu, "198.18.20."),
+                (TYPE_AAAA, None, us, "2001:2:0:10::"),
+                // A Client Subnet in eu's block from a us resolver: eu's, SCOPE 24.
+                (TYPE_A, Some((1, 24, &[198u8, 18, 2][..])), us, "198.18.20."),
+            ] {
+                let short = ecs_query(id, name, qtype, ecs);
+                let want = ask(&short, from);
+                assert!(
+                    want.0 == 0 && want.1 && !want.2.is_empty(),
+                    "the short query's answer: {want:?}"
+                );
+                assert!(want.2.iter().all(|a| a.starts_with(region)), "{want:?}");
+                assert_eq!(want.3.is_some(), ecs.is_some());
+                // The same bytes whatever the query's length (neither path pads an answer).
+                for tcp in [false, true] {
+                    let want = wire(&short, tcp, from);
+                    for n in [1200, 4000] {
+                        let long = padded(&short, n);
+                        assert!(long.len() > dnsfast_common::maps::MSG_AREA);
+                        assert_eq!(
+                            wire(&long, tcp, from),
+                            want,
+                            "id {id}, type {qtype}, {n} bytes of padding, tcp {tcp}"
+                        );
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn a_bad_geoip_database_is_an_error_naming_the_key_and_the_file() {
         let cfg = files("geoip", &service("www.example.com"));
         let dir = cfg.parent().unwrap().to_path_buf();
