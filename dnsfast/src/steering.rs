@@ -1203,6 +1203,19 @@ mod tests {
         assert!((share - 0.75).abs() < 0.02, "{share}");
     }
 
+    /// The addresses of a message's A and AAAA answers, in order.
+    fn addrs(m: &hickory_proto::op::Message) -> Vec<String> {
+        use hickory_proto::rr::RData;
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                RData::AAAA(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A configuration and zone in a fresh directory; the configuration's path.
     fn files(tag: &str, services: &str) -> std::path::PathBuf {
         let dir =
@@ -1266,16 +1279,6 @@ mod tests {
             let client: SocketAddr = client.parse().unwrap();
             let r = crate::server::handle(&shared, &wire, false, client).expect("an answer");
             Message::from_vec(&r).unwrap()
-        };
-        let addrs = |m: &Message| -> Vec<String> {
-            m.answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    RData::AAAA(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect()
         };
         let snap = shared.snapshot.load();
         let svc = snap
@@ -1404,7 +1407,7 @@ mod tests {
 
     #[test]
     fn client_subnet_decides_steered_answers_and_is_echoed_with_its_scope() {
-        use hickory_proto::{op::Message, rr::RData};
+        use hickory_proto::op::Message;
 
         let extra = format!(
             "{}[[region]]\nname = \"apac\"\nsubnets = [\"10.9.0.0/16\", \"2001:db8::/32\"]\n",
@@ -1426,15 +1429,7 @@ mod tests {
          -> (Vec<String>, Option<Vec<u8>>, u8) {
             let r = crate::server::handle(shared, q, false, from).expect("an answer");
             let m = Message::from_vec(&r).unwrap();
-            let addrs = m
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    RData::AAAA(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect();
+            let addrs = addrs(&m);
             // Our OPT is the last record and the echo its last option.
             let at = r.windows(2).rposition(|w| w == [0, 8]);
             let echo = at
@@ -1569,10 +1564,7 @@ mod tests {
 
     #[test]
     fn a_query_longer_than_the_xdp_buffer_gets_the_same_steered_answer() {
-        use hickory_proto::{
-            op::Message,
-            rr::{RData, rdata::opt::EdnsCode},
-        };
+        use hickory_proto::{op::Message, rr::rdata::opt::EdnsCode};
 
         let path = files("long", &service("www.example.com"));
         let cfg = Config::load(&path).unwrap();
@@ -1600,16 +1592,7 @@ mod tests {
                 .edns
                 .as_ref()
                 .and_then(|e| e.options().get(EdnsCode::Subnet).cloned());
-            let addrs: Vec<String> = m
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    RData::AAAA(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect();
-            (m.response_code.low(), m.authoritative, addrs, ecs)
+            (m.response_code.low(), m.authoritative, addrs(&m), ecs)
         };
         let us: SocketAddr = "198.18.1.7:5300".parse().unwrap();
         let eu: SocketAddr = "198.18.2.7:5300".parse().unwrap();
