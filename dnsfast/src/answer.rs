@@ -152,9 +152,12 @@ pub fn resolve(zones: &Zones, qname: &Name, qtype: RecordType, qclass: DNSClass)
         };
         if qtype == RecordType::ANY {
             // RFC 8482: one RRset is a complete answer to ANY: the node's first, in type order.
+            // A node without any (a steered name's: the server adds its records) is a NODATA.
             if let Some(set) = node.rrsets.first() {
                 out.answer.extend(set.records(&owner));
                 additional(zones, set.rtype, &set.rdatas, &mut out);
+            } else {
+                negative(zone, &mut out);
             }
             return out;
         }

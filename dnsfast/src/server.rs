@@ -226,12 +226,7 @@ fn answer_message(
         // or over TCP) gets the same answer from the general encoder.
         let fits = msg.len() <= MSG_AREA;
         let mut key_buf = [0u8; 4 + 255];
-        let key = lookup_key(
-            &mut key_buf,
-            &msg[HEADER_LEN..HEADER_LEN + q.name_len],
-            q.qtype,
-            REGION_ANY,
-        );
+        let key = query_key(&mut key_buf, msg, &q);
         let steered = snap.steering.service(&key[4..]).map(|svc| {
             snap.steering
                 .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id)
@@ -291,9 +286,10 @@ fn answer_message(
             RecordType::from(q.qtype),
             DNSClass::from(q.qclass),
         );
-        if let Some((scope, cap)) = steered_cname_target(
+        if let Some((scope, cap)) = steered_tail(
             &snap.steering,
             &mut ans,
+            &qname,
             q.qtype,
             client,
             ecs.as_ref(),
@@ -301,6 +297,8 @@ fn answer_message(
         ) {
             q = with_scope(q, scope);
             negative_cap = negative_cap.or(cap);
+        } else {
+            hot_order(&snap.hot, &mut ans, msg, &q, client.port());
         }
         if let Some(ttl) = negative_cap {
             cap_negative_ttl(&mut ans, ttl);
@@ -375,38 +373,92 @@ fn steered_records(owner: &Name, a: &AnswerLarge) -> answer::Answer {
     }
 }
 
-/// A CNAME chain in a zone that ends at a steered name: the target's records for the client's
-/// region replace the NODATA the zone alone gives (the zone holds no addresses there). Returns
-/// the SCOPE of the decision when it did, and the cap of the negative TTL when it is still a
+/// A steered name's answer where the zone alone answers NODATA (it holds no addresses there):
+/// at the end of a CNAME chain (A or AAAA), or asked directly on the general path (QCLASS ANY,
+/// a query the hot builder's buffer cannot take), or QTYPE ANY at a steered name with no other
+/// data, which gets the client's region's A records (AAAA if it has none; RFC 8482 §4.1: one
+/// RRset answers ANY). The records for the client's region replace the NODATA; returns the
+/// SCOPE of the decision when there was one, and the cap of the negative TTL when it is still a
 /// NODATA.
-fn steered_cname_target(
+fn steered_tail(
     steering: &Compiled,
     ans: &mut answer::Answer,
+    qname: &Name,
     qtype: u16,
     client: SocketAddr,
     ecs: Option<&Ecs>,
     id: u16,
 ) -> Option<(u8, Option<u32>)> {
-    if steering.is_empty() || (qtype != TYPE_A && qtype != TYPE_AAAA) || ans.rcode != rcode::NOERROR
-    {
+    if steering.is_empty() || ans.rcode != rcode::NOERROR {
         return None;
     }
-    let RData::CNAME(target) = &ans.answer.last()?.data else {
-        return None;
+    let address = qtype == TYPE_A || qtype == TYPE_AAAA;
+    let owner = match ans.answer.last().map(|r| &r.data) {
+        Some(RData::CNAME(target)) if address => target.0.clone(),
+        None if address || qtype == u16::from(RecordType::ANY) => qname.clone(),
+        _ => return None,
     };
-    let target = target.0.clone();
-    let svc = steering.service(&crate::steering::wire_lower(&target))?;
-    let (a, scope) = steering.answer_for(svc, qtype, client, ecs, id);
+    let svc = steering.service(&crate::steering::wire_lower(&owner))?;
+    let (a, scope) = if address {
+        steering.answer_for(svc, qtype, client, ecs, id)
+    } else {
+        match steering.answer_for(svc, TYPE_A, client, ecs, id) {
+            (None, _) => steering.answer_for(svc, TYPE_AAAA, client, ecs, id),
+            found => found,
+        }
+    };
     let Some(a) = a else {
-        // The target has no address of this family in the client's region: NODATA, which
-        // depends on the region (and its negative TTL is the service's at most).
+        // No address of this family in the client's region: NODATA, which depends on the
+        // region (and its negative TTL is the service's at most).
         return Some((scope, Some(svc.ttl)));
     };
-    let records = steered_records(&target, &a);
+    let records = steered_records(&owner, &a);
     ans.answer.extend(records.answer);
     // The negative answer's SOA goes: the chain now ends in data.
     ans.authority.clear();
     Some((scope, None))
+}
+
+/// A hot name's A or AAAA records answered by the general encoder (a query too long for the
+/// hot builder's buffer, an answer too big for the client's size, QCLASS ANY) in the order the
+/// hot builder would give the same query: from record `answer_rotation % count`.
+fn hot_order(
+    hot: &crate::hot::HotTable,
+    ans: &mut answer::Answer,
+    msg: &[u8],
+    q: &Query,
+    port: u16,
+) {
+    let n = ans.answer.len();
+    if (q.qtype != TYPE_A && q.qtype != TYPE_AAAA)
+        || ans.rcode != rcode::NOERROR
+        || n < 2
+        || ans
+            .answer
+            .iter()
+            .any(|r| u16::from(r.record_type()) != q.qtype)
+    {
+        return;
+    }
+    let mut key_buf = [0u8; 4 + 255];
+    if hot
+        .get(query_key(&mut key_buf, msg, q))
+        .is_some_and(|h| h.as_ref().count() == n)
+    {
+        ans.answer
+            .rotate_left(answer_rotation(q.id, port) as usize % n);
+    }
+}
+
+/// The hot-table key of the validated query `msg` (`q`): its type, no region, its QNAME
+/// lowercased, as the XDP program builds it.
+fn query_key<'b>(buf: &'b mut [u8; 4 + 255], msg: &[u8], q: &Query) -> &'b [u8] {
+    lookup_key(
+        buf,
+        &msg[HEADER_LEN..HEADER_LEN + q.name_len],
+        q.qtype,
+        REGION_ANY,
+    )
 }
 
 fn emit(answer: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {

@@ -1226,6 +1226,7 @@ mod tests {
             "$ORIGIN example.com.\n$TTL 300\n\
              @ SOA ns1 host 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 198.18.0.1\n\
              www TXT \"steered\"\nalias CNAME www\n* A 198.18.9.9\nfixed A 198.18.0.5\n\
+             multi A 198.18.0.7\nmulti A 198.18.0.8\nmulti A 198.18.0.9\n\
              sub NS ns.sub\nns.sub A 198.18.0.6\n",
         )
         .unwrap();
@@ -1570,10 +1571,11 @@ mod tests {
         let cfg = Config::load(&path).unwrap();
         let shared = crate::server::Shared::new(crate::compile::compile(&cfg).unwrap());
         let name = "www.example.com.";
-        // `q` with a Padding option (RFC 7830) of `n` bytes after its other options.
-        let padded = |q: &[u8], n: usize| {
+        // `q`, a query for `qname`, with a Padding option (RFC 7830) of `n` bytes after its
+        // other options.
+        let padded = |q: &[u8], qname: &str, n: usize| {
             let mut m = q.to_vec();
-            let qname_len = wire_lower(&Name::from_ascii(name).unwrap()).len();
+            let qname_len = wire_lower(&Name::from_ascii(qname).unwrap()).len();
             // The OPT record's RDLENGTH, after its owner (the root), TYPE, CLASS and TTL.
             let at = dnsfast_common::wire::HEADER_LEN + qname_len + 4 + 9;
             let rdlen = u16::from_be_bytes([m[at], m[at + 1]]) + 4 + n as u16;
@@ -1616,7 +1618,7 @@ mod tests {
                 for tcp in [false, true] {
                     let want = wire(&short, tcp, from);
                     for n in [1200, 4000] {
-                        let long = padded(&short, n);
+                        let long = padded(&short, name, n);
                         assert!(long.len() > dnsfast_common::maps::MSG_AREA);
                         assert_eq!(
                             wire(&long, tcp, from),
@@ -1626,6 +1628,100 @@ mod tests {
                     }
                 }
             }
+        }
+        // A hot name's records come from the zone for a long query, in the hot builder's order.
+        for id in 0..20u16 {
+            let short = ecs_query(id, "multi.example.com.", TYPE_A, None);
+            for tcp in [false, true] {
+                let want = wire(&short, tcp, us);
+                assert_eq!(addrs(&Message::from_vec(&want).unwrap()).len(), 3);
+                let long = padded(&short, "multi.example.com.", 1200);
+                assert_eq!(wire(&long, tcp, us), want, "multi, id {id}, tcp {tcp}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn qclass_any_and_qtype_any_at_a_steered_name_get_its_regions_records() {
+        use hickory_proto::op::Message;
+
+        let path = files(
+            "any",
+            &format!(
+                "{}{}",
+                service("www.example.com"),
+                service("x.deep.example.com")
+            ),
+        );
+        let cfg = Config::load(&path).unwrap();
+        let shared = crate::server::Shared::new(crate::compile::compile(&cfg).unwrap());
+        let wire = |q: &[u8], from: &str| {
+            crate::server::handle(&shared, q, false, from.parse().unwrap()).expect("an answer")
+        };
+        // QCLASS of a query `ecs_query` built for `name`.
+        let class_at = |name: &str| {
+            dnsfast_common::wire::HEADER_LEN
+                + wire_lower(&Name::from_ascii(name).unwrap()).len()
+                + 2
+        };
+        let eu_ecs = Some((1, 24, &[198u8, 18, 2][..]));
+        for id in 0..20u16 {
+            for (name, qtype, ecs, from) in [
+                ("www.example.com.", TYPE_A, None, "198.18.1.7:5300"),
+                ("www.example.com.", TYPE_A, None, "198.18.2.7:5300"),
+                ("www.example.com.", TYPE_AAAA, None, "198.18.1.7:5300"),
+                ("x.deep.example.com.", TYPE_A, eu_ecs, "198.18.1.7:5300"),
+            ] {
+                let q = ecs_query(id, name, qtype, ecs);
+                let want = wire(&q, from);
+                // QCLASS ANY (RFC 1035 §3.2.5): the same answer, the question's class as asked.
+                let at = class_at(name);
+                let mut any = q.clone();
+                any[at..at + 2].copy_from_slice(&255u16.to_be_bytes());
+                let mut got = wire(&any, from);
+                assert_eq!(got[at..at + 2], [0, 255]);
+                got[at..at + 2].copy_from_slice(&[0, 1]);
+                assert_eq!(
+                    got, want,
+                    "{name} type {qtype} class ANY, id {id}, from {from}"
+                );
+            }
+            // QTYPE ANY where the zone holds nothing else: the region's A records, as the A
+            // query's draw gives them, SCOPE and all; where it holds a TXT, that.
+            for (ecs, from) in [(None, "198.18.1.7:5300"), (eu_ecs, "198.18.1.7:5300")] {
+                let a = Message::from_vec(&wire(
+                    &ecs_query(id, "x.deep.example.com.", TYPE_A, ecs),
+                    from,
+                ))
+                .unwrap();
+                let any =
+                    Message::from_vec(&wire(&ecs_query(id, "x.deep.example.com.", 255, ecs), from))
+                        .unwrap();
+                assert!(!addrs(&a).is_empty());
+                assert_eq!(addrs(&any), addrs(&a), "ANY, id {id}, {ecs:?}");
+                assert_eq!(
+                    (
+                        any.response_code.low(),
+                        any.authoritative,
+                        any.authorities.len()
+                    ),
+                    (0, true, 0)
+                );
+                assert_eq!(any.edns, a.edns, "the Client Subnet echo, SCOPE included");
+            }
+            let txt = Message::from_vec(&wire(
+                &ecs_query(id, "www.example.com.", 255, None),
+                "198.18.1.7:53",
+            ))
+            .unwrap();
+            assert_eq!(
+                txt.answers
+                    .iter()
+                    .map(hickory_proto::rr::Record::record_type)
+                    .collect::<Vec<_>>(),
+                [hickory_proto::rr::RecordType::TXT]
+            );
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
