@@ -228,17 +228,19 @@ fn answer_message(
         let mut key_buf = [0u8; 4 + 255];
         let key = query_key(&mut key_buf, msg, &q);
         let steered = snap.steering.service(&key[4..]).map(|svc| {
-            snap.steering
-                .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id)
+            let (answer, scope) =
+                snap.steering
+                    .answer_for(svc, q.qtype, client, ecs.as_ref(), q.id);
+            (answer, scope, svc.ttl)
         });
-        if let Some((_, scope)) = steered {
+        if let Some((_, scope, _)) = steered {
             // A steered name's answer depends on the region, its NODATA too.
             q = with_scope(q, scope);
         }
-        if let Some((None, _)) = steered {
-            negative_cap = snap.steering.service(&key[4..]).map(|svc| svc.ttl);
+        if let Some((None, _, ttl)) = steered {
+            negative_cap = Some(ttl);
         }
-        if let Some((Some(answer), _)) = steered {
+        if let Some((Some(answer), _, _)) = steered {
             // The draw's order is the answer's: no rotation.
             if fits && hot_reply(msg, &q, &answer, options, 0, limit, out) {
                 shared.stats.steered_answers.fetch_add(1, Ordering::Relaxed);
@@ -286,17 +288,20 @@ fn answer_message(
             RecordType::from(q.qtype),
             DNSClass::from(q.qclass),
         );
-        if let Some((scope, cap)) = steered_tail(
-            &snap.steering,
-            &mut ans,
-            &qname,
-            q.qtype,
-            client,
-            ecs.as_ref(),
-            q.id,
-        ) {
+        // A steered NODATA the fast path placed has its cap already: not placed twice.
+        if negative_cap.is_none()
+            && let Some((scope, cap)) = steered_tail(
+                &snap.steering,
+                &mut ans,
+                &qname,
+                q.qtype,
+                client,
+                ecs.as_ref(),
+                q.id,
+            )
+        {
             q = with_scope(q, scope);
-            negative_cap = negative_cap.or(cap);
+            negative_cap = cap;
         } else {
             hot_order(&snap.hot, &mut ans, msg, &q, client.port());
         }
